@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test unit integration e2e bench broker clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/mesh up
+
+# Tests need the real RabbitMQ and PostgreSQL; start (or install) them when absent.
+broker:
+	@bash .ci/ensure-services
+
+test: install broker
+	$(BIN)/pytest -p no:cacheprovider tests/unit tests/integration tests/e2e
+
+unit: install
+	$(BIN)/pytest -p no:cacheprovider tests/unit
+
+integration: install broker
+	$(BIN)/pytest -p no:cacheprovider tests/integration
+
+e2e: install broker
+	$(BIN)/pytest -p no:cacheprovider tests/e2e
+
+bench: install broker
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

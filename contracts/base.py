@@ -1,0 +1,140 @@
+"""The contract language: typed errors, RPC method and event declarations.
+
+Imports only marshmallow and nameko's exception registry, so any consumer can use
+`contracts/` without the platform (`mesh/`) or the services.
+"""
+import dataclasses
+import datetime as dt
+import re
+
+from marshmallow import Schema, fields, validate
+from nameko.exceptions import deserialize_to_instance
+
+__all__ = [
+    "ContractError", "Event", "Method", "ServiceContract", "Int", "UtcDateTime",
+    "Page", "PageArgs", "EventEnvelope", "SAFE_ID",
+]
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class ContractError(Exception):
+    """An expected failure declared in a contract; callers catch it by class.
+
+    Every subclass is registered with nameko, so it crosses RPC as itself rather
+    than as a `RemoteError`. Its args stay JSON-able: `(message, fields)`.
+    """
+
+    code = "error"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        deserialize_to_instance(cls)
+
+    def __init__(self, message, fields=None):
+        super().__init__(message, fields or {})
+
+    @property
+    def message(self):
+        return self.args[0]
+
+    @property
+    def fields(self):
+        return self.args[1]
+
+    def __str__(self):
+        return self.message
+
+
+class Int(fields.Integer):
+    """A strict integer: rejects floats, numeric strings and booleans."""
+
+    def __init__(self, **kwargs):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class UtcDateTime(fields.DateTime):
+    """ISO 8601 in UTC, written with a `Z`."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, dt.datetime):
+            return value
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class PageArgs(Schema):
+    limit = Int(load_default=20, validate=validate.Range(min=1, max=100))
+    offset = Int(load_default=0, validate=validate.Range(min=0))
+
+
+def Page(item_schema):
+    """A page of `item_schema`: `{items, total, limit, offset}`."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema), required=True),
+            "total": Int(required=True),
+            "limit": Int(required=True),
+            "offset": Int(required=True),
+        },
+        name=f"{item_schema.__name__}Page",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One RPC method: its keyword arguments, its result and its expected errors."""
+
+    args: type[Schema]
+    result: type[Schema]
+    errors: tuple[type[ContractError], ...] = ()
+    doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One event type and the schema of its `data`, at one version."""
+
+    type: str
+    data: type[Schema]
+    version: int = 1
+    doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceContract:
+    """What a service offers: its RPC methods and the events it publishes."""
+
+    service: str
+    methods: dict[str, Method]
+    events: dict[str, Event] = dataclasses.field(default_factory=dict)
+
+    def method(self, name):
+        try:
+            return self.methods[name]
+        except KeyError:
+            raise AttributeError(
+                f"{self.service} declares no RPC method {name!r}") from None
+
+
+class EventEnvelope(Schema):
+    """What every event on the wire looks like; `data` is checked per type."""
+
+    event_id = fields.UUID(required=True)
+    type = fields.String(required=True)
+    version = Int(required=True, validate=validate.Range(min=1))
+    occurred_at = UtcDateTime(required=True)
+    correlation_id = fields.String(load_default=None, allow_none=True)
+    data = fields.Dict(required=True)
+

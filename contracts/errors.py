@@ -1,0 +1,30 @@
+"""Typed errors shared by every service contract."""
+from contracts.base import ContractError
+
+__all__ = ["NotFound", "Conflict", "InvalidInput", "InvalidCredentials",
+           "ContractViolation"]
+
+
+class NotFound(ContractError):
+    """The thing asked for does not exist (or is not the caller's to see)."""
+    code = "not_found"
+
+
+class Conflict(ContractError):
+    """The change clashes with what exists: a duplicate key, say."""
+    code = "conflict"
+
+
+class InvalidInput(ContractError):
+    """Arguments failed the contract; `fields` maps each field to its messages."""
+    code = "validation_error"
+
+
+class InvalidCredentials(ContractError):
+    """Wrong email or wrong password: deliberately indistinguishable."""
+    code = "invalid_credentials"
+
+
+class ContractViolation(ContractError):
+    """The service produced a result its own contract does not allow: a bug."""
+    code = "internal_error"

@@ -1,0 +1,105 @@
+"""The `inventory` service: products, stock and reservations."""
+from marshmallow import Schema, ValidationError, fields, validate
+
+from contracts.base import (SAFE_ID, Event, Int, Method, Page, PageArgs,
+                            ServiceContract, UtcDateTime)
+from contracts.errors import Conflict, InvalidInput, NotFound
+
+__all__ = ["CONTRACT", "Product", "ProductPage", "CreateProductArgs", "RestockArgs",
+           "GetProductArgs", "Line", "ReserveArgs", "OrderRef", "Reservation",
+           "RESERVATION_STATUSES"]
+
+RESERVATION_STATUSES = ("reserved", "rejected", "committed", "released")
+
+
+class Product(Schema):
+    id = Int(required=True)
+    sku = fields.String(required=True)
+    name = fields.String(required=True)
+    price_cents = Int(required=True)
+    stock = Int(required=True, validate=validate.Range(min=0))
+    created_at = UtcDateTime(required=True)
+
+
+ProductPage = Page(Product)
+
+
+class GetProductArgs(Schema):
+    product_id = Int(required=True)
+
+
+class CreateProductArgs(Schema):
+    sku = fields.String(required=True, validate=[validate.Length(min=1, max=64),
+                                                 validate.Regexp(SAFE_ID)])
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    price_cents = Int(required=True, validate=validate.Range(min=1))
+    stock = Int(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
+
+
+class RestockArgs(Schema):
+    product_id = Int(required=True)
+    quantity = Int(required=True, validate=validate.Range(min=1, max=2**31 - 1))
+
+
+class Line(Schema):
+    product_id = Int(required=True)
+    quantity = Int(required=True, validate=validate.Range(min=1, max=1000))
+
+
+def distinct_products(lines):
+    """Validator: each product appears on one line only."""
+    ids = [line["product_id"] for line in lines]
+    if len(ids) != len(set(ids)):
+        raise ValidationError("Each product may appear on one line only.")
+
+
+class ReserveArgs(Schema):
+    order_id = Int(required=True, validate=validate.Range(min=1))
+    lines = fields.List(fields.Nested(Line), required=True,
+                        validate=[validate.Length(min=1, max=50), distinct_products])
+
+
+class OrderRef(Schema):
+    order_id = Int(required=True, validate=validate.Range(min=1))
+
+
+class Reservation(Schema):
+    order_id = Int(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
+    lines = fields.List(fields.Nested(Line), required=True)
+    short_product_ids = fields.List(Int(), required=True)
+
+
+class StockChanged(Schema):
+    product_id = Int(required=True)
+    stock = Int(required=True)
+
+
+CONTRACT = ServiceContract(
+    service="inventory",
+    methods={
+        "create_product": Method(CreateProductArgs, Product, (InvalidInput, Conflict),
+                                 "Add a product; its sku is unique."),
+        "get_product": Method(GetProductArgs, Product, (InvalidInput, NotFound),
+                              "One product by id."),
+        "list_products": Method(PageArgs, ProductPage, (InvalidInput,),
+                                "A page of products, oldest first, with the total."),
+        "restock": Method(RestockArgs, Product, (InvalidInput, NotFound),
+                          "Add units to a product's stock."),
+        "reserve_stock": Method(
+            ReserveArgs, Reservation, (InvalidInput, NotFound),
+            "Reserve every line of an order or none (status `rejected`, with the "
+            "short products); asking again for the same order answers the same."),
+        "release_stock": Method(
+            OrderRef, Reservation, (InvalidInput, NotFound),
+            "Give back an order's reserved or committed units; idempotent."),
+        "commit_stock": Method(
+            OrderRef, Reservation, (InvalidInput, NotFound, Conflict),
+            "Make an order's reservation final (the goods are sold); idempotent."),
+    },
+    events={
+        "product_created": Event("product_created", Product, doc="A product was added."),
+        "stock_changed": Event("stock_changed", StockChanged,
+                               doc="A product's orderable stock changed."),
+    },
+)

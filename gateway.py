@@ -1,0 +1,51 @@
+"""The HTTP entry point: a route table from HTTP to contract RPCs, nothing else."""
+from contracts import accounts, inventory
+from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
+from mesh.health import Readiness
+from mesh.http import ADMIN, USER, Route, RouteTable, api, operation
+from mesh.rpc import ServiceRpcs
+
+ROUTES = RouteTable("/api/v1", [
+    Route("POST", "/auth/register", accounts.CONTRACT, "register", status=201,
+          summary="Register a customer"),
+    Route("POST", "/auth/token", accounts.CONTRACT, "issue_token",
+          summary="Exchange email and password for a bearer token"),
+    Route("GET", "/me", accounts.CONTRACT, "get_user", access=USER,
+          identity={"user_id": "user_id"}, summary="The caller's own user"),
+    Route("GET", "/products", inventory.CONTRACT, "list_products",
+          summary="A page of products"),
+    Route("GET", "/products/<int:product_id>", inventory.CONTRACT, "get_product",
+          summary="One product"),
+    Route("POST", "/products", inventory.CONTRACT, "create_product", access=ADMIN,
+          status=201, summary="Add a product"),
+    Route("POST", "/products/<int:product_id>/restock", inventory.CONTRACT, "restock",
+          access=ADMIN, summary="Add units to a product's stock"),
+])
+
+ERRORS = {
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    InvalidInput: (422, "validation_error"),
+    InvalidCredentials: (401, "invalid_credentials"),
+}
+
+
+class GatewayService:
+    name = "gateway"
+
+    rpc = ServiceRpcs(ROUTES.contracts)
+    readiness = Readiness(ROUTES.services)
+
+    @api(ROUTES, ERRORS)
+    def api(self, route, kwargs):
+        return getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
+
+    @operation("GET", "/health")
+    def health(self):
+        return {"status": "ok"}
+
+    @operation("GET", "/ready")
+    def ready(self):
+        ready, checks = self.readiness()
+        return (200 if ready else 503), {"status": "ready" if ready else "not_ready",
+                                         "checks": checks}

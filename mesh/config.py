@@ -1,0 +1,140 @@
+"""Load config.yaml (with `${ENV:default}`) and refuse bad settings in one line."""
+import os
+import re
+import warnings
+from urllib.parse import urlsplit
+
+import yaml
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+__all__ = ["ConfigError", "load_config", "validate_config", "parse_rate",
+           "database_setting"]
+
+RATE = re.compile(r"^(\d+)/(\d+)$")
+DB_SCHEMES = ("sqlite", "postgresql")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names it."""
+
+
+def parse_rate(text):
+    """`"10/60"` → `(10, 60)`: at most 10 events in 60 seconds."""
+    match = RATE.match(text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise ValidationError("must look like COUNT/SECONDS, for example 10/60")
+    return int(match[1]), int(match[2])
+
+
+def database_setting(service):
+    """The name of the setting that points `service` at its own database."""
+    return f"DATABASE_URL_{service.upper()}"
+
+
+def _amqp_uri(value):
+    if urlsplit(value).scheme not in ("amqp", "amqps", "pyamqp"):
+        raise ValidationError("must be an amqp://, amqps:// or pyamqp:// URI")
+
+
+def _database_url(value):
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValidationError("is not a database URL") from None
+    if url.get_backend_name() not in DB_SCHEMES:
+        raise ValidationError("must be a sqlite:// or postgresql:// URL")
+
+
+def _service_path(value):
+    if not re.match(r"^[\w.]+:\w+$", value):
+        raise ValidationError("must look like package.module:ServiceClass")
+
+
+class Settings(Schema):
+    """The settings of README "Configuration"; anything else passes through."""
+
+    class Meta:
+        unknown = "include"
+
+    AMQP_URI = fields.String(required=True, validate=_amqp_uri)
+    GATEWAY_HOST = fields.String(required=True, validate=validate.Length(min=1))
+    GATEWAY_PORT = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=1, max=65535),
+        error_messages={"invalid": "must be an integer from 1 to 65535"})
+    MESH_DATA_DIR = fields.String(required=True, validate=validate.Length(min=1))
+    JWT_SECRET = fields.String(
+        load_default=None, allow_none=True,
+        validate=validate.Length(min=32, error="must be at least 32 characters"))
+    JWT_TTL_SECONDS = fields.Integer(strict=True, load_default=3600,
+                                     validate=validate.Range(min=60, max=7 * 86400))
+    MESH_ADMIN_EMAIL = fields.Email(load_default=None, allow_none=True)
+    MESH_ADMIN_PASSWORD = fields.String(load_default=None, allow_none=True,
+                                        validate=validate.Length(min=8, max=128))
+    AUTH_RATE_LIMIT = fields.String(load_default="10/60", validate=parse_rate)
+    API_RATE_LIMIT = fields.String(load_default="1200/60", validate=parse_rate)
+    RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
+    SERVICES = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z_]+$")),
+                           values=fields.String(validate=_service_path), required=True)
+
+    @validates_schema
+    def admin_pair(self, data, **kwargs):
+        if bool(data.get("MESH_ADMIN_EMAIL")) != bool(data.get("MESH_ADMIN_PASSWORD")):
+            raise ValidationError("set both MESH_ADMIN_EMAIL and MESH_ADMIN_PASSWORD, "
+                                  "or neither", "MESH_ADMIN_PASSWORD")
+
+    @validates_schema
+    def database_urls(self, data, **kwargs):
+        for setting in sorted(k for k in data if k.startswith("DATABASE_URL_")):
+            if data[setting]:
+                try:
+                    _database_url(data[setting])
+                except ValidationError as exc:
+                    raise ValidationError(exc.messages, setting) from None
+
+
+def _blank_to_none(raw):
+    # `${VAR:}` reads as None or ""; both mean "not set".
+    return {k: (None if v == "" else v) for k, v in raw.items()}
+
+
+def validate_config(raw, source="config"):
+    """Return the checked config; raise ConfigError naming the first bad setting."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: must be a mapping of settings")
+    try:
+        config = Settings().load(_blank_to_none(raw))
+    except ValidationError as exc:
+        name, messages = sorted(exc.normalized_messages().items())[0]
+        while isinstance(messages, dict):
+            messages = next(iter(messages.values()))
+        message = messages[0] if isinstance(messages, list) else messages
+        shown = raw.get(name) if name in raw and "PASSWORD" not in name \
+            and "SECRET" not in name else None
+        got = f" (got {shown!r})" if shown is not None else ""
+        raise ConfigError(f"{source}: {name}: {message}{got}") from None
+    config["MESH_DATA_DIR"] = os.path.abspath(config["MESH_DATA_DIR"])
+    return config
+
+
+def read_yaml(path):
+    """config.yaml as nameko reads it: `${ENV:default}` expanded from the environment."""
+    with warnings.catch_warnings():
+        # nameko's CLI module imports the deprecated pkg_resources
+        warnings.simplefilter("ignore", UserWarning)
+        from nameko.cli.main import setup_yaml_parser
+
+    setup_yaml_parser()
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: is not valid YAML: {exc}".splitlines()[0]) from None
+
+
+def load_config(path="config.yaml"):
+    """Read and check `path`; raise ConfigError with a one-line message."""
+    return validate_config(read_yaml(path), source=path)

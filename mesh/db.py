@@ -1,0 +1,84 @@
+"""Each service's own database: SQLite under MESH_DATA_DIR, or DATABASE_URL_<SERVICE>."""
+import datetime as dt
+import os
+
+import nameko_sqlalchemy
+from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from mesh.config import database_setting
+
+__all__ = ["Database", "UtcDateTime", "database_url", "make_engine", "utcnow"]
+
+
+def utcnow():
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def database_url(config, service):
+    """The URL of `service`'s database: its setting, else a SQLite file of its own."""
+    url = config.get(database_setting(service))
+    if url:
+        return url
+    return "sqlite:///" + os.path.join(config["MESH_DATA_DIR"], f"{service}.sqlite")
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; busy_timeout rides out a
+    # concurrent `mesh migrate`; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url, **options):
+    """An engine tuned for its backend."""
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False},
+                               **options)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # psycopg2 is cooperative under eventlet's monkey patch (its wait callback)
+    options.setdefault("pool_pre_ping", True)
+    options.setdefault("pool_size", 10)
+    options.setdefault("max_overflow", 20)
+    return create_engine(url, **options)
+
+
+class Database(nameko_sqlalchemy.Database):
+    """nameko-sqlalchemy's provider, its URL chosen by `database_url`.
+
+    `get_dependency` gives a wrapper with `.session` (closed after the worker)
+    and `.get_session()` (a context manager that commits or rolls back).
+    """
+
+    def setup(self):
+        self.db_uri = database_url(self.container.config, self.container.service_name)
+        self.engine = make_engine(self.db_uri, **self.engine_options)
+        self.Session = sessionmaker(bind=self.engine, class_=nameko_sqlalchemy.database.Session,
+                                    **self.session_options)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp stored as naive UTC and read back as aware UTC, on every backend."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given; use mesh.db.utcnow()")
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value

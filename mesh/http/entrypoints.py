@@ -1,0 +1,103 @@
+"""Gateway entrypoints: `api` serves a route table, `operation` one plain JSON route."""
+import functools
+
+from eventlet.event import Event
+from nameko.exceptions import ContainerBeingKilled, RpcTimeout, UnknownService
+from nameko.extensions import Entrypoint
+from werkzeug.routing import Rule
+
+from contracts.base import ContractError
+from mesh.http.auth import authenticate
+from mesh.http.errors import ErrorTable, HttpError, json_response
+from mesh.http.server import MeshWebServer
+from mesh.tokens import Tokens, signing_key
+
+__all__ = ["api", "operation"]
+
+
+class HttpEntrypoint(Entrypoint):
+    server = MeshWebServer()
+
+    def setup(self):
+        self.server.register_provider(self)
+
+    def stop(self):
+        self.server.unregister_provider(self)
+        super().stop()
+
+    def run_worker(self, args, context_data):
+        """Run the service method in a worker and return (or raise) what it did."""
+        done = Event()
+        try:
+            self.container.spawn_worker(self, args, {}, context_data=context_data,
+                                        handle_result=functools.partial(self._done, done))
+        except ContainerBeingKilled:
+            raise HttpError(503, "service_unavailable", "the gateway is shutting down",
+                            headers={"Retry-After": "5"}) from None
+        return done.wait()
+
+    @staticmethod
+    def _done(event, worker_ctx, result, exc_info):
+        event.send(result, exc_info)
+        return result, exc_info
+
+
+class Api(HttpEntrypoint):
+    """Serves every route of a `RouteTable` through one service method.
+
+    The method is called as ``method(route, kwargs)`` after the caller's token,
+    role and arguments have been checked; `errors` maps exceptions it raises
+    to `(status, code)`.
+    """
+
+    def __init__(self, routes, errors, **kwargs):
+        kwargs.setdefault("expected_exceptions",
+                          (ContractError, UnknownService, RpcTimeout))
+        super().__init__(**kwargs)
+        self.routes = routes
+        self.errors = ErrorTable(errors)
+
+    def setup(self):
+        config = self.container.config
+        self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
+        super().setup()
+
+    def url_rules(self):
+        return [Rule(self.routes.url(route), methods=[route.method],
+                     endpoint=functools.partial(self.handle, route))
+                for route in self.routes]
+
+    def handle(self, route, request, path_values, request_id):
+        claims = authenticate(request, route.access, self.tokens)
+        kwargs = route.arguments(request, path_values, claims)
+        context = {"request_id": request_id}
+        if claims is not None:
+            context["user_id"] = claims.user_id
+        try:
+            result = self.run_worker((route, kwargs), context)
+        except Exception as exc:
+            mapped = self.errors.to_http(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        return json_response(result, route.status)
+
+
+class Operation(HttpEntrypoint):
+    """One route answered by a method returning a dict, or `(status, dict)`."""
+
+    def __init__(self, method, path, **kwargs):
+        super().__init__(**kwargs)
+        self.method, self.path = method, path
+
+    def url_rules(self):
+        return [Rule(self.path, methods=[self.method], endpoint=self.handle)]
+
+    def handle(self, request, path_values, request_id):
+        result = self.run_worker((), {"request_id": request_id})
+        status, payload = result if isinstance(result, tuple) else (200, result)
+        return json_response(payload, status)
+
+
+api = Api.decorator
+operation = Operation.decorator

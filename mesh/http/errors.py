@@ -1,0 +1,84 @@
+"""The JSON error format and the one table from exceptions to HTTP statuses."""
+import json
+import logging
+
+from nameko.exceptions import RpcTimeout, UnknownService
+from werkzeug.wrappers import Response
+
+from contracts.base import ContractError
+
+__all__ = ["HttpError", "ErrorTable", "json_response", "PLATFORM_ERRORS"]
+
+log = logging.getLogger(__name__)
+
+
+class HttpError(Exception):
+    """An error answered as `{"error": {code, message, request_id[, fields]}}`."""
+
+    def __init__(self, status, code, message, fields=None, headers=None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = fields
+        self.headers = headers or {}
+
+    def response(self, request_id):
+        body = {"code": self.code, "message": self.message, "request_id": request_id}
+        if self.fields is not None:
+            body["fields"] = self.fields
+        return json_response({"error": body}, self.status, self.headers)
+
+
+def json_response(payload, status=200, headers=None):
+    return Response(json.dumps(payload, separators=(",", ":")), status=status,
+                    headers=headers, content_type="application/json")
+
+
+# How the platform's own failures reach a client; services add theirs.
+PLATFORM_ERRORS = {
+    UnknownService: (503, "service_unavailable"),
+    RpcTimeout: (504, "upstream_timeout"),
+}
+
+
+class ErrorTable:
+    """Maps an exception (by class, nearest ancestor first) to an HttpError."""
+
+    def __init__(self, table):
+        self.table = {**PLATFORM_ERRORS, **table}
+
+    def to_http(self, exc):
+        if isinstance(exc, HttpError):
+            return exc
+        for cls in type(exc).__mro__:
+            if cls in self.table:
+                status, code = self.table[cls]
+                return self._build(exc, status, code)
+        return None
+
+    @staticmethod
+    def _build(exc, status, code):
+        headers = {}
+        if status == 503:
+            headers["Retry-After"] = "5"
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, ContractError):
+            fields = exc.fields if status == 422 else None
+            # a 422 always carries `fields`, even when the service gave none
+            if status == 422 and not fields:
+                fields = {}
+            return HttpError(status, code, exc.message, fields, headers)
+        if status == 503:
+            return HttpError(status, code, "a service needed for this request is "
+                             "unavailable; try again shortly", headers=headers)
+        if status == 504:
+            return HttpError(status, code, "a service needed for this request did "
+                             "not answer in time", headers=headers)
+        return HttpError(status, code, str(exc), headers=headers)
+
+
+def internal_error(exc, request_id):
+    """Log an unexpected failure with its request id; answer without a traceback."""
+    log.error("request %s failed", request_id, exc_info=(type(exc), exc, exc.__traceback__))
+    return HttpError(500, "internal_error",
+                     "something went wrong on our side; quote the request id")

@@ -1,0 +1,153 @@
+"""The gateway's route table: HTTP method and path → one contract RPC, plus who may call."""
+import dataclasses
+import functools
+import json
+import re
+
+from marshmallow import ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from contracts.base import Int, ServiceContract
+from mesh.http.errors import HttpError
+
+__all__ = ["PUBLIC", "USER", "ADMIN", "Route", "RouteTable"]
+
+PUBLIC, USER, ADMIN = "public", "user", "admin"
+ACCESS = (PUBLIC, USER, ADMIN)
+BODY_METHODS = ("POST", "PUT", "PATCH")
+PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
+INTEGER = re.compile(r"^-?\d{1,18}$")
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_json_object(request):
+    """The request's JSON object body ({} when empty); 413, 415, 400 or 422 otherwise."""
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise _too_large() from None
+    if not raw:
+        return {}
+    if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
+        raise HttpError(415, "unsupported_media_type",
+                        "send the body as JSON with Content-Type: application/json")
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise HttpError(400, "malformed_json", "the JSON body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and bad UTF-8 alike
+        raise HttpError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HttpError(422, "validation_error", "the body must be a JSON object",
+                        {"_schema": ["Expected a JSON object."]})
+    return body
+
+
+def _too_large():
+    return HttpError(413, "payload_too_large", "the body is larger than 1 MiB")
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """`method path` calls `contract.rpc` with the path, body or query and identity.
+
+    `identity` maps an RPC argument to a claim of the caller's token, e.g.
+    ``{"user_id": "user_id"}`` for "the caller's own".
+    """
+
+    method: str
+    path: str
+    contract: ServiceContract
+    rpc: str
+    access: str = PUBLIC
+    status: int = 200
+    identity: dict = dataclasses.field(default_factory=dict)
+    summary: str = ""
+
+    def __post_init__(self):
+        if self.access not in ACCESS:
+            raise ValueError(f"{self}: access must be one of {ACCESS}")
+        self.contract.method(self.rpc)  # undeclared methods fail at import
+        fields = set(self.schema._declared_fields)
+        missing = (set(self.path_params) | set(self.identity)) - fields
+        if missing:
+            raise ValueError(f"{self.method} {self.path}: {self.target} takes no "
+                             f"argument(s) {sorted(missing)}")
+
+    @property
+    def target(self):
+        return f"{self.contract.service}.{self.rpc}"
+
+    @property
+    def schema(self):
+        return self.contract.methods[self.rpc].args
+
+    @functools.cached_property
+    def loader(self):
+        return self.schema()
+
+    @property
+    def path_params(self):
+        return PATH_PARAM.findall(self.path)
+
+    @property
+    def has_body(self):
+        return self.method in BODY_METHODS
+
+    def supplied_fields(self):
+        """The fields a client supplies in the body or query string."""
+        return [name for name in self.schema._declared_fields
+                if name not in self.path_params and name not in self.identity]
+
+    def arguments(self, request, path_values, claims):
+        """Load the RPC's keyword arguments from the request; HttpError when bad."""
+        supplied = read_json_object(request) if self.has_body else self._query(request)
+        fixed = dict(path_values)
+        fixed.update({arg: getattr(claims, claim) for arg, claim in self.identity.items()})
+        clash = set(supplied) & set(fixed)
+        if clash:
+            raise HttpError(422, "validation_error", "the request has invalid fields",
+                            {name: ["Unknown field."] for name in sorted(clash)})
+        try:
+            return self.loader.load({**supplied, **fixed})
+        except ValidationError as exc:
+            raise HttpError(422, "validation_error", "the request has invalid fields",
+                            exc.normalized_messages()) from None
+
+    def _query(self, request):
+        query = request.args.to_dict(flat=True)
+        for name, value in query.items():
+            if isinstance(self.loader.fields.get(name), Int) and INTEGER.match(value):
+                query[name] = int(value)
+        return query
+
+
+class RouteTable:
+    """Routes under one prefix; knows which services they need."""
+
+    def __init__(self, prefix, routes):
+        self.prefix = prefix.rstrip("/")
+        self.routes = list(routes)
+        seen = set()
+        for route in self.routes:
+            key = (route.method, route.path)
+            if key in seen:
+                raise ValueError(f"route {route.method} {route.path} is declared twice")
+            seen.add(key)
+
+    def __iter__(self):
+        return iter(self.routes)
+
+    def url(self, route):
+        return self.prefix + route.path
+
+    @property
+    def contracts(self):
+        return {route.contract.service: route.contract for route in self.routes}
+
+    @property
+    def services(self):
+        return sorted(self.contracts)

@@ -1,0 +1,113 @@
+"""The gateway's web server: JSON errors, request ids and a stop that never hangs."""
+import logging
+import re
+import socket
+import uuid
+
+from nameko.web.server import BindAddress, WebServer
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
+    RequestEntityTooLarge
+from werkzeug.routing import Map
+from werkzeug.wrappers import Request
+
+from mesh.http.errors import HttpError, internal_error
+
+__all__ = ["MeshWebServer", "MAX_BODY_BYTES", "request_id_from"]
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+def request_id_from(header):
+    """The client's X-Request-ID when it is safe to echo and log, else a new one."""
+    if header and SAFE_REQUEST_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+class MeshWsgiApp:
+    def __init__(self, server):
+        self.url_map = server.make_url_map()
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        request.max_content_length = MAX_BODY_BYTES
+        request_id = request_id_from(request.headers.get("X-Request-ID"))
+        try:
+            response = self.dispatch(request, request_id)
+        except HttpError as exc:
+            response = exc.response(request_id)
+        except Exception as exc:
+            response = internal_error(exc, request_id).response(request_id)
+        response.headers["X-Request-ID"] = request_id
+        response.headers.update(SECURITY_HEADERS)
+        return response(environ, start_response)
+
+    def dispatch(self, request, request_id):
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            handler, values = adapter.match()
+        except NotFound:
+            raise HttpError(404, "not_found", f"no route for {request.path}") from None
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or ()))
+            raise HttpError(405, "method_not_allowed",
+                            f"{request.method} is not allowed on {request.path}",
+                            headers={"Allow": allowed}) from None
+        except HTTPException as exc:  # e.g. a redirect werkzeug would answer in HTML
+            raise HttpError(exc.code or 400, "not_found" if exc.code == 404 else "bad_request",
+                            exc.description or "bad request") from None
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise HttpError(413, "payload_too_large", "the body is larger than 1 MiB")
+        try:
+            return handler(request, values, request_id)
+        except RequestEntityTooLarge:
+            raise HttpError(413, "payload_too_large", "the body is larger than 1 MiB") \
+                from None
+
+
+class MeshWebServer(WebServer):
+    """nameko's WebServer bound to GATEWAY_HOST:GATEWAY_PORT, answering JSON only.
+
+    Each provider offers `url_rules()`: werkzeug Rules whose endpoint is a
+    callable `(request, path_values, request_id) -> Response`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._connections = set()
+
+    @property
+    def bind_addr(self):
+        config = self.container.config
+        return BindAddress(config.get("GATEWAY_HOST", "127.0.0.1"),
+                           int(config.get("GATEWAY_PORT", 8000)))
+
+    def get_wsgi_app(self):
+        return MeshWsgiApp(self)
+
+    def make_url_map(self):
+        url_map = Map(strict_slashes=False, merge_slashes=False)
+        for provider in self._providers:
+            for rule in provider.url_rules():
+                url_map.add(rule)
+        return url_map
+
+    def process_request(self, sock, address):
+        self._connections.add(sock)
+        try:
+            super().process_request(sock, address)
+        finally:
+            self._connections.discard(sock)
+
+    def stop(self):
+        # Keep-alive connections would keep their greenthreads reading forever;
+        # shutting their read side lets in-flight responses finish, then close.
+        for sock in list(self._connections):
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        super().stop()

@@ -1,0 +1,145 @@
+"""Contract-enforced RPC: `rpc` validates what comes in and goes out; `ServiceRpc` calls.
+
+A service names its contract (`contract = contracts.inventory.CONTRACT`) and
+decorates each declared method with `@rpc`. Arguments are bound to the method's
+signature and loaded through the contract's schema (bad ones raise
+`contracts.errors.InvalidInput` to the caller, without starting a worker); the
+result is dumped through the result schema, so callers get plain JSON-able dicts.
+"""
+import inspect
+import logging
+
+import eventlet
+from marshmallow import ValidationError
+from nameko.exceptions import ConfigurationError, RpcTimeout
+from nameko.rpc import Rpc, RpcProxy, ServiceProxy
+
+from contracts.errors import ContractViolation, InvalidInput
+
+__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RpcTimeout", "DEFAULT_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+DEFAULT_TIMEOUT = 5.0
+
+
+class ContractRpc(Rpc):
+    """nameko's `@rpc`, checked against the service's contract."""
+
+    def setup(self):
+        service_cls = self.container.service_cls
+        contract = getattr(service_cls, "contract", None)
+        if contract is None or self.method_name not in contract.methods:
+            raise ConfigurationError(
+                f"{service_cls.__name__}.{self.method_name} is not declared in "
+                f"the contract of {self.container.service_name}")
+        self.method = contract.methods[self.method_name]
+        self.signature = inspect.signature(getattr(service_cls, self.method_name))
+        self.args_schema = self.method.args()
+        self.result_schema = self.method.result()
+        super().setup()
+
+    def handle_message(self, body, message):
+        if isinstance(body, dict) and "args" in body and "kwargs" in body:
+            body = dict(body, args=(), kwargs=self.load_arguments(body["args"],
+                                                                  body["kwargs"]))
+        super().handle_message(body, message)
+
+    def load_arguments(self, args, kwargs):
+        """Bind positional and keyword arguments by name and load them."""
+        try:
+            bound = self.signature.bind(None, *args, **kwargs).arguments
+        except TypeError as exc:
+            raise InvalidInput(f"{self.method_name}: {exc}") from None
+        bound.pop(next(iter(self.signature.parameters)))  # self
+        try:
+            return self.args_schema.load(bound)
+        except ValidationError as exc:
+            raise InvalidInput(f"invalid arguments to {self.method_name}",
+                               exc.normalized_messages()) from None
+
+    def handle_result(self, message, worker_ctx, result, exc_info):
+        if exc_info is None:
+            try:
+                result = self.result_schema.dump(result)
+                errors = self.result_schema.validate(result)
+            except Exception as exc:  # a result that cannot even be dumped
+                errors = {"_schema": [repr(exc)]}
+            if errors:
+                log.error("%s.%s broke its contract: %s", self.container.service_name,
+                          self.method_name, errors)
+                violation = ContractViolation(
+                    f"{self.container.service_name}.{self.method_name} returned a "
+                    "result its contract does not allow")
+                result, exc_info = None, (type(violation), violation, None)
+        return super().handle_result(message, worker_ctx, result, exc_info)
+
+
+rpc = ContractRpc.decorator
+
+
+class ContractServiceProxy(ServiceProxy):
+    """Calls only what the target's contract declares, and waits at most `timeout`."""
+
+    def __init__(self, worker_ctx, contract, reply_listener, timeout, **options):
+        super().__init__(worker_ctx, contract.service, reply_listener, **options)
+        self.contract = contract
+        self.timeout = timeout
+
+    def __getattr__(self, name):
+        method = self.contract.method(name)  # AttributeError when undeclared
+        proxy = super().__getattr__(name)
+        return _TimedCall(proxy, method, self.timeout)
+
+
+class _TimedCall:
+    def __init__(self, proxy, method, timeout):
+        self.proxy, self.method, self.timeout = proxy, method, timeout
+
+    def __call__(self, **kwargs):
+        unknown = set(kwargs) - set(self.method.args().fields)
+        if unknown:
+            raise TypeError(f"{self.proxy!r} takes no argument(s) {sorted(unknown)}")
+        reply = self.proxy.call_async(**kwargs)
+        with eventlet.Timeout(self.timeout, RpcTimeout(
+                f"{self.proxy.service_name}.{self.proxy.method_name} did not answer "
+                f"within {self.timeout:g} s")):
+            return reply.result()
+
+
+class ServiceRpc(RpcProxy):
+    """A dependency calling one service through its contract.
+
+    Example: ``inventory = ServiceRpc(contracts.inventory.CONTRACT)`` then
+    ``self.inventory.get_product(product_id=1)``. The timeout comes from
+    RPC_TIMEOUT in config unless given here.
+    """
+
+    def __init__(self, contract, timeout=None, **options):
+        super().__init__(contract.service, **options)
+        self.contract = contract
+        self.timeout = timeout
+
+    def setup(self):
+        super().setup()
+        if self.timeout is None:
+            self.timeout = float(self.container.config.get("RPC_TIMEOUT",
+                                                           DEFAULT_TIMEOUT))
+
+    def get_dependency(self, worker_ctx):
+        return self.proxy(worker_ctx, self.contract)
+
+    def proxy(self, worker_ctx, contract):
+        return ContractServiceProxy(worker_ctx, contract, self.rpc_reply_listener,
+                                    self.timeout, **self.options)
+
+
+class ServiceRpcs(ServiceRpc):
+    """Like `ServiceRpc`, for several services: ``self.rpc["inventory"].get_product(...)``."""
+
+    def __init__(self, contracts, timeout=None, **options):
+        self.contracts = dict(contracts)
+        super().__init__(next(iter(self.contracts.values())), timeout, **options)
+
+    def get_dependency(self, worker_ctx):
+        return {name: self.proxy(worker_ctx, contract)
+                for name, contract in self.contracts.items()}

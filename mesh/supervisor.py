@@ -1,0 +1,133 @@
+"""`mesh up`: one OS process per service, their output prefixed, crashes restarted."""
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+__all__ = ["Supervisor"]
+
+STOP_TIMEOUT = 9.0  # children get SIGTERM, then SIGKILL: all gone within 10 s
+READY_TIMEOUT = 60.0
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 30.0  # a child up this long starts its backoff afresh
+
+
+def _die_with_parent():
+    # Linux: the child gets SIGTERM if `mesh up` itself is killed outright.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Child:
+    def __init__(self, name, command):
+        self.name, self.command = name, command
+        self.process = None
+        self.started_at = 0.0
+        self.backoff = 1.0
+        self.restart_at = None
+        self.restarts = 0
+
+
+class Supervisor:
+    def __init__(self, config_path, config, names, out=sys.stdout):
+        self.config, self.out = config, out
+        width = max(len(n) for n in names)
+        self.width = width
+        self.children = [
+            Child(name, [sys.executable, "-m", "mesh.cli", "serve", name,
+                         "--config", os.path.abspath(config_path)])
+            for name in names]
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+
+    def say(self, name, line):
+        with self.lock:
+            self.out.write(f"{name:<{self.width}} | {line.rstrip()}\n")
+            self.out.flush()
+
+    def start(self, child):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child.process = subprocess.Popen(
+            child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, text=True, errors="replace",
+            start_new_session=True, preexec_fn=_die_with_parent)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        threading.Thread(target=self.pump, args=(child, child.process),
+                         daemon=True).start()
+
+    def pump(self, child, process):
+        for line in process.stdout:
+            self.say(child.name, line)
+
+    def watch_ready(self):
+        """Print the gateway's URL once /ready answers 200."""
+        host = self.config["GATEWAY_HOST"]
+        url = f"http://{host}:{self.config['GATEWAY_PORT']}"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url + "/ready", timeout=2) as response:
+                    if response.status == 200:
+                        self.say("mesh", f"ready: the gateway is serving on {url} "
+                                 f"(API under {url}/api/v1)")
+                        return
+            except Exception:
+                pass
+            self.stopping.wait(0.3)
+        if not self.stopping.is_set():
+            self.say("mesh", f"not ready after {READY_TIMEOUT:.0f} s; see {url}/ready")
+
+    def run(self):
+        """Supervise until SIGINT or SIGTERM; returns the exit code."""
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        self.say("mesh", "starting " + ", ".join(c.name for c in self.children))
+        for child in self.children:
+            self.start(child)
+        if any(c.name == "gateway" for c in self.children):
+            threading.Thread(target=self.watch_ready, daemon=True).start()
+        while not self.stopping.wait(0.2):
+            for child in self.children:
+                self.tend(child)
+        return self.shutdown()
+
+    def tend(self, child):
+        now = time.monotonic()
+        if child.restart_at is not None:
+            if now >= child.restart_at:
+                child.restarts += 1
+                self.say("mesh", f"restarting {child.name} (restart {child.restarts})")
+                self.start(child)
+            return
+        code = child.process.poll()
+        if code is None:
+            return
+        if now - child.started_at > STABLE_AFTER:
+            child.backoff = 1.0
+        self.say("mesh", f"{child.name} exited with code {code}; restarting in "
+                 f"{child.backoff:g} s")
+        child.restart_at = now + child.backoff
+        child.backoff = min(child.backoff * 2, MAX_BACKOFF)
+
+    def shutdown(self):
+        self.say("mesh", "stopping")
+        running = [c.process for c in self.children
+                   if c.process and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.say("mesh", "stopped")
+        return 0

@@ -1,0 +1,86 @@
+"""Signed, expiring bearer tokens (PyJWT, HS256) and the key they are signed with."""
+import dataclasses
+import os
+import secrets
+import time
+
+import jwt
+from nameko.extensions import DependencyProvider
+
+__all__ = ["ALGORITHM", "Claims", "InvalidToken", "Tokens", "TokenKeys", "signing_key"]
+
+ALGORITHM = "HS256"
+SECRET_FILE = "jwt_secret"
+
+
+class InvalidToken(Exception):
+    """Missing, malformed, forged, altered or expired."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Claims:
+    user_id: int
+    role: str
+
+
+def signing_key(config):
+    """JWT_SECRET, else a development secret made once and kept in MESH_DATA_DIR.
+
+    Created with a link of a complete file, so processes starting together
+    agree on one secret. It is never logged.
+    """
+    if config.get("JWT_SECRET"):
+        return config["JWT_SECRET"]
+    data_dir = config["MESH_DATA_DIR"]
+    path = os.path.join(data_dir, SECRET_FILE)
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        pass
+    os.makedirs(data_dir, exist_ok=True)
+    scratch = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48))
+    try:
+        os.link(scratch, path)
+    except FileExistsError:
+        pass  # another process won the race; use its secret
+    finally:
+        os.unlink(scratch)
+    with open(path) as handle:
+        return handle.read().strip()
+
+
+class Tokens:
+    """Issues and verifies tokens with one key; plain object, testable alone."""
+
+    def __init__(self, key, ttl=3600):
+        self.key = key
+        self.ttl = ttl
+
+    def issue(self, user_id, role, now=None):
+        now = int(time.time() if now is None else now)
+        claims = {"sub": str(user_id), "role": role, "iat": now, "exp": now + self.ttl}
+        return jwt.encode(claims, self.key, algorithm=ALGORITHM)
+
+    def verify(self, token):
+        """The token's claims; InvalidToken for anything but a good, live token."""
+        try:
+            claims = jwt.decode(token, self.key, algorithms=[ALGORITHM],
+                                options={"require": ["sub", "role", "iat", "exp"]})
+            return Claims(user_id=int(claims["sub"]), role=str(claims["role"]))
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidToken(str(exc)) from None
+
+
+class TokenKeys(DependencyProvider):
+    """Gives workers a `Tokens` signed with the mesh's key (see `signing_key`)."""
+
+    def setup(self):
+        config = self.container.config
+        self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
+
+    def get_dependency(self, worker_ctx):
+        return self.tokens

@@ -1,0 +1,52 @@
+"""The accounts service: register, issue tokens, look users up."""
+import logging
+
+from nameko.dependency_providers import Config
+
+from contracts.accounts import CONTRACT
+from contracts.errors import InvalidCredentials
+from mesh.db import Database
+from mesh.lifecycle import on_start
+from mesh.passwords import DUMMY_HASH, hash_password, verify_password
+from mesh.rpc import rpc
+from mesh.tokens import TokenKeys
+from services.accounts import domain
+from services.accounts.models import Base
+
+log = logging.getLogger(__name__)
+
+
+class AccountsService:
+    name = "accounts"
+    contract = CONTRACT
+
+    config = Config()
+    db = Database(Base)
+    tokens = TokenKeys()
+
+    @rpc
+    def register(self, email, password, name):
+        user = domain.create_user(self.db.session, email, name, hash_password(password))
+        return user.to_dict()
+
+    @rpc
+    def issue_token(self, email, password):
+        user = domain.find_by_email(self.db.session, email)
+        # verify even for an unknown email, so both failures take as long
+        matches = verify_password(user.password_hash if user else DUMMY_HASH, password)
+        if user is None or not matches:
+            raise InvalidCredentials("wrong email or password")
+        return {"access_token": self.tokens.issue(user.id, user.role),
+                "token_type": "bearer", "expires_in": self.tokens.ttl}
+
+    @rpc
+    def get_user(self, user_id):
+        return domain.get_user(self.db.session, user_id).to_dict()
+
+    @on_start
+    def ensure_admin(self):
+        email = self.config.get("MESH_ADMIN_EMAIL")
+        password = self.config.get("MESH_ADMIN_PASSWORD")
+        if email and password and domain.ensure_admin(
+                self.db.session, email, lambda: hash_password(password)):
+            log.info("created the admin account %s", email)

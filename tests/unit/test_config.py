@@ -1,0 +1,64 @@
+import pytest
+
+from mesh.config import ConfigError
+from mesh.testing import load_test_config
+
+
+def load(**env):
+    return load_test_config("config.yaml", **env)
+
+
+def test_defaults_match_the_readme():
+    config = load()
+    assert config["GATEWAY_HOST"] == "127.0.0.1"
+    assert config["GATEWAY_PORT"] == 8000
+    assert config["AMQP_URI"] == "pyamqp://guest:guest@localhost:5672/"
+    assert config["MESH_DATA_DIR"].endswith("/var")
+    assert config["AUTH_RATE_LIMIT"] == "10/60"
+    assert config["API_RATE_LIMIT"] == "1200/60"
+    assert config["JWT_SECRET"] is None
+    assert config["DATABASE_URL_INVENTORY"] is None
+
+
+def test_environment_overrides():
+    config = load(GATEWAY_PORT="9001", DATABASE_URL_ORDERS="postgresql://u@h/db")
+    assert config["GATEWAY_PORT"] == 9001
+    assert config["DATABASE_URL_ORDERS"] == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("GATEWAY_PORT", "abc"),
+    ("GATEWAY_PORT", "70000"),
+    ("AMQP_URI", "http://localhost"),
+    ("JWT_SECRET", "too-short"),
+    ("AUTH_RATE_LIMIT", "ten per minute"),
+    ("API_RATE_LIMIT", "0/60"),
+    ("DATABASE_URL_INVENTORY", "mysql://root@localhost/inventory"),
+    ("DATABASE_URL_ACCOUNTS", "not a url"),
+    ("RPC_TIMEOUT", "-1"),
+])
+def test_a_bad_value_is_one_line_naming_the_setting(setting, value):
+    with pytest.raises(ConfigError) as caught:
+        load(**{setting: value})
+    message = str(caught.value)
+    assert f": {setting}: " in message
+    assert "\n" not in message
+
+
+def test_admin_needs_email_and_password_together():
+    with pytest.raises(ConfigError, match="MESH_ADMIN"):
+        load(MESH_ADMIN_EMAIL="root@example.com")
+    config = load(MESH_ADMIN_EMAIL="root@example.com", MESH_ADMIN_PASSWORD="long enough")
+    assert config["MESH_ADMIN_EMAIL"] == "root@example.com"
+
+
+def test_secrets_are_not_echoed():
+    with pytest.raises(ConfigError) as caught:
+        load(JWT_SECRET="hunter2")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_missing_file_is_one_line():
+    from mesh.config import load_config
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config("/nonexistent/config.yaml")

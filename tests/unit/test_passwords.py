@@ -1,0 +1,19 @@
+from argon2 import PasswordHasher
+
+from mesh.passwords import DUMMY_HASH, hash_password, verify_password
+
+
+def test_hash_is_salted_and_verifies():
+    first, second = hash_password("correct horse"), hash_password("correct horse")
+    assert first != second and first.startswith("$argon2id$")
+    assert verify_password(first, "correct horse")
+    assert not verify_password(first, "wrong horse")
+
+
+def test_odd_hashes_do_not_raise():
+    assert not verify_password("not-a-hash", "x")
+
+
+def test_dummy_hash_costs_what_a_real_one_does():
+    # unknown-email logins verify against it: same parameters, same time
+    assert not PasswordHasher().check_needs_rehash(DUMMY_HASH)
