@@ -3,7 +3,7 @@ import datetime as dt
 import os
 
 import nameko_sqlalchemy
-from sqlalchemy import DateTime, create_engine, event
+from sqlalchemy import DateTime, create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -44,7 +44,11 @@ def make_engine(url, **options):
                                **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # psycopg2 is cooperative under eventlet's monkey patch (its wait callback)
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        # SQLAlchemy 2.1 would pick psycopg 3; psycopg2 is the one eventlet's
+        # monkey patch makes cooperative (its wait callback)
+        url = parsed.set(drivername="postgresql+psycopg2")
     options.setdefault("pool_pre_ping", True)
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 20)

@@ -47,7 +47,7 @@ class ContractRpc(Rpc):
     def load_arguments(self, args, kwargs):
         """Bind positional and keyword arguments by name and load them."""
         try:
-            bound = self.signature.bind(None, *args, **kwargs).arguments
+            bound = self.signature.bind_partial(None, *args, **kwargs).arguments
         except TypeError as exc:
             raise InvalidInput(f"{self.method_name}: {exc}") from None
         bound.pop(next(iter(self.signature.parameters)))  # self

@@ -118,3 +118,12 @@ def rpc_client(mesh_config):
     proxy = ClusterRpcProxy(mesh_config, timeout=10)
     yield proxy.start()
     proxy.stop()
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,228 @@
+"""The gateway in a real container, with accounts and inventory, over real HTTP."""
+import json
+import socket
+import time
+import uuid
+
+import jwt
+import pytest
+import requests
+
+from gateway import GatewayService
+from mesh.testing import free_port
+from mesh.tokens import Tokens, signing_key
+from services.accounts.service import AccountsService
+from services.inventory.service import InventoryService
+
+ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"
+
+
+@pytest.fixture
+def mesh(start_service, mesh_config):
+    port = free_port()
+    overrides = dict(GATEWAY_PORT=port, MESH_ADMIN_EMAIL=ADMIN_EMAIL,
+                     MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    start_service(AccountsService, **overrides)
+    start_service(InventoryService, **overrides)
+    start_service(GatewayService, **overrides)
+    return Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
+
+
+class Client:
+    def __init__(self, base, config):
+        self.base, self.config = base, config
+        self.http = requests.Session()
+
+    def __call__(self, method, path, token=None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, self.base + path, headers=headers, timeout=10,
+                                 **kwargs)
+
+    def register(self):
+        email = f"u-{uuid.uuid4().hex[:10]}@example.com"
+        response = self("POST", "/api/v1/auth/register",
+                        json={"email": email, "password": "correct horse", "name": "U"})
+        assert response.status_code == 201, response.text
+        return email
+
+    def token(self, email, password="correct horse"):
+        for _ in range(50):  # the admin appears just after accounts starts
+            response = self("POST", "/api/v1/auth/token",
+                            json={"email": email, "password": password})
+            if response.status_code != 401:
+                break
+            time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def admin_token(self):
+        return self.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["request_id"] == response.headers["X-Request-ID"]
+    assert "Traceback" not in response.text
+    return error
+
+
+def test_register_token_me(mesh):
+    email = mesh.register()
+    token = mesh.token(email.upper())
+    me = mesh("GET", "/api/v1/me", token)
+    assert me.status_code == 200
+    assert set(me.json()) == {"id", "email", "name", "role", "created_at"}
+    assert me.json()["email"] == email and me.json()["role"] == "customer"
+    login = mesh("POST", "/api/v1/auth/token", json={"email": email,
+                                                     "password": "correct horse"}).json()
+    assert login["token_type"] == "bearer" and login["expires_in"] == 3600
+
+
+def test_registration_errors(mesh):
+    email = mesh.register()
+    again = mesh("POST", "/api/v1/auth/register",
+                 json={"email": email, "password": "correct horse", "name": "U"})
+    assert_error(again, 409, "conflict")
+    bad = mesh("POST", "/api/v1/auth/register",
+               json={"email": "nope", "password": "x" * 129, "name": "x" * 101})
+    error = assert_error(bad, 422, "validation_error")
+    assert set(error["fields"]) == {"email", "password", "name"}
+
+
+def test_wrong_password_and_unknown_email_look_the_same(mesh):
+    email = mesh.register()
+    wrong = mesh("POST", "/api/v1/auth/token", json={"email": email, "password": "nope"})
+    unknown = mesh("POST", "/api/v1/auth/token",
+                   json={"email": "x" + email, "password": "correct horse"})
+    a, b = assert_error(wrong, 401, "invalid_credentials"), \
+        assert_error(unknown, 401, "invalid_credentials")
+    assert a["message"] == b["message"]
+
+
+def forged_tokens(config, user_id):
+    now = int(time.time())
+    key = signing_key(config)
+    claims = {"sub": str(user_id), "role": "admin", "iat": now, "exp": now + 600}
+    good = Tokens(key).issue(user_id, "customer")
+    header, payload, signature = good.split(".")
+    return {
+        "expired": Tokens(key).issue(user_id, "admin", now=now - 7200),
+        "other_key": jwt.encode(claims, "another-key-" + "z" * 32, algorithm="HS256"),
+        "alg_none": jwt.encode(claims, None, algorithm="none"),
+        "altered": ".".join([header, jwt.utils.base64url_encode(
+            json.dumps(claims).encode()).decode(), signature]),
+        "garbage": "not-a-token",
+    }
+
+
+@pytest.mark.parametrize("kind", ["expired", "other_key", "alg_none", "altered",
+                                  "garbage"])
+def test_forged_tokens_get_401(mesh, kind):
+    token = forged_tokens(mesh.config, 1)[kind]
+    response = mesh("GET", "/api/v1/me", token)
+    assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_products_as_admin_and_public(mesh):
+    admin = mesh.admin_token()
+    sku = f"SKU-{uuid.uuid4().hex[:8]}"
+    created = mesh("POST", "/api/v1/products", admin,
+                   json={"sku": sku, "name": "Widget", "price_cents": 1999, "stock": 3})
+    assert created.status_code == 201, created.text
+    product = created.json()
+    assert set(product) == {"id", "sku", "name", "price_cents", "stock", "created_at"}
+    assert mesh("GET", f"/api/v1/products/{product['id']}").json() == product
+    restocked = mesh("POST", f"/api/v1/products/{product['id']}/restock", admin,
+                     json={"quantity": 2})
+    assert restocked.status_code == 200 and restocked.json()["stock"] == 5
+    page = mesh("GET", "/api/v1/products?limit=1&offset=0").json()
+    assert page["limit"] == 1 and page["offset"] == 0 and len(page["items"]) == 1
+    assert page["total"] >= 1
+    dup = mesh("POST", "/api/v1/products", admin,
+               json={"sku": sku, "name": "Again", "price_cents": 1})
+    assert_error(dup, 409, "conflict")
+
+
+def test_every_error_status(mesh):
+    customer = mesh.token(mesh.register())
+    admin = mesh.admin_token()
+    body = {"sku": "s1", "name": "n", "price_cents": 1}
+    assert_error(mesh("POST", "/api/v1/products", admin, data="{bad",
+                      headers={"Content-Type": "application/json"}), 400, "malformed_json")
+    assert_error(mesh("POST", "/api/v1/products", json=body), 401, "unauthorized")
+    assert_error(mesh("POST", "/api/v1/products", customer, json=body), 403, "forbidden")
+    assert_error(mesh("GET", "/api/v1/products/999999999"), 404, "not_found")
+    assert_error(mesh("GET", "/api/v1/nowhere"), 404, "not_found")
+    assert_error(mesh("POST", "/api/v1/products/999999999/restock", admin,
+                      json={"quantity": 1}), 404, "not_found")
+    response = mesh("DELETE", "/api/v1/products/1")
+    assert_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+    assert_error(mesh("POST", "/api/v1/products", admin,
+                      data=json.dumps({**body, "name": "x" * (1024 * 1024)}),
+                      headers={"Content-Type": "application/json"}),
+                 413, "payload_too_large")
+    assert_error(mesh("POST", "/api/v1/products", admin, data=json.dumps(body),
+                      headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
+    error = assert_error(mesh("POST", "/api/v1/products", admin,
+                              json={**body, "price_cents": 0}), 422, "validation_error")
+    assert error["fields"] == {"price_cents": ["Must be greater than or equal to 1."]}
+    assert_error(mesh("GET", "/api/v1/products?limit=1000"), 422, "validation_error")
+
+
+def test_request_ids(mesh):
+    kept = mesh("GET", "/api/v1/products", headers={"X-Request-ID": "client-id.1"})
+    assert kept.headers["X-Request-ID"] == "client-id.1"
+    replaced = mesh("GET", "/api/v1/products", headers={"X-Request-ID": "x" * 65})
+    assert replaced.headers["X-Request-ID"] != "x" * 65
+    assert len(replaced.headers["X-Request-ID"]) <= 64
+    assert mesh("GET", "/health").headers["X-Request-ID"]
+
+
+def test_headers_are_safe(mesh):
+    response = mesh("GET", "/api/v1/products")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Server" not in response.headers
+
+
+def test_health_and_ready(mesh):
+    assert mesh("GET", "/health").json() == {"status": "ok"}
+    ready = mesh("GET", "/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {
+        "broker": "ok", "accounts": "ok", "inventory": "ok"}}
+
+
+def test_a_missing_service_is_named_and_answered_quickly(start_service, mesh_config):
+    port = free_port()
+    start_service(GatewayService, GATEWAY_PORT=port, RPC_TIMEOUT=1)
+    # a service name no test ever starts: its queue does not exist
+    base = f"http://127.0.0.1:{port}"
+    ready = requests.get(base + "/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+    assert ready.json()["checks"]["broker"] == "ok"
+    started = time.monotonic()
+    response = requests.get(base + "/api/v1/products", timeout=5)
+    assert response.status_code in (503, 504)
+    assert response.json()["error"]["code"] in ("service_unavailable", "upstream_timeout")
+    assert time.monotonic() - started < 3
+
+
+def test_keep_alive_connection_does_not_hold_up_stop(start_service, mesh_config):
+    port = free_port()
+    container = start_service(GatewayService, GATEWAY_PORT=port)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    assert b"200 OK" in sock.recv(4096)
+    started = time.monotonic()
+    container.stop()
+    assert time.monotonic() - started < 5
+    sock.settimeout(3)
+    assert sock.recv(100) == b""  # closed by the server, not left dangling
+    sock.close()

@@ -1,0 +1,128 @@
+import json
+
+import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from contracts import accounts, inventory
+from mesh.http import ADMIN, PUBLIC, USER, HttpError, Route
+from mesh.http.auth import authenticate
+from mesh.http.server import MAX_BODY_BYTES, request_id_from
+from mesh.tokens import Claims, Tokens
+
+RESTOCK = Route("POST", "/products/<int:product_id>/restock", inventory.CONTRACT,
+                "restock", access=ADMIN)
+LIST = Route("GET", "/products", inventory.CONTRACT, "list_products")
+ME = Route("GET", "/me", accounts.CONTRACT, "get_user", access=USER,
+           identity={"user_id": "user_id"})
+
+
+def request(method="POST", body=None, content_type="application/json", **kwargs):
+    data = body if isinstance(body, (str, bytes)) or body is None else json.dumps(body)
+    req = Request(EnvironBuilder(method=method, data=data, content_type=content_type,
+                                 **kwargs).get_environ())
+    req.max_content_length = MAX_BODY_BYTES
+    return req
+
+
+def failure(call):
+    with pytest.raises(HttpError) as caught:
+        call()
+    return caught.value
+
+
+def test_body_and_path_make_the_arguments():
+    kwargs = RESTOCK.arguments(request(body={"quantity": 3}), {"product_id": 9}, None)
+    assert kwargs == {"product_id": 9, "quantity": 3}
+
+
+def test_body_may_not_override_the_path():
+    error = failure(lambda: RESTOCK.arguments(
+        request(body={"quantity": 3, "product_id": 1}), {"product_id": 9}, None))
+    assert (error.status, error.code) == (422, "validation_error")
+    assert error.fields == {"product_id": ["Unknown field."]}
+
+
+def test_identity_comes_from_the_token_only():
+    claims = Claims(user_id=5, role="customer")
+    assert ME.arguments(request("GET"), {}, claims) == {"user_id": 5}
+    error = failure(lambda: ME.arguments(request("GET", query_string="user_id=1"), {},
+                                         claims))
+    assert error.status == 422
+
+
+@pytest.mark.parametrize("body,content_type,status,code", [
+    ('{"quantity": 3}', "text/plain", 415, "unsupported_media_type"),
+    ('{"quantity": 3}', None, 415, "unsupported_media_type"),
+    ('{"quantity": ', "application/json", 400, "malformed_json"),
+    (b'{"quantity": "\xff"}', "application/json", 400, "malformed_json"),
+    ('{"quantity": NaN}', "application/json", 400, "malformed_json"),
+    ("[" * 100000 + "]" * 100000, "application/json", 400, "malformed_json"),
+    ("[1, 2]", "application/json", 422, "validation_error"),
+    ('{"quantity": 0}', "application/json", 422, "validation_error"),
+    ('{"quantity": true}', "application/json", 422, "validation_error"),
+    ('{"quantity": "3"}', "application/json", 422, "validation_error"),
+    ('{"quantity": 3, "extra": 1}', "application/json", 422, "validation_error"),
+    ("{}", "application/json", 422, "validation_error"),
+])
+def test_bad_bodies(body, content_type, status, code):
+    error = failure(lambda: RESTOCK.arguments(request(body=body, content_type=content_type),
+                                              {"product_id": 1}, None))
+    assert (error.status, error.code) == (status, code)
+    if status == 422:
+        assert error.fields
+
+
+def test_body_over_a_mebibyte_is_413():
+    body = json.dumps({"quantity": 1, "pad": "x" * MAX_BODY_BYTES})
+    error = failure(lambda: RESTOCK.arguments(request(body=body), {"product_id": 1}, None))
+    assert (error.status, error.code) == (413, "payload_too_large")
+
+
+def test_query_strings_become_integers():
+    assert LIST.arguments(request("GET", query_string="limit=5&offset=10"), {}, None) \
+        == {"limit": 5, "offset": 10}
+    assert LIST.arguments(request("GET"), {}, None) == {"limit": 20, "offset": 0}
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "offset=-1",
+                                   "limit=1.5", "colour=red"])
+def test_bad_query_strings(query):
+    error = failure(lambda: LIST.arguments(request("GET", query_string=query), {}, None))
+    assert error.status == 422
+
+
+TOKENS = Tokens("k" * 40)
+
+
+@pytest.mark.parametrize("header,status,code", [
+    (None, 401, "unauthorized"),
+    ("Basic dXNlcjpwYXNz", 401, "unauthorized"),
+    ("Bearer ", 401, "unauthorized"),
+    ("Bearer not.a.token", 401, "unauthorized"),
+    ("Bearer " + Tokens("o" * 40).issue(1, "admin"), 401, "unauthorized"),
+    ("Bearer " + TOKENS.issue(1, "customer"), 403, "forbidden"),
+])
+def test_admin_routes_refuse(header, status, code):
+    headers = {"Authorization": header} if header else {}
+    error = failure(lambda: authenticate(request("GET", headers=headers), ADMIN, TOKENS))
+    assert (error.status, error.code) == (status, code)
+    if status == 401:
+        assert error.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_roles_that_pass():
+    admin = {"Authorization": "Bearer " + TOKENS.issue(1, "admin")}
+    assert authenticate(request("GET", headers=admin), ADMIN, TOKENS).role == "admin"
+    assert authenticate(request("GET", headers=admin), USER, TOKENS).user_id == 1
+    assert authenticate(request("GET"), PUBLIC, TOKENS) is None
+
+
+@pytest.mark.parametrize("header,kept", [
+    ("abc-123_X.y", True), ("a" * 64, True), ("a" * 65, False), ("", False),
+    ("has space", False), ("new\nline", False), ("ü", False), (None, False),
+])
+def test_request_ids(header, kept):
+    rid = request_id_from(header)
+    assert (rid == header) is kept
+    assert 1 <= len(rid) <= 64
