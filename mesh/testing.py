@@ -13,6 +13,7 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import uuid  # noqa: E402
@@ -35,21 +36,23 @@ def _rabbitmqctl(*args):
                    timeout=60)
 
 
-@pytest.fixture(scope="session")
-def mesh_vhost():
-    """A RabbitMQ vhost for this session only, deleted at its end."""
-    vhost = f"mesh-test-{uuid.uuid4().hex[:12]}"
+@contextlib.contextmanager
+def temporary_vhost(prefix="mesh-test"):
+    """A RabbitMQ vhost that exists only inside the block; yields its AMQP URI."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:12]}"
     _rabbitmqctl("add_vhost", vhost)
     try:
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield vhost
+        yield f"pyamqp://guest:guest@{RABBIT_HOST}:5672/{quote(vhost, safe='')}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
 
 
 @pytest.fixture(scope="session")
-def mesh_amqp_uri(mesh_vhost):
-    return f"pyamqp://guest:guest@{RABBIT_HOST}:5672/{quote(mesh_vhost, safe='')}"
+def mesh_amqp_uri():
+    """The AMQP URI of a vhost made for this test session, deleted at its end."""
+    with temporary_vhost() as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

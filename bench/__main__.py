@@ -1,0 +1,127 @@
+"""`make bench`: RPC and HTTP throughput, with the cost of contract checks as a ratio.
+
+Everything runs in this process on a RabbitMQ vhost and data directory of its
+own, so the figures compare like with like on a shared, noisy machine. Read
+the ratios more than the absolute numbers.
+"""
+from mesh.testing import free_port, load_test_config, temporary_vhost  # patches eventlet
+
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import eventlet  # noqa: E402
+import requests  # noqa: E402
+from nameko.containers import ServiceContainer  # noqa: E402
+from nameko.rpc import rpc as plain_rpc  # noqa: E402
+from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
+
+from gateway import GatewayService  # noqa: E402
+from mesh import migrations  # noqa: E402
+from mesh.db import Database  # noqa: E402
+from services.accounts.service import AccountsService  # noqa: E402
+from services.inventory import domain  # noqa: E402
+from services.inventory.models import Base  # noqa: E402
+from services.inventory.service import InventoryService  # noqa: E402
+
+ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+CALLS = 400
+CONCURRENCY = 10
+
+
+class PlainInventory:
+    """The same lookup as inventory.get_product, without contract checks."""
+
+    name = "plain_inventory"
+    db = Database(Base)
+
+    @plain_rpc
+    def get_product(self, product_id):
+        product = domain.get_product(self.db.session, product_id).to_dict()
+        product["created_at"] = product["created_at"].isoformat()
+        return product
+
+
+def rate(clients, call, calls=CALLS):
+    """Calls per second of `call(client)`, each client in a green thread of its own.
+
+    Clients are not shared: nameko's standalone proxy reads its reply queue in
+    the calling thread, so one proxy serves one caller at a time.
+    """
+    latencies = []
+
+    def worker(client, n):
+        for _ in range(n):
+            started = time.perf_counter()
+            call(client)
+            latencies.append(time.perf_counter() - started)
+
+    pool = eventlet.GreenPool(len(clients))
+    started = time.perf_counter()
+    for client in clients:
+        pool.spawn(worker, client, calls // len(clients))
+    pool.waitall()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return len(latencies) / elapsed, latencies[len(latencies) // 2], \
+        latencies[int(len(latencies) * 0.99)]
+
+
+def main():
+    with temporary_vhost("mesh-bench") as uri, tempfile.TemporaryDirectory() as data:
+        port = free_port()
+        config = load_test_config("config.yaml", AMQP_URI=uri, MESH_DATA_DIR=data,
+                                  GATEWAY_PORT=port)
+        config["SERVICES"]["plain_inventory"] = config["SERVICES"]["inventory"]
+        # the plain service reads the very database inventory writes
+        config["DATABASE_URL_PLAIN_INVENTORY"] = f"sqlite:///{data}/inventory.sqlite"
+        containers = []
+        for cls in (InventoryService, PlainInventory, AccountsService, GatewayService):
+            migrations.upgrade(config, cls.name)
+            container = ServiceContainer(cls, config)
+            container.start()
+            containers.append(container)
+        proxies = [ClusterRpcProxy(config, timeout=30) for _ in range(CONCURRENCY)]
+        rpcs = [proxy.start() for proxy in proxies]
+        sessions = [requests.Session() for _ in range(CONCURRENCY)]
+        try:
+            product = rpcs[0].inventory.create_product(sku="bench-1", name="Bench",
+                                                       price_cents=100, stock=10)
+            pid = product["id"]
+            url = f"http://127.0.0.1:{port}/api/v1/products/{pid}"
+            cases = {
+                "rpc get_product (contract)":
+                    (rpcs, lambda n: n.inventory.get_product(product_id=pid)),
+                "rpc get_product (plain nameko)":
+                    (rpcs, lambda n: n.plain_inventory.get_product(product_id=pid)),
+                "http GET /products/{id}":
+                    (sessions, lambda http: http.get(url).raise_for_status()),
+            }
+            results = {name: [] for name in cases}
+            for _ in range(ROUNDS):  # interleaved, so noise hits every case alike
+                for name, (clients, call) in cases.items():
+                    results[name].append(rate(clients, call))
+        finally:
+            for proxy in proxies:
+                proxy.stop()
+            for container in containers:
+                container.stop()
+
+    print(f"{CALLS} calls per case, {CONCURRENCY} concurrent, median of {ROUNDS} rounds")
+    print(f"{'case':34} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    medians = {}
+    for name, rounds in results.items():
+        per_s = statistics.median(r[0] for r in rounds)
+        medians[name] = per_s
+        p50 = statistics.median(r[1] for r in rounds) * 1000
+        p99 = statistics.median(r[2] for r in rounds) * 1000
+        print(f"{name:34} {per_s:9.0f} {p50:8.2f} {p99:8.2f}")
+    ratio = medians["rpc get_product (contract)"] / medians["rpc get_product (plain nameko)"]
+    print(f"contract-checked / plain RPC throughput: {ratio:.2f}")
+    gateway = medians["http GET /products/{id}"] / medians["rpc get_product (contract)"]
+    print(f"HTTP through the gateway / direct RPC throughput: {gateway:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Start the mesh exactly as `make run` does: `mesh up` from the repository root."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from mesh.testing import free_port
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin password"
+
+
+class RunningMesh:
+    """A `mesh up` process whose output is collected line by line."""
+
+    def __init__(self, env, *args):
+        self.env = env
+        self.base = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [str(BIN / "mesh"), "up", *args], cwd=REPO, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.lines = []
+        self.changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+
+    @property
+    def output(self):
+        return "\n".join(self.lines)
+
+    def wait_for(self, text, timeout=30):
+        """The first output line containing `text`; fails after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None and not self.changed.wait(0.5):
+                    raise AssertionError(f"no line with {text!r} in:\n{self.output}")
+                self.changed.wait(min(left, 0.5))
+
+    def children(self):
+        """pid → service name of the processes `mesh up` runs now."""
+        found = {}
+        for pid in pathlib.Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children") \
+                .read_text().split():
+            try:
+                argv = pathlib.Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            except FileNotFoundError:
+                continue
+            if "serve" in argv:
+                found[int(pid)] = argv[argv.index("serve") + 1]
+        return found
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Signal `mesh up`; returns (exit code, seconds it took)."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        return code, time.monotonic() - started
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def http(self, method, path, token=None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return requests.request(method, self.base + path, headers=headers, timeout=10,
+                                **kwargs)
+
+
+@pytest.fixture(scope="session")
+def mesh_env(mesh_amqp_uri, tmp_path_factory):
+    """The environment a user would export before `make run`, on test resources."""
+    def make(**extra):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_"))}
+        env.update(AMQP_URI=mesh_amqp_uri, GATEWAY_PORT=str(free_port()),
+                   MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),
+                   MESH_ADMIN_EMAIL=ADMIN_EMAIL, MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        env.update(extra)
+        return env
+    return make
+
+
+@pytest.fixture
+def start_mesh(mesh_env):
+    running = []
+
+    def start(*args, **extra):
+        mesh = RunningMesh(mesh_env(**extra), *args)
+        running.append(mesh)
+        return mesh
+
+    yield start
+    for mesh in running:
+        mesh.kill()

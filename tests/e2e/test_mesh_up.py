@@ -1,0 +1,138 @@
+"""The whole mesh, started as `make run` starts it, driven over HTTP and `nameko shell`."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, REPO, RunningMesh
+
+
+@pytest.fixture(scope="module")
+def mesh(mesh_env):
+    running = RunningMesh(mesh_env())
+    running.wait_for("ready: the gateway is serving on", timeout=30)
+    yield running
+    running.kill()
+
+
+def token(mesh, email, password):
+    for _ in range(50):
+        response = mesh.http("POST", "/api/v1/auth/token",
+                             json={"email": email, "password": password})
+        if response.status_code == 200:
+            return response.json()["access_token"]
+        time.sleep(0.1)
+    raise AssertionError(response.text)
+
+
+def test_ready_within_30_seconds_and_url_printed(mesh):
+    line = mesh.wait_for("ready:")
+    assert mesh.base in line
+    assert mesh.http("GET", "/ready").json()["status"] == "ready"
+    # every service's output is prefixed with its name
+    for name in ("accounts", "inventory", "gateway"):
+        assert any(line.startswith(f"{name} ") and "| " in line for line in mesh.lines)
+
+
+def test_http_auth_and_products(mesh):
+    email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
+    created = mesh.http("POST", "/api/v1/auth/register",
+                        json={"email": email, "password": "correct horse", "name": "E"})
+    assert created.status_code == 201, created.text
+    customer = token(mesh, email, "correct horse")
+    assert mesh.http("GET", "/api/v1/me", customer).json()["email"] == email
+    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert mesh.http("GET", "/api/v1/me", admin).json()["role"] == "admin"
+    body = {"sku": f"e2e-{uuid.uuid4().hex[:8]}", "name": "E2E", "price_cents": 100,
+            "stock": 2}
+    assert mesh.http("POST", "/api/v1/products", customer, json=body).status_code == 403
+    product = mesh.http("POST", "/api/v1/products", admin, json=body).json()
+    restocked = mesh.http("POST", f"/api/v1/products/{product['id']}/restock", admin,
+                          json={"quantity": 3})
+    assert restocked.json()["stock"] == 5
+    assert mesh.http("GET", f"/api/v1/products/{product['id']}").json()["stock"] == 5
+    assert mesh.http("GET", "/api/v1/products").json()["total"] >= 1
+
+
+def test_nameko_shell_calls_services_with_typed_errors(mesh):
+    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    sku = f"shell-{uuid.uuid4().hex[:8]}"
+    product = mesh.http("POST", "/api/v1/products", admin,
+                        json={"sku": sku, "name": "Shell", "price_cents": 5}).json()
+    script = (
+        f"print('SKU=' + n.rpc.inventory.get_product(product_id={product['id']})['sku'])\n"
+        "from contracts.errors import NotFound\n"
+        "try:\n"
+        "    n.rpc.inventory.get_product(product_id=999999999)\n"
+        "except NotFound as exc:\n"
+        "    print('CAUGHT', type(exc).__name__, exc)\n"
+        "\n")
+    shell = subprocess.run([str(BIN / "nameko"), "shell", "--config", "config.yaml"],
+                           cwd=REPO, env=mesh.env, input=script, text=True,
+                           capture_output=True, timeout=60)
+    assert f"SKU={sku}" in shell.stdout, shell.stdout + shell.stderr
+    assert "CAUGHT NotFound product 999999999 not found" in shell.stdout
+
+
+def test_a_crashed_service_is_restarted(mesh):
+    pid = next(pid for pid, name in mesh.children().items() if name == "inventory")
+    os.kill(pid, signal.SIGKILL)
+    mesh.wait_for("inventory exited with code -9; restarting in", timeout=10)
+    mesh.wait_for("restarting inventory", timeout=10)
+    deadline = time.monotonic() + 30
+    while mesh.http("GET", "/api/v1/products").status_code != 200:
+        assert time.monotonic() < deadline, mesh.output
+        time.sleep(0.3)
+
+
+def test_sigterm_stops_everything_within_10_seconds_despite_keep_alive(start_mesh):
+    mesh = start_mesh()
+    mesh.wait_for("ready:", timeout=30)
+    children = mesh.children()
+    assert sorted(children.values()) == ["accounts", "gateway", "inventory"]
+    idle = socket.create_connection(("127.0.0.1", int(mesh.env["GATEWAY_PORT"])))
+    idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+    assert b"200 OK" in idle.recv(4096)
+    code, seconds = mesh.stop(signal.SIGTERM)
+    assert code == 0 and seconds < 10
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    idle.close()
+
+
+def test_ctrl_c_stops_too(start_mesh):
+    mesh = start_mesh()
+    mesh.wait_for("ready:", timeout=30)
+    code, seconds = mesh.stop(signal.SIGINT)
+    assert code == 0 and seconds < 10
+    assert re.search(r"^mesh +\| stopped$", mesh.output, re.M)
+
+
+def test_only_runs_a_subset(start_mesh):
+    mesh = start_mesh("--only", "accounts,inventory")
+    mesh.wait_for("inventory started", timeout=30)
+    mesh.wait_for("accounts started", timeout=30)
+    assert sorted(mesh.children().values()) == ["accounts", "inventory"]
+    assert not any(line.startswith("gateway") for line in mesh.lines)
+
+
+@pytest.mark.parametrize("args,extra,named", [
+    ((), {"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
+    ((), {"AMQP_URI": "http://localhost"}, "AMQP_URI"),
+    ((), {"DATABASE_URL_INVENTORY": "mysql://x/y"}, "DATABASE_URL_INVENTORY"),
+    (("--only", "accounts,billing"), {}, "billing"),
+])
+def test_bad_settings_stop_start_up_in_one_line(mesh_env, args, extra, named):
+    result = subprocess.run([str(BIN / "mesh"), "up", *args], cwd=REPO,
+                            env=mesh_env(**extra), capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr

@@ -1,0 +1,120 @@
+"""docker-compose.yml, the Dockerfile and deploy/k8s agree with config.yaml.
+
+Docker does not run on the development machines, so these files are checked by
+parsing them and cross-checking what they name.
+"""
+import pathlib
+import re
+
+import pytest
+import yaml
+
+from mesh.config import read_yaml
+from mesh.testing import load_test_config
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SERVICES = list(load_test_config(str(REPO / "config.yaml"))["SERVICES"])
+
+
+class PlainLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
+                  yaml.composer.Composer, yaml.constructor.SafeConstructor,
+                  yaml.resolver.Resolver):
+    """yaml.SafeLoader without the `${...}` resolver nameko adds to it globally."""
+
+    def __init__(self, stream):
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+def settings():
+    """Every setting name config.yaml reads from the environment."""
+    text = (REPO / "config.yaml").read_text()
+    return set(re.findall(r"\$\{([A-Z_0-9]+):", text))
+
+
+def compose():
+    return yaml.load((REPO / "docker-compose.yml").read_text(), PlainLoader)["services"]
+
+
+def k8s_docs():
+    for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml")):
+        yield from (doc for doc in yaml.load_all(path.read_text(), PlainLoader) if doc)
+
+
+def deployments():
+    return {doc["metadata"]["name"]: doc for doc in k8s_docs()
+            if doc["kind"] == "Deployment"}
+
+
+def test_config_yaml_reads_as_nameko_reads_it():
+    raw = read_yaml(str(REPO / "config.yaml"))
+    assert raw["AMQP_URI"].startswith("pyamqp://")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_runs_every_service(service):
+    entry = compose()[service]
+    assert entry["command"] == ["serve", service]
+    assert entry["image"] == "nameko-mesh:latest"
+    unknown = set(entry["environment"]) - settings()
+    assert not unknown, f"{service} sets unknown settings {unknown}"
+
+
+def test_compose_databases_exist_and_secrets_are_required():
+    init = (REPO / "deploy" / "postgres-init.sql").read_text()
+    for service, entry in compose().items():
+        for name, value in (entry.get("environment") or {}).items():
+            if name.startswith("DATABASE_URL_"):
+                assert f"CREATE DATABASE {value.rsplit('/', 1)[1]};" in init
+            if name == "JWT_SECRET":
+                assert ":?" in value  # compose refuses to start without one
+
+
+def test_compose_gateway_is_reachable_only_from_loopback():
+    gateway = compose()["gateway"]
+    assert gateway["environment"]["GATEWAY_HOST"] == "0.0.0.0"  # inside its container
+    port = gateway["environment"]["GATEWAY_PORT"]
+    assert gateway["ports"] == [f"127.0.0.1:{port}:{port}"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_deploys_every_service(service):
+    deployment = deployments()[service]
+    spec = deployment["spec"]
+    assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": service}
+    assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == service
+    (container,) = spec["template"]["spec"]["containers"]
+    assert container["args"] == ["serve", service]
+    names = {e["name"] for e in container["env"]}
+    assert names <= settings() and {"AMQP_URI", "JWT_SECRET"} <= names
+    if service != "gateway":
+        assert f"DATABASE_URL_{service.upper()}" in names
+
+
+def test_k8s_configmap_holds_only_known_settings():
+    (configmap,) = [d for d in k8s_docs() if d["kind"] == "ConfigMap"]
+    assert set(configmap["data"]) <= settings()
+
+
+def test_k8s_gateway_probes_and_service_match():
+    gateway = deployments()["gateway"]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    port = int(env["GATEWAY_PORT"])
+    assert container["ports"][0]["containerPort"] == port
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    (service,) = [d for d in k8s_docs() if d["kind"] == "Service"]
+    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "gateway"}
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+def test_dockerfile_copies_what_the_services_import():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    for path in ("contracts", "mesh", "services", "gateway.py", "config.yaml"):
+        assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.M), path
+    assert 'ENTRYPOINT ["mesh", "--config", "/app/config.yaml"]' in dockerfile
