@@ -1,6 +1,7 @@
 """The HTTP entry point: a route table from HTTP to contract RPCs, nothing else."""
-from contracts import accounts, inventory
+from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
+from contracts.orders import IdempotencyKeyReused, NotCancellable, UnknownProduct
 from mesh.health import Readiness
 from mesh.http import ADMIN, USER, Route, RouteTable, api, operation
 from mesh.rpc import ServiceRpcs
@@ -20,12 +21,28 @@ ROUTES = RouteTable("/api/v1", [
           status=201, summary="Add a product"),
     Route("POST", "/products/<int:product_id>/restock", inventory.CONTRACT, "restock",
           access=ADMIN, summary="Add units to a product's stock"),
+    Route("POST", "/orders", orders.CONTRACT, "create_order", access=USER, status=202,
+          identity={"user_id": "user_id"},
+          headers={"idempotency_key": "Idempotency-Key"}, summary="Place an order"),
+    Route("GET", "/orders", orders.CONTRACT, "list_orders", access=USER,
+          identity={"user_id": "user_id"}, summary="The caller's orders, newest first"),
+    Route("GET", "/orders/<int:order_id>", orders.CONTRACT, "get_order", access=USER,
+          identity={"user_id": "owner_id"}, summary="One order (owner or admin)"),
+    Route("POST", "/orders/<int:order_id>/cancel", orders.CONTRACT, "cancel_order",
+          access=USER, status=202, identity={"user_id": "owner_id"},
+          summary="Cancel a confirmed order (owner or admin)"),
+    Route("GET", "/notifications", notifications.CONTRACT, "list_notifications",
+          access=USER, identity={"user_id": "user_id"},
+          summary="The caller's notifications, newest first"),
 ])
 
 ERRORS = {
     NotFound: (404, "not_found"),
     Conflict: (409, "conflict"),
+    NotCancellable: (409, "order_not_cancellable"),
+    IdempotencyKeyReused: (409, "idempotency_key_reused"),
     InvalidInput: (422, "validation_error"),
+    UnknownProduct: (422, "unknown_product"),
     InvalidCredentials: (401, "invalid_credentials"),
 }
 

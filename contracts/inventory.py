@@ -7,7 +7,8 @@ from contracts.errors import Conflict, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Product", "ProductPage", "CreateProductArgs", "RestockArgs",
            "GetProductArgs", "Line", "ReserveArgs", "OrderRef", "Reservation",
-           "RESERVATION_STATUSES"]
+           "RESERVATION_STATUSES", "OrderStock", "StockRejected", "Prices",
+           "PricesArgs"]
 
 RESERVATION_STATUSES = ("reserved", "rejected", "committed", "released")
 
@@ -70,9 +71,22 @@ class Reservation(Schema):
     short_product_ids = fields.List(Int(), required=True)
 
 
-class StockChanged(Schema):
-    product_id = Int(required=True)
-    stock = Int(required=True)
+class OrderStock(Schema):
+    order_id = Int(required=True)
+
+
+class StockRejected(Schema):
+    order_id = Int(required=True)
+    short_product_ids = fields.List(Int(), required=True)
+
+
+class PricesArgs(Schema):
+    product_ids = fields.List(Int(), required=True,
+                              validate=validate.Length(min=1, max=100))
+
+
+class Prices(Schema):
+    prices = fields.Dict(keys=fields.String(), values=Int(), required=True)
 
 
 CONTRACT = ServiceContract(
@@ -82,6 +96,10 @@ CONTRACT = ServiceContract(
                                  "Add a product; its sku is unique."),
         "get_product": Method(GetProductArgs, Product, (InvalidInput, NotFound),
                               "One product by id."),
+        "get_prices": Method(
+            PricesArgs, Prices, (InvalidInput, NotFound),
+            "Unit prices by product id (as strings); NotFound names unknown ids in "
+            "`fields['product_ids']`."),
         "list_products": Method(PageArgs, ProductPage, (InvalidInput,),
                                 "A page of products, oldest first, with the total."),
         "restock": Method(RestockArgs, Product, (InvalidInput, NotFound),
@@ -98,8 +116,11 @@ CONTRACT = ServiceContract(
             "Make an order's reservation final (the goods are sold); idempotent."),
     },
     events={
-        "product_created": Event("product_created", Product, doc="A product was added."),
-        "stock_changed": Event("stock_changed", StockChanged,
-                               doc="A product's orderable stock changed."),
+        "stock_reserved": Event("stock_reserved", OrderStock,
+                                doc="Every line of an order is reserved."),
+        "stock_rejected": Event("stock_rejected", StockRejected,
+                                doc="An order could not be reserved; nothing was."),
+        "stock_released": Event("stock_released", OrderStock,
+                                doc="An order's units went back into stock."),
     },
 )

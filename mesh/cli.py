@@ -1,4 +1,4 @@
-"""The `mesh` command: up, serve, migrate.
+"""The `mesh` command: up, serve, migrate, dlq.
 
 Imports stay inside each command: `serve` must apply eventlet's monkey patch
 before nameko, kombu or the database drivers are imported.
@@ -64,6 +64,31 @@ def cmd_migrate(args):
     return 0
 
 
+def cmd_dlq(args):
+    from mesh import dlq
+
+    config = _load(args)
+    uri = config["AMQP_URI"]
+    if args.action == "list" and not args.queue:
+        for queue, depth in dlq.depths(uri, dlq.handler_queues(config)).items():
+            print(f"{depth or 0:>7}  {dlq.dlq_name(queue)}")
+        return 0
+    if not args.queue:
+        sys.exit(f"mesh: dlq {args.action} needs a QUEUE (see `mesh dlq list`)")
+    if args.action == "list":
+        for message in dlq.messages(uri, args.queue):
+            print(f"{message['id']}  {message['type']}  attempts={message['attempts']}  "
+                  f"failed_at={message['failed_at']}  error={message['error']}")
+    elif args.action == "replay":
+        count = dlq.replay(uri, args.queue, args.id)
+        print(f"replayed {count} message(s) into {dlq.base_queue(args.queue)}")
+    else:
+        if not args.yes:
+            sys.exit("mesh: dlq purge drops messages for good; add --yes to confirm")
+        print(f"purged {dlq.purge(uri, args.queue)} message(s)")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mesh", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.yaml",
@@ -82,7 +107,14 @@ def build_parser():
     migrate.add_argument("--only", help="comma-separated services")
     migrate.set_defaults(func=cmd_migrate)
 
-    for sub in (up, serve, migrate):
+    dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered events")
+    dlq.add_argument("action", choices=("list", "replay", "purge"))
+    dlq.add_argument("queue", nargs="?", help="a handler's queue (or its .dlq)")
+    dlq.add_argument("--id", help="replay only the message with this id (event id)")
+    dlq.add_argument("--yes", action="store_true", help="confirm a purge")
+    dlq.set_defaults(func=cmd_dlq)
+
+    for sub in (up, serve, migrate, dlq):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

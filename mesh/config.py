@@ -75,6 +75,12 @@ class Settings(Schema):
     AUTH_RATE_LIMIT = fields.String(load_default="10/60", validate=parse_rate)
     API_RATE_LIMIT = fields.String(load_default="1200/60", validate=parse_rate)
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
+    EVENT_RETRY_DELAYS = fields.List(
+        fields.Float(validate=validate.Range(min=0.001, max=86400)), load_default=[1, 5, 30],
+        validate=validate.Length(max=20),
+        error_messages={"invalid": "must be a list of seconds, for example [1, 5, 30]"})
+    SAGA_TIMEOUT_SECONDS = fields.Float(load_default=30.0,
+                                        validate=validate.Range(min=0.1, max=86400))
     SERVICES = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z_]+$")),
                            values=fields.String(validate=_service_path), required=True)
 

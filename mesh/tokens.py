@@ -22,6 +22,11 @@ class Claims:
     user_id: int
     role: str
 
+    @property
+    def owner_id(self):
+        """Whose things the caller may see: their own, or anyone's (None) for an admin."""
+        return None if self.role == "admin" else self.user_id
+
 
 def signing_key(config):
     """JWT_SECRET, else a development secret made once and kept in MESH_DATA_DIR.

@@ -55,7 +55,9 @@ class Route:
     """`method path` calls `contract.rpc` with the path, body or query and identity.
 
     `identity` maps an RPC argument to a claim of the caller's token, e.g.
-    ``{"user_id": "user_id"}`` for "the caller's own".
+    ``{"user_id": "user_id"}`` for "the caller's own" or ``{"user_id": "owner_id"}``
+    for "the caller's own, or anyone's for an admin". `headers` maps an RPC argument
+    to a request header, e.g. ``{"idempotency_key": "Idempotency-Key"}``.
     """
 
     method: str
@@ -65,6 +67,7 @@ class Route:
     access: str = PUBLIC
     status: int = 200
     identity: dict = dataclasses.field(default_factory=dict)
+    headers: dict = dataclasses.field(default_factory=dict)
     summary: str = ""
 
     def __post_init__(self):
@@ -72,7 +75,7 @@ class Route:
             raise ValueError(f"{self}: access must be one of {ACCESS}")
         self.contract.method(self.rpc)  # undeclared methods fail at import
         fields = set(self.schema._declared_fields)
-        missing = (set(self.path_params) | set(self.identity)) - fields
+        missing = (set(self.path_params) | set(self.identity) | set(self.headers)) - fields
         if missing:
             raise ValueError(f"{self.method} {self.path}: {self.target} takes no "
                              f"argument(s) {sorted(missing)}")
@@ -100,13 +103,16 @@ class Route:
     def supplied_fields(self):
         """The fields a client supplies in the body or query string."""
         return [name for name in self.schema._declared_fields
-                if name not in self.path_params and name not in self.identity]
+                if name not in self.path_params and name not in self.identity
+                and name not in self.headers]
 
     def arguments(self, request, path_values, claims):
         """Load the RPC's keyword arguments from the request; HttpError when bad."""
         supplied = read_json_object(request) if self.has_body else self._query(request)
         fixed = dict(path_values)
         fixed.update({arg: getattr(claims, claim) for arg, claim in self.identity.items()})
+        fixed.update({arg: request.headers[name] for arg, name in self.headers.items()
+                      if name in request.headers})
         clash = set(supplied) & set(fixed)
         if clash:
             raise HttpError(422, "validation_error", "the request has invalid fields",

@@ -10,12 +10,19 @@ def normalise_email(email):
     return email.strip().lower()
 
 
-def create_user(session, email, name, password_hash, role="customer"):
-    """Add a user; Conflict when the email is taken."""
+def create_user(session, email, name, password_hash, role="customer", outbox=None):
+    """Add a user (announced as `user_registered` when an outbox is given).
+
+    Conflict when the email is taken.
+    """
     user = User(email=normalise_email(email), name=name, role=role,
                 password_hash=password_hash)
     session.add(user)
     try:
+        session.flush()
+        if outbox is not None:
+            outbox.add(session, "user_registered",
+                       {"user_id": user.id, "email": user.email, "name": user.name})
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -7,6 +7,7 @@ from contracts.accounts import CONTRACT
 from contracts.errors import InvalidCredentials
 from mesh.db import Database
 from mesh.lifecycle import on_start
+from mesh.outbox import Outbox
 from mesh.passwords import DUMMY_HASH, hash_password, verify_password
 from mesh.rpc import rpc
 from mesh.tokens import TokenKeys
@@ -22,11 +23,13 @@ class AccountsService:
 
     config = Config()
     db = Database(Base)
+    outbox = Outbox(Base, CONTRACT)
     tokens = TokenKeys()
 
     @rpc
     def register(self, email, password, name):
-        user = domain.create_user(self.db.session, email, name, hash_password(password))
+        user = domain.create_user(self.db.session, email, name, hash_password(password),
+                                  outbox=self.outbox)
         return user.to_dict()
 
     @rpc

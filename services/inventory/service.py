@@ -1,9 +1,17 @@
-"""The inventory service: products, stock and the reservations the order saga needs."""
+"""The inventory service: products, stock and the order saga's reservations."""
+import logging
+
+from contracts import orders
+from contracts.errors import Conflict, NotFound
 from contracts.inventory import CONTRACT
 from mesh.db import Database
+from mesh.handlers import handle_event
+from mesh.outbox import Outbox
 from mesh.rpc import rpc
 from services.inventory import domain
 from services.inventory.models import Base
+
+log = logging.getLogger(__name__)
 
 
 class InventoryService:
@@ -11,15 +19,22 @@ class InventoryService:
     contract = CONTRACT
 
     db = Database(Base)
+    outbox = Outbox(Base, CONTRACT)
 
     @rpc
     def create_product(self, sku, name, price_cents, stock):
-        return domain.create_product(self.db.session, sku, name, price_cents,
-                                     stock).to_dict()
+        product = domain.create_product(self.db.session, sku, name, price_cents, stock)
+        self.db.session.commit()
+        return product.to_dict()
 
     @rpc
     def get_product(self, product_id):
         return domain.get_product(self.db.session, product_id).to_dict()
+
+    @rpc
+    def get_prices(self, product_ids):
+        prices = domain.get_prices(self.db.session, product_ids)
+        return {"prices": {str(k): v for k, v in prices.items()}}
 
     @rpc
     def list_products(self, limit, offset):
@@ -29,16 +44,71 @@ class InventoryService:
 
     @rpc
     def restock(self, product_id, quantity):
-        return domain.restock(self.db.session, product_id, quantity).to_dict()
+        product = domain.restock(self.db.session, product_id, quantity)
+        self.db.session.commit()
+        return product.to_dict()
 
     @rpc
     def reserve_stock(self, order_id, lines):
-        return domain.reserve(self.db.session, order_id, lines).to_dict()
+        reservation, _ = domain.reserve(self.db.session, order_id, lines)
+        self.db.session.commit()
+        return reservation.to_dict()
 
     @rpc
     def release_stock(self, order_id):
-        return domain.release(self.db.session, order_id).to_dict()
+        reservation, _ = domain.release(self.db.session, order_id)
+        self.db.session.commit()
+        return reservation.to_dict()
 
     @rpc
     def commit_stock(self, order_id):
-        return domain.commit(self.db.session, order_id).to_dict()
+        reservation = domain.commit(self.db.session, order_id)
+        self.db.session.commit()
+        return reservation.to_dict()
+
+    # The order saga. Handlers write without committing: @handle_event commits
+    # their writes, their events and their inbox row together.
+
+    @handle_event(orders.CONTRACT, "order_created")
+    def on_order_created(self, event):
+        data = event["data"]
+        try:
+            reservation, created = domain.reserve(self.db.session, data["order_id"],
+                                                  data["lines"])
+        except NotFound as exc:
+            self.outbox.add(self.db.session, "stock_rejected", {
+                "order_id": data["order_id"],
+                "short_product_ids": exc.fields.get("product_ids", [])})
+            return
+        if not created:
+            return
+        if reservation.status == "reserved":
+            self.outbox.add(self.db.session, "stock_reserved",
+                            {"order_id": data["order_id"]})
+        else:
+            self.outbox.add(self.db.session, "stock_rejected", {
+                "order_id": data["order_id"],
+                "short_product_ids": reservation.to_dict()["short_product_ids"]})
+
+    @handle_event(orders.CONTRACT, "order_confirmed")
+    def on_order_confirmed(self, event):
+        try:
+            domain.commit(self.db.session, event["data"]["order_id"])
+        except Conflict as exc:  # released by a timeout meanwhile: nothing to sell
+            log.warning("order %s confirmed but %s", event["data"]["order_id"], exc)
+
+    @handle_event(orders.CONTRACT, "order_rejected")
+    def on_order_rejected(self, event):
+        try:
+            domain.release(self.db.session, event["data"]["order_id"])
+        except NotFound:
+            pass  # rejected before anything was reserved
+
+    @handle_event(orders.CONTRACT, "order_cancelling")
+    def on_order_cancelling(self, event):
+        order_id = event["data"]["order_id"]
+        try:
+            domain.release(self.db.session, order_id)
+        except NotFound:
+            pass
+        self.outbox.add(self.db.session, "stock_released", {"order_id": order_id})

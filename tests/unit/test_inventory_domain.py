@@ -38,9 +38,9 @@ def test_restock_adds_and_refuses_overflow(session):
 
 def test_reserve_is_all_or_nothing(session):
     a, b = product(session, "a", stock=5), product(session, "b", stock=1)
-    r = domain.reserve(session, 1, [{"product_id": a.id, "quantity": 2},
-                                    {"product_id": b.id, "quantity": 2}])
-    assert r.status == "rejected" and r.to_dict()["short_product_ids"] == [b.id]
+    r, created = domain.reserve(session, 1, [{"product_id": a.id, "quantity": 2},
+                                             {"product_id": b.id, "quantity": 2}])
+    assert created and r.status == "rejected" and r.to_dict()["short_product_ids"] == [b.id]
     assert domain.get_product(session, a.id).stock == 5
     assert domain.get_product(session, b.id).stock == 1
 
@@ -48,9 +48,11 @@ def test_reserve_is_all_or_nothing(session):
 def test_reserve_is_idempotent_per_order(session):
     a = product(session, stock=5)
     lines = [{"product_id": a.id, "quantity": 2}]
-    first = domain.reserve(session, 7, lines).to_dict()
-    again = domain.reserve(session, 7, lines).to_dict()
-    assert first == again and first["status"] == "reserved"
+    first, created = domain.reserve(session, 7, lines)
+    first = first.to_dict()
+    again, created_again = domain.reserve(session, 7, lines)
+    assert first == again.to_dict() and first["status"] == "reserved"
+    assert created and not created_again
     assert domain.get_product(session, a.id).stock == 3
     with pytest.raises(Conflict):
         domain.reserve(session, 7, [{"product_id": a.id, "quantity": 1}])
@@ -58,9 +60,10 @@ def test_reserve_is_idempotent_per_order(session):
 
 def test_unknown_product_reserves_nothing(session):
     a = product(session)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as caught:
         domain.reserve(session, 1, [{"product_id": a.id, "quantity": 1},
                                     {"product_id": 404, "quantity": 1}])
+    assert caught.value.fields == {"product_ids": [404]}
     assert domain.get_product(session, a.id).stock == 5
     with pytest.raises(NotFound):
         domain.release(session, 1)
@@ -69,8 +72,8 @@ def test_unknown_product_reserves_nothing(session):
 def test_release_gives_units_back_once(session):
     a = product(session, stock=5)
     domain.reserve(session, 1, [{"product_id": a.id, "quantity": 4}])
-    assert domain.release(session, 1).status == "released"
-    assert domain.release(session, 1).status == "released"
+    assert domain.release(session, 1)[0].status == "released"
+    assert domain.release(session, 1)[1] is False
     assert domain.get_product(session, a.id).stock == 5
 
 
@@ -91,5 +94,5 @@ def test_a_rejected_reservation_cannot_be_committed(session):
     domain.reserve(session, 1, [{"product_id": a.id, "quantity": 2}])
     with pytest.raises(Conflict):
         domain.commit(session, 1)
-    assert domain.release(session, 1).status == "rejected"
+    assert domain.release(session, 1)[0].status == "rejected"
     assert domain.get_product(session, a.id).stock == 1

@@ -1,0 +1,141 @@
+"""The `orders` service: orders, their lines and the saga that moves them on."""
+from marshmallow import Schema, fields, validate
+
+from contracts.base import (Event, Int, Method, Page, PageArgs, ServiceContract,
+                            UtcDateTime)
+from contracts.errors import Conflict, InvalidInput, NotFound
+
+__all__ = ["CONTRACT", "Order", "OrderPage", "CreateOrderArgs", "OrderRef",
+           "ListOrdersArgs", "UnknownProduct", "NotCancellable", "IdempotencyKeyReused",
+           "STATUSES", "REASONS", "CARD_TOKEN"]
+
+STATUSES = ("pending", "confirmed", "rejected", "cancelling", "cancelled")
+REASONS = ("insufficient_stock", "payment_declined", "timeout")
+CARD_TOKEN = r"^tok_[a-z0-9_]{1,64}$"
+
+
+class UnknownProduct(InvalidInput):
+    """An order names a product that does not exist."""
+    code = "unknown_product"
+
+
+class NotCancellable(Conflict):
+    """Only a confirmed order can be cancelled."""
+    code = "order_not_cancellable"
+
+
+class IdempotencyKeyReused(Conflict):
+    """The same idempotency key came with a different body."""
+    code = "idempotency_key_reused"
+
+
+class OrderLine(Schema):
+    product_id = Int(required=True)
+    quantity = Int(required=True)
+    unit_price_cents = Int(required=True)
+
+
+class Order(Schema):
+    id = Int(required=True)
+    user_id = Int(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
+    reason = fields.String(required=True, allow_none=True)
+    items = fields.List(fields.Nested(OrderLine), required=True)
+    total_cents = Int(required=True)
+    created_at = UtcDateTime(required=True)
+    updated_at = UtcDateTime(required=True)
+
+
+OrderPage = Page(Order)
+
+
+class ItemArgs(Schema):
+    product_id = Int(required=True, validate=validate.Range(min=1))
+    quantity = Int(required=True, validate=validate.Range(min=1, max=1000))
+
+
+class PaymentArgs(Schema):
+    card_token = fields.String(required=True, validate=validate.Regexp(CARD_TOKEN))
+
+
+def _distinct(items):
+    from marshmallow import ValidationError
+
+    ids = [item["product_id"] for item in items]
+    if len(ids) != len(set(ids)):
+        raise ValidationError("Each product may appear on one line only.")
+
+
+class CreateOrderArgs(Schema):
+    user_id = Int(required=True)
+    items = fields.List(fields.Nested(ItemArgs), required=True,
+                        validate=[validate.Length(min=1, max=50), _distinct])
+    payment = fields.Nested(PaymentArgs, required=True)
+    idempotency_key = fields.String(load_default=None, allow_none=True,
+                                    validate=validate.Length(min=1, max=128))
+
+
+class OrderRef(Schema):
+    order_id = Int(required=True)
+    user_id = Int(load_default=None, allow_none=True)
+
+
+class ListOrdersArgs(PageArgs):
+    user_id = Int(required=True)
+
+
+class OrderCreated(Schema):
+    order_id = Int(required=True)
+    user_id = Int(required=True)
+    lines = fields.List(fields.Nested(ItemArgs), required=True)
+    total_cents = Int(required=True)
+
+
+class PaymentRequested(Schema):
+    order_id = Int(required=True)
+    user_id = Int(required=True)
+    amount_cents = Int(required=True)
+    card_token = fields.String(required=True, validate=validate.Regexp(CARD_TOKEN))
+
+
+class OrderOutcome(Schema):
+    order_id = Int(required=True)
+    user_id = Int(required=True)
+    total_cents = Int(required=True)
+    reason = fields.String(load_default=None, allow_none=True)
+
+
+CONTRACT = ServiceContract(
+    service="orders",
+    methods={
+        "create_order": Method(
+            CreateOrderArgs, Order,
+            (InvalidInput, UnknownProduct, IdempotencyKeyReused),
+            "Create a pending order for `user_id`; unit prices are fixed now. The same "
+            "user and idempotency key with the same body return the same order."),
+        "get_order": Method(
+            OrderRef, Order, (InvalidInput, NotFound),
+            "One order; with `user_id`, only that user's (else NotFound)."),
+        "list_orders": Method(ListOrdersArgs, OrderPage, (InvalidInput,),
+                              "A user's orders, newest first, with the total."),
+        "cancel_order": Method(
+            OrderRef, Order, (InvalidInput, NotFound, NotCancellable),
+            "Start cancelling a confirmed order: refund and release follow."),
+    },
+    events={
+        "order_created": Event("order_created", OrderCreated,
+                               doc="A pending order asks for its stock."),
+        "payment_requested": Event("payment_requested", PaymentRequested,
+                                   doc="Stock is held; capture the payment."),
+        "order_confirmed": Event("order_confirmed", OrderOutcome,
+                                 doc="Stock reserved and payment captured."),
+        "order_rejected": Event("order_rejected", OrderOutcome,
+                                doc="The order failed; `reason` says why. Release and "
+                                    "refund whatever was taken."),
+        "order_cancelling": Event("order_cancelling", OrderOutcome,
+                                  doc="A confirmed order is being cancelled: refund "
+                                      "and release."),
+        "order_cancelled": Event("order_cancelled", OrderOutcome,
+                                 doc="Refunded and returned to stock."),
+    },
+)

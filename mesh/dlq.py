@@ -1,0 +1,104 @@
+"""Operator tools for dead-lettered events: list, replay and purge `<queue>.dlq`."""
+import json
+
+from amqp.exceptions import NotFound
+from kombu import Connection
+
+from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, MeshEventHandler, dlq, dlq_name
+from mesh.serve import import_service
+
+__all__ = ["handler_queues", "base_queue", "depths", "messages", "replay", "purge"]
+
+
+def handler_queues(config):
+    """The queue of every `@handle_event` of the configured services."""
+    queues = []
+    for name, path in config["SERVICES"].items():
+        service_cls = import_service(path)
+        for attr in dir(service_cls):
+            for entrypoint in getattr(getattr(service_cls, attr), "nameko_entrypoints", ()):
+                if isinstance(entrypoint, MeshEventHandler):
+                    queues.append(f"evt-{entrypoint.source_service}-"
+                                  f"{entrypoint.event_type}--{name}.{attr}")
+    return sorted(queues)
+
+
+def base_queue(queue):
+    return queue[:-len(".dlq")] if queue.endswith(".dlq") else queue
+
+
+def depths(amqp_uri, queues):
+    """`{queue: messages in its DLQ}`; None for a DLQ that does not exist yet."""
+    found = {}
+    with Connection(amqp_uri) as connection:
+        channel = connection.channel()
+        for queue in queues:
+            try:
+                found[queue] = channel.queue_declare(dlq_name(queue), passive=True)[1]
+            except NotFound:
+                found[queue] = None
+                channel = connection.channel()
+    return found
+
+
+def _drain(connection, queue):
+    """Every message of `queue`'s DLQ, unacked (closing the channel requeues them)."""
+    channel = connection.channel()
+    got = []
+    while True:
+        message = channel.basic_get(dlq_name(base_queue(queue)), no_ack=False)
+        if message is None:
+            return channel, got
+        got.append(message)
+
+
+def _describe(message):
+    headers = message.headers or {}
+    try:
+        body = json.loads(message.body)
+        event_id, event_type = body.get("event_id"), body.get("type")
+    except (ValueError, AttributeError, TypeError):
+        event_id, event_type = None, None
+    return {"id": message.properties.get("message_id") or event_id,
+            "event_id": event_id, "type": event_type, "attempts": headers.get(ATTEMPT),
+            "error": headers.get(ERROR), "failed_at": headers.get(FAILED_AT)}
+
+
+def messages(amqp_uri, queue):
+    """What `queue`'s DLQ holds, oldest first; it is left as it was."""
+    with Connection(amqp_uri) as connection:
+        channel, got = _drain(connection, queue)
+        described = [_describe(m) for m in got]
+        channel.close()
+    return described
+
+
+def replay(amqp_uri, queue, message_id=None):
+    """Send dead-lettered messages back to their handler; returns how many."""
+    base = base_queue(queue)
+    replayed = 0
+    with Connection(amqp_uri) as connection:
+        channel, got = _drain(connection, base)
+        producer = connection.Producer(channel=connection.channel())
+        for message in got:
+            if message_id is not None and _describe(message)["id"] != message_id:
+                continue
+            headers = {k: v for k, v in (message.headers or {}).items()
+                       if not k.startswith("x-mesh-") and k != "x-death"}
+            producer.publish(message.body, exchange="", routing_key=base, headers=headers,
+                             content_type=message.content_type,
+                             content_encoding=message.content_encoding,
+                             message_id=message.properties.get("message_id"),
+                             delivery_mode=2)
+            channel.basic_ack(message.delivery_tag)
+            replayed += 1
+        channel.close()
+    return replayed
+
+
+def purge(amqp_uri, queue):
+    """Drop everything in `queue`'s DLQ; returns how many messages went."""
+    with Connection(amqp_uri) as connection:
+        bound = dlq(base_queue(queue))(connection.channel())
+        bound.declare()
+        return bound.purge()

@@ -1,0 +1,212 @@
+"""Idempotent event handlers with retries through delay queues and a dead-letter queue.
+
+``@handle_event(contracts.orders.CONTRACT, "order_created")`` marks a method that
+gets the checked envelope. It writes through the service's `Database` session and
+does not commit: the entrypoint records `(handler, event_id)` in the `inbox` table
+and commits both together, so an event delivered twice changes nothing the second
+time. A handler that raises is retried after each of EVENT_RETRY_DELAYS seconds
+(a queue per delay, whose messages expire back into the handler's queue), then
+parked in `<queue>.dlq` with its error. A malformed message (undecodable, or not
+matching the contract) goes straight to the DLQ; neither stops the service.
+"""
+import datetime as dt
+import functools
+import logging
+import sys
+
+from kombu import Exchange, Queue
+from marshmallow import ValidationError
+from nameko.amqp.publish import get_producer
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import EventHandler
+from nameko.exceptions import ConfigurationError, ContainerBeingKilled
+from nameko.messaging import QueueConsumer
+from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from contracts.base import EventEnvelope
+from mesh.db import Database, UtcDateTime, utcnow
+
+__all__ = ["handle_event", "inbox_table", "retry_queue", "dlq_name", "publish_raw",
+           "DEFAULT_RETRY_DELAYS"]
+
+log = logging.getLogger(__name__)
+DEFAULT_RETRY_DELAYS = (1, 5, 30)
+DEFAULT_EXCHANGE = Exchange("", type="direct")
+ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
+                                     "x-mesh-queue")
+
+
+def inbox_table(metadata: MetaData):
+    """The `inbox` table: which handler has processed which event."""
+    return Table(
+        "inbox", metadata,
+        Column("handler", String(200), primary_key=True),
+        Column("event_id", String(36), primary_key=True),
+        Column("processed_at", UtcDateTime, nullable=False),
+    )
+
+
+def dlq_name(queue_name):
+    return f"{queue_name}.dlq"
+
+
+def dlq(queue_name):
+    return Queue(dlq_name(queue_name), exchange=DEFAULT_EXCHANGE,
+                 routing_key=dlq_name(queue_name), durable=True)
+
+
+def retry_queue(queue_name, delay_ms):
+    """Holds a message `delay_ms`, then dead-letters it back into `queue_name`."""
+    name = f"{queue_name}.retry.{delay_ms}"
+    return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True,
+                 queue_arguments={"x-message-ttl": delay_ms,
+                                  "x-dead-letter-exchange": "",
+                                  "x-dead-letter-routing-key": queue_name})
+
+
+def publish_raw(amqp_uri, message, queue, headers):
+    """Send `message`'s exact bytes to `queue`, confirmed by the broker."""
+    with get_producer(amqp_uri, confirms=True) as producer:
+        producer.publish(message.body, exchange="", routing_key=queue.name,
+                         declare=[queue], headers=headers, delivery_mode=2,
+                         content_type=message.content_type,
+                         content_encoding=message.content_encoding,
+                         message_id=message.properties.get("message_id"),
+                         retry=True, retry_policy={"max_retries": 3})
+
+
+class EventQueueConsumer(QueueConsumer):
+    """nameko's QueueConsumer, but an undecodable message goes to its handler."""
+
+    def get_consumers(self, consumer_cls, channel):
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_decode_error = functools.partial(self._undecodable, provider)
+        return consumers
+
+    def _undecodable(self, provider, message, exc):
+        self.container.spawn_managed_thread(
+            functools.partial(provider.park_malformed, message, f"undecodable: {exc}"))
+
+
+class MeshEventHandler(EventHandler):
+    queue_consumer = EventQueueConsumer()
+
+    def __init__(self, contract, event_type, **kwargs):
+        super().__init__(contract.service, event_type, **kwargs)
+        self.contract = contract
+        self.declared = contract.events.get(event_type)
+        if self.declared is None:
+            raise ConfigurationError(f"{contract.service} declares no event {event_type!r}")
+
+    def setup(self):
+        super().setup()
+        config = self.container.config
+        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
+        self.delays = [float(d) for d in config.get("EVENT_RETRY_DELAYS",
+                                                    DEFAULT_RETRY_DELAYS)]
+        self.handler_name = f"{self.container.service_name}.{self.method_name}"
+        databases = [d for d in self.container.dependencies if isinstance(d, Database)]
+        if len(databases) != 1:
+            raise ConfigurationError(
+                f"{self.handler_name}: @handle_event needs the service to have exactly "
+                "one mesh.db.Database, whose metadata holds an `inbox` table")
+        self.database = databases[0]
+        self.inbox = self.database.declarative_base.metadata.tables["inbox"]
+        self.envelope_schema = EventEnvelope()
+        self.data_schema = self.declared.data()
+
+    def handle_message(self, body, message):
+        try:
+            event = self.load(body)
+        except (ValidationError, TypeError) as exc:
+            self.park_malformed(message, f"malformed: {exc}")
+            return
+        if self.seen(event["event_id"]):
+            self.queue_consumer.ack_message(message)
+            return
+        context_data = self.unpack_message_headers(message)
+        try:
+            self.container.spawn_worker(
+                self, (event,), {}, context_data=context_data,
+                handle_result=functools.partial(self.finish, message, event))
+        except ContainerBeingKilled:
+            self.queue_consumer.requeue_message(message)
+
+    def load(self, body):
+        if not isinstance(body, dict):
+            raise TypeError("the body is not a JSON object")
+        event = self.envelope_schema.load(body)
+        if event["type"] != self.event_type:
+            raise ValidationError(f"type {event['type']!r} is not {self.event_type!r}")
+        event["data"] = self.data_schema.load(event["data"])
+        event["event_id"] = str(event["event_id"])
+        return event
+
+    def seen(self, event_id):
+        with self.database.engine.connect() as conn:
+            return conn.execute(select(self.inbox.c.event_id).where(
+                self.inbox.c.handler == self.handler_name,
+                self.inbox.c.event_id == event_id)).first() is not None
+
+    def finish(self, message, event, worker_ctx, result, exc_info):
+        """Commit the handler's writes with its inbox row, or retry/park the event."""
+        session = getattr(worker_ctx.service, self.database.attr_name).session
+        if exc_info is None:
+            try:
+                session.execute(insert(self.inbox).values(
+                    handler=self.handler_name, event_id=event["event_id"],
+                    processed_at=utcnow()))
+                session.commit()
+            except IntegrityError:
+                # a concurrent delivery of the same event committed first
+                session.rollback()
+            except Exception:
+                session.rollback()
+                exc_info = sys.exc_info()
+        else:
+            session.rollback()
+        try:
+            if exc_info is None:
+                self.queue_consumer.ack_message(message)
+            else:
+                self.retry_or_park(message, exc_info[1])
+        except Exception:
+            log.exception("%s could not settle event %s; it will be redelivered",
+                          self.handler_name, event["event_id"])
+        return result, exc_info
+
+    def retry_or_park(self, message, exc):
+        attempt = int((message.headers or {}).get(ATTEMPT, 0))
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+        if attempt < len(self.delays):
+            delay_ms = max(1, int(self.delays[attempt] * 1000))
+            log.warning("%s failed on attempt %d (%s); retrying in %d ms",
+                        self.handler_name, attempt + 1, error, delay_ms)
+            headers = dict(message.headers or {}, **{ATTEMPT: attempt + 1, ERROR: error})
+            headers.pop("x-death", None)
+            publish_raw(self.amqp_uri, message, retry_queue(self.queue.name, delay_ms),
+                        headers)
+            self.queue_consumer.ack_message(message)
+        else:
+            self.park(message, error, attempt)
+
+    def park_malformed(self, message, error):
+        try:
+            self.park(message, error[:1000], int((message.headers or {}).get(ATTEMPT, 0)))
+        except Exception:
+            log.exception("%s could not park a malformed message", self.handler_name)
+
+    def park(self, message, error, attempt):
+        log.error("%s parked a message in %s after %d attempt(s): %s", self.handler_name,
+                  dlq_name(self.queue.name), attempt + 1, error)
+        headers = dict(message.headers or {}, **{
+            ATTEMPT: attempt, ERROR: error, ORIGIN: self.queue.name,
+            FAILED_AT: dt.datetime.now(dt.timezone.utc).isoformat()})
+        headers.pop("x-death", None)
+        publish_raw(self.amqp_uri, message, dlq(self.queue.name), headers)
+        self.queue_consumer.ack_message(message)
+
+
+handle_event = MeshEventHandler.decorator

@@ -1,0 +1,208 @@
+"""The transactional outbox: events are rows written with the change they report.
+
+A service records an event with ``self.outbox.add(session, "order_created", data)``
+before it commits; `OutboxRelay` publishes committed rows to the service's nameko
+events exchange (`<service>.events`, routing key = event type) with publisher
+confirms, and marks them sent. Publishing never happens inside the business
+transaction, and a broker outage only delays events: rows wait until it is back.
+"""
+import datetime as dt
+import json
+import logging
+import uuid
+
+import eventlet
+from eventlet.queue import Empty, Full, LightQueue
+from marshmallow import ValidationError
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.extensions import DependencyProvider, SharedExtension
+from nameko.standalone.events import get_event_exchange
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, event,
+                        insert, select, update)
+
+from mesh.db import UtcDateTime, database_url, make_engine, utcnow
+
+__all__ = ["outbox_table", "Outbox", "OutboxRelay", "make_envelope",
+           "CORRELATION_HEADER"]
+
+log = logging.getLogger(__name__)
+CORRELATION_HEADER = "nameko.request_id"  # nameko turns it into context_data["request_id"]
+BATCH = 100
+POLL_SECONDS = 2.0
+MAX_BACKOFF = 10.0
+
+
+def outbox_table(metadata: MetaData):
+    """The `outbox` table, added to a service's own metadata."""
+    return Table(
+        "outbox", metadata,
+        Column("id", Integer, primary_key=True),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("type", String(100), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("occurred_at", UtcDateTime, nullable=False),
+        Column("correlation_id", String(64)),
+        Column("data", Text, nullable=False),
+        Column("published_at", UtcDateTime),
+        Index("ix_outbox_unpublished", "published_at", "id"),
+    )
+
+
+def make_envelope(contract, event_type, data, correlation_id=None):
+    """`{event_id, type, version, occurred_at, correlation_id, data}`, data checked."""
+    declared = contract.events.get(event_type)
+    if declared is None:
+        raise ValueError(f"{contract.service} declares no event {event_type!r}")
+    schema = declared.data()
+    dumped = schema.dump(data)
+    errors = schema.validate(dumped)
+    if errors:
+        raise ValidationError(errors)
+    return {"event_id": str(uuid.uuid4()), "type": event_type, "version": declared.version,
+            "occurred_at": utcnow(), "correlation_id": correlation_id, "data": dumped}
+
+
+class OutboxWriter:
+    """What a worker gets: `add(session, type, data)`; the relay wakes on commit."""
+
+    def __init__(self, contract, table, correlation_id, wake):
+        self.contract, self.table = contract, table
+        self.correlation_id, self.wake = correlation_id, wake
+
+    def add(self, session, event_type, data):
+        envelope = make_envelope(self.contract, event_type, data, self.correlation_id)
+        session.execute(insert(self.table).values(
+            event_id=envelope["event_id"], type=event_type, version=envelope["version"],
+            occurred_at=envelope["occurred_at"], correlation_id=self.correlation_id,
+            data=json.dumps(envelope["data"])))
+        if not event.contains(session, "after_commit", self._committed):
+            event.listen(session, "after_commit", self._committed)
+        return envelope
+
+    def _committed(self, session):
+        self.wake()
+
+
+class OutboxRelay(SharedExtension):
+    """Publishes a service's committed outbox rows, oldest first; one per container."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = None
+        self._wakeup = LightQueue(maxsize=1)
+        self._running = False
+        self._thread = None
+
+    def bind_table(self, table):
+        self.table = table
+
+    def setup(self):
+        config = self.container.config
+        self.url = database_url(config, self.container.service_name)
+        self.exchange = get_event_exchange(self.container.service_name, config)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[self.exchange],
+                                   use_confirms=True, retry=True,
+                                   retry_policy={"max_retries": 1})
+
+    def start(self):
+        self.engine = make_engine(self.url)
+        self._running = True
+        self._thread = self.container.spawn_managed_thread(self._run,
+                                                           identifier="outbox relay")
+
+    def stop(self):
+        # one last flush, so a draining service leaves nothing committed behind
+        self._running = False
+        self.wake()
+        if self._thread is not None:
+            with eventlet.Timeout(5, False):
+                self._thread.wait()
+        self.engine.dispose()
+
+    def kill(self):
+        self._running = False
+        if self._thread is not None:
+            self._thread.kill()
+        self.engine.dispose()
+
+    def wake(self):
+        try:
+            self._wakeup.put_nowait(True)
+        except Full:
+            pass  # already due to run
+
+    def _run(self):
+        backoff = 0.5
+        while True:
+            try:
+                while self.publish_batch() == BATCH:
+                    pass
+                backoff = 0.5
+            except Exception as exc:  # broker or database away: keep rows, try later
+                log.warning("outbox of %s not published yet (%s); retrying in %.1f s",
+                            self.container.service_name, exc, backoff)
+                eventlet.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if not self._running:
+                return
+            try:
+                self._wakeup.get(timeout=POLL_SECONDS)
+            except Empty:
+                pass
+
+    def publish_batch(self):
+        """Publish up to BATCH unsent rows; returns how many were sent."""
+        if self.engine.dialect.name == "postgresql":
+            # several instances share the table: each takes rows no other holds
+            with self.engine.begin() as conn:
+                rows = conn.execute(self._unsent().with_for_update(skip_locked=True)).all()
+                self._publish(rows)
+                self._mark(conn, rows)
+            return len(rows)
+        # SQLite: one process per file; never hold its write lock across I/O
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._unsent()).all()
+        self._publish(rows)
+        with self.engine.begin() as conn:
+            self._mark(conn, rows)
+        return len(rows)
+
+    def _unsent(self):
+        return (select(self.table).where(self.table.c.published_at.is_(None))
+                .order_by(self.table.c.id).limit(BATCH))
+
+    def _publish(self, rows):
+        for row in rows:
+            body = {"event_id": row.event_id, "type": row.type, "version": row.version,
+                    "occurred_at": row.occurred_at.astimezone(dt.timezone.utc)
+                    .isoformat().replace("+00:00", "Z"),
+                    "correlation_id": row.correlation_id, "data": json.loads(row.data)}
+            headers = {CORRELATION_HEADER: row.correlation_id} if row.correlation_id else {}
+            self.publisher.publish(body, exchange=self.exchange, routing_key=row.type,
+                                   message_id=row.event_id, extra_headers=headers)
+
+    def _mark(self, conn, rows):
+        if rows:
+            conn.execute(update(self.table)
+                         .where(self.table.c.id.in_([row.id for row in rows]))
+                         .values(published_at=utcnow()))
+
+
+class Outbox(DependencyProvider):
+    """``outbox = Outbox(Base, CONTRACT)``: record events in this service's outbox."""
+
+    relay = OutboxRelay()
+
+    def __init__(self, declarative_base, contract):
+        self.declarative_base = declarative_base
+        self.contract = contract
+
+    def setup(self):
+        self.table = self.declarative_base.metadata.tables["outbox"]
+        self.relay.bind_table(self.table)
+
+    def get_dependency(self, worker_ctx):
+        return OutboxWriter(self.contract, self.table,
+                            worker_ctx.context_data.get("request_id"), self.relay.wake)

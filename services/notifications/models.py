@@ -1,0 +1,32 @@
+"""The notifications database: messages per user, one per domain event."""
+from sqlalchemy import Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mesh.db import UtcDateTime, utcnow
+from mesh.handlers import inbox_table
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    order_id: Mapped[int | None] = mapped_column(Integer)
+    # the event it reports: a second delivery cannot make a second message
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+
+    def to_dict(self):
+        return {"id": self.id, "kind": self.kind, "subject": self.subject,
+                "body": self.body, "order_id": self.order_id,
+                "created_at": self.created_at}
+
+
+inbox = inbox_table(Base.metadata)

@@ -1,0 +1,45 @@
+"""The notifications service: tells users what happened, once per event."""
+from contracts import accounts, orders
+from contracts.notifications import CONTRACT
+from mesh.db import Database
+from mesh.handlers import handle_event
+from mesh.rpc import rpc
+from services.notifications import domain
+from services.notifications.models import Base
+
+
+class NotificationsService:
+    name = "notifications"
+    contract = CONTRACT
+
+    db = Database(Base)
+
+    @rpc
+    def list_notifications(self, user_id, limit, offset):
+        items, total = domain.page(self.db.session, user_id, limit, offset)
+        return {"items": [n.to_dict() for n in items], "total": total,
+                "limit": limit, "offset": offset}
+
+    @handle_event(accounts.CONTRACT, "user_registered")
+    def on_user_registered(self, event):
+        data = event["data"]
+        domain.notify(self.db.session, event["event_id"], data["user_id"], "welcome",
+                      name=data["name"], email=data["email"])
+
+    @handle_event(orders.CONTRACT, "order_confirmed")
+    def on_order_confirmed(self, event):
+        self._order_news(event, "order_confirmed")
+
+    @handle_event(orders.CONTRACT, "order_rejected")
+    def on_order_rejected(self, event):
+        self._order_news(event, "order_rejected")
+
+    @handle_event(orders.CONTRACT, "order_cancelled")
+    def on_order_cancelled(self, event):
+        self._order_news(event, "order_cancelled")
+
+    def _order_news(self, event, kind):
+        data = event["data"]
+        domain.notify(self.db.session, event["event_id"], data["user_id"], kind,
+                      order_id=data["order_id"], total_cents=data["total_cents"],
+                      reason=data.get("reason"))

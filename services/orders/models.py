@@ -1,0 +1,59 @@
+"""The orders database: orders, their lines and the saga's state."""
+from sqlalchemy import (CheckConstraint, ForeignKey, Integer, String, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from mesh.db import UtcDateTime, utcnow
+from mesh.handlers import inbox_table
+from mesh.outbox import outbox_table
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key", name="one_order_per_key"),
+        CheckConstraint("status IN ('pending', 'confirmed', 'rejected', 'cancelling', "
+                        "'cancelled')", name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(32))
+    total_cents: Mapped[int] = mapped_column(Integer)
+    card_token: Mapped[str] = mapped_column(String(80))
+    # saga progress: where the stock and the money are
+    stock_state: Mapped[str] = mapped_column(String(16), default="none")
+    payment_state: Mapped[str] = mapped_column(String(16), default="none")
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+    updated_at = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow,
+                               nullable=False, index=True)
+    lines = relationship("OrderLine", order_by="OrderLine.product_id", lazy="selectin")
+
+    def to_dict(self):
+        return {"id": self.id, "user_id": self.user_id, "status": self.status,
+                "reason": self.reason,
+                "items": [{"product_id": line.product_id, "quantity": line.quantity,
+                           "unit_price_cents": line.unit_price_cents}
+                          for line in self.lines],
+                "total_cents": self.total_cents, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price_cents: Mapped[int] = mapped_column(Integer)
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)

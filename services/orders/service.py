@@ -1,0 +1,107 @@
+"""The orders service: create, read and cancel orders; the saga moves them on."""
+import datetime as dt
+import logging
+
+from nameko.dependency_providers import Config
+from nameko.timer import timer
+
+from contracts.inventory import CONTRACT as INVENTORY
+from contracts.payments import CONTRACT as PAYMENTS
+from contracts.errors import NotFound
+from contracts.orders import CONTRACT, UnknownProduct
+from mesh.db import Database, utcnow
+from mesh.handlers import handle_event
+from mesh.outbox import Outbox
+from mesh.rpc import ServiceRpc, rpc
+from services.orders import domain
+from services.orders.models import Base
+
+log = logging.getLogger(__name__)
+DEFAULT_SAGA_TIMEOUT = 30
+
+
+class OrdersService:
+    name = "orders"
+    contract = CONTRACT
+
+    config = Config()
+    db = Database(Base)
+    outbox = Outbox(Base, CONTRACT)
+    inventory = ServiceRpc(INVENTORY)
+
+    @rpc
+    def create_order(self, user_id, items, payment, idempotency_key):
+        session = self.db.session
+        digest = domain.request_hash(items, payment)
+        if idempotency_key:
+            existing = domain.find_by_key(session, user_id, idempotency_key, digest)
+            if existing is not None:
+                return existing.to_dict()
+        # ask for prices before writing: no database lock is held across the call
+        try:
+            prices = self.inventory.get_prices(
+                product_ids=[item["product_id"] for item in items])["prices"]
+        except NotFound as exc:
+            missing = exc.fields.get("product_ids", [])
+            raise UnknownProduct(str(exc), {"items": [
+                f"Product {product_id} does not exist." for product_id in missing]}) \
+                from None
+        order = domain.create(session, self.outbox, user_id, items, payment["card_token"],
+                              {int(k): v for k, v in prices.items()},
+                              idempotency_key, digest)
+        session.commit()
+        return order.to_dict()
+
+    @rpc
+    def get_order(self, order_id, user_id):
+        return domain.get(self.db.session, order_id, user_id).to_dict()
+
+    @rpc
+    def list_orders(self, user_id, limit, offset):
+        items, total = domain.page(self.db.session, user_id, limit, offset)
+        return {"items": [o.to_dict() for o in items], "total": total,
+                "limit": limit, "offset": offset}
+
+    @rpc
+    def cancel_order(self, order_id, user_id):
+        order = domain.cancel(self.db.session, self.outbox, order_id, user_id)
+        self.db.session.commit()
+        return order.to_dict()
+
+    # The saga: each handler moves one order one step; @handle_event commits.
+
+    @handle_event(INVENTORY, "stock_reserved")
+    def on_stock_reserved(self, event):
+        domain.on_stock_reserved(self.db.session, self.outbox, event["data"]["order_id"])
+
+    @handle_event(INVENTORY, "stock_rejected")
+    def on_stock_rejected(self, event):
+        domain.on_stock_rejected(self.db.session, self.outbox, event["data"]["order_id"])
+
+    @handle_event(INVENTORY, "stock_released")
+    def on_stock_released(self, event):
+        domain.on_stock_released(self.db.session, self.outbox, event["data"]["order_id"])
+
+    @handle_event(PAYMENTS, "payment_captured")
+    def on_payment_captured(self, event):
+        domain.on_payment_captured(self.db.session, self.outbox,
+                                   event["data"]["order_id"])
+
+    @handle_event(PAYMENTS, "payment_declined")
+    def on_payment_declined(self, event):
+        domain.on_payment_declined(self.db.session, self.outbox,
+                                   event["data"]["order_id"])
+
+    @handle_event(PAYMENTS, "payment_refunded")
+    def on_payment_refunded(self, event):
+        domain.on_payment_refunded(self.db.session, self.outbox,
+                                   event["data"]["order_id"])
+
+    @timer(interval=1)
+    def expire_stuck_sagas(self):
+        timeout = float(self.config.get("SAGA_TIMEOUT_SECONDS", DEFAULT_SAGA_TIMEOUT))
+        cutoff = utcnow() - dt.timedelta(seconds=timeout)
+        acted = domain.expire(self.db.session, self.outbox, cutoff)
+        self.db.session.commit()
+        if acted:
+            log.warning("saga timeout (%g s) compensated orders %s", timeout, acted)

@@ -1,0 +1,60 @@
+"""initial schema
+
+Revision ID: 0001
+Revises: 
+Create Date: 2026-11-23
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0001'
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table('inbox',
+    sa.Column('handler', sa.String(length=200), nullable=False),
+    sa.Column('event_id', sa.String(length=36), nullable=False),
+    sa.Column('processed_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('handler', 'event_id')
+    )
+    op.create_table('outbox',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=36), nullable=False),
+    sa.Column('type', sa.String(length=100), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('occurred_at', sa.DateTime(), nullable=False),
+    sa.Column('correlation_id', sa.String(length=64), nullable=True),
+    sa.Column('data', sa.Text(), nullable=False),
+    sa.Column('published_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('event_id')
+    )
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.create_index('ix_outbox_unpublished', ['published_at', 'id'], unique=False)
+
+    op.create_table('payments',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('order_id', sa.Integer(), nullable=False),
+    sa.Column('amount_cents', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('provider_ref', sa.String(length=100), nullable=True),
+    sa.Column('decline_reason', sa.String(length=100), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.CheckConstraint("status IN ('captured', 'declined', 'refunded')", name='status_known'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('order_id')
+    )
+
+
+def downgrade():
+    op.drop_table('payments')
+    with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index('ix_outbox_unpublished')
+
+    op.drop_table('outbox')
+    op.drop_table('inbox')

@@ -1,0 +1,39 @@
+"""The payments database: one payment per order, captured, declined or refunded."""
+from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mesh.db import UtcDateTime, utcnow
+from mesh.handlers import inbox_table
+from mesh.outbox import outbox_table
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("status IN ('captured', 'declined', 'refunded')",
+                        name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(Integer, unique=True)
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    provider_ref: Mapped[str | None] = mapped_column(String(100))
+    decline_reason: Mapped[str | None] = mapped_column(String(100))
+    created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+    updated_at = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow,
+                               nullable=False)
+
+    def to_dict(self):
+        return {"id": self.id, "order_id": self.order_id,
+                "amount_cents": self.amount_cents, "status": self.status,
+                "provider_ref": self.provider_ref, "created_at": self.created_at,
+                "updated_at": self.updated_at}
+
+
+outbox = outbox_table(Base.metadata)
+inbox = inbox_table(Base.metadata)

@@ -1,0 +1,84 @@
+import time
+import uuid
+
+import pytest
+import requests
+
+from mesh.serve import import_service
+from mesh.testing import free_port
+
+ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"
+
+
+class Client:
+    """HTTP against an in-process gateway, with the helpers most tests need."""
+
+    def __init__(self, base, config):
+        self.base, self.config = base, config
+        self.http = requests.Session()
+
+    def __call__(self, method, path, token=None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.http.request(method, self.base + path, headers=headers, timeout=10,
+                                 **kwargs)
+
+    def register(self):
+        email = f"u-{uuid.uuid4().hex[:10]}@example.com"
+        response = self("POST", "/api/v1/auth/register",
+                        json={"email": email, "password": "correct horse", "name": "U"})
+        assert response.status_code == 201, response.text
+        return email
+
+    def token(self, email, password="correct horse"):
+        for _ in range(50):  # the admin appears just after accounts starts
+            response = self("POST", "/api/v1/auth/token",
+                            json={"email": email, "password": password})
+            if response.status_code != 401:
+                break
+            time.sleep(0.1)
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def customer(self):
+        return self.token(self.register())
+
+    def admin_token(self):
+        return self.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+
+    def product(self, stock=5, price_cents=1000):
+        response = self("POST", "/api/v1/products", self.admin_token(),
+                        json={"sku": f"sku-{uuid.uuid4().hex[:10]}", "name": "Thing",
+                              "price_cents": price_cents, "stock": stock})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def order(self, token, product_id, quantity=1, card="tok_visa", **kwargs):
+        return self("POST", "/api/v1/orders", token, json={
+            "items": [{"product_id": product_id, "quantity": quantity}],
+            "payment": {"card_token": card}}, **kwargs)
+
+    def settled(self, token, order_id, timeout=10):
+        """The order once it stops moving (confirmed, rejected or cancelled)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            order = self("GET", f"/api/v1/orders/{order_id}", token).json()
+            if order["status"] in ("confirmed", "rejected", "cancelled"):
+                return order
+            assert time.monotonic() < deadline, order
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def start_mesh(start_service, mesh_config):
+    """Start the given services (default: all of config.yaml) and the gateway."""
+    def start(names=None, **overrides):
+        port = free_port()
+        overrides = dict(GATEWAY_PORT=port, MESH_ADMIN_EMAIL=ADMIN_EMAIL,
+                         MESH_ADMIN_PASSWORD=ADMIN_PASSWORD, **overrides)
+        names = names or list(mesh_config["SERVICES"])
+        for name in names:
+            start_service(import_service(mesh_config["SERVICES"][name]), **overrides)
+        return Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
+    return start

@@ -1,0 +1,142 @@
+"""Every saga path through the gateway, with all services in real containers."""
+import eventlet
+import pytest
+
+FAST = dict(EVENT_RETRY_DELAYS=[0.2, 0.4])
+
+
+@pytest.fixture
+def mesh(start_mesh):
+    return start_mesh(**FAST)
+
+
+def stock(mesh, product_id):
+    return mesh("GET", f"/api/v1/products/{product_id}").json()["stock"]
+
+
+def payment(mesh, order_id, rpc_client):
+    return rpc_client.payments.get_payment(order_id=order_id)
+
+
+def notifications(mesh, token):
+    return mesh("GET", "/api/v1/notifications", token).json()
+
+
+def test_confirmed_then_cancelled(mesh, rpc_client):
+    customer = mesh.customer()
+    product = mesh.product(stock=5, price_cents=1250)
+    created = mesh.order(customer, product["id"], quantity=2)
+    assert created.status_code == 202
+    order = created.json()
+    assert order["status"] == "pending" and order["reason"] is None
+    assert order["items"] == [{"product_id": product["id"], "quantity": 2,
+                               "unit_price_cents": 1250}]
+    assert order["total_cents"] == 2500
+    assert mesh.settled(customer, order["id"], timeout=2)["status"] == "confirmed"
+    assert stock(mesh, product["id"]) == 3
+    assert payment(mesh, order["id"], rpc_client)["status"] == "captured"
+
+    cancel = mesh("POST", f"/api/v1/orders/{order['id']}/cancel", customer)
+    assert cancel.status_code == 202 and cancel.json()["status"] == "cancelling"
+    assert mesh.settled(customer, order["id"])["status"] == "cancelled"
+    assert stock(mesh, product["id"]) == 5
+    assert payment(mesh, order["id"], rpc_client)["status"] == "refunded"
+    again = mesh("POST", f"/api/v1/orders/{order['id']}/cancel", customer)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "order_not_cancellable"
+    eventlet.sleep(0.5)
+    kinds = [n["kind"] for n in notifications(mesh, customer)["items"]]
+    assert kinds == ["order_cancelled", "order_confirmed", "welcome"]
+
+
+def test_declined_payment_releases_stock(mesh, rpc_client):
+    customer = mesh.customer()
+    product = mesh.product(stock=2)
+    order = mesh.order(customer, product["id"], quantity=2, card="tok_declined").json()
+    settled = mesh.settled(customer, order["id"])
+    assert (settled["status"], settled["reason"]) == ("rejected", "payment_declined")
+    eventlet.sleep(0.3)
+    assert stock(mesh, product["id"]) == 2
+    assert payment(mesh, order["id"], rpc_client)["status"] == "declined"
+
+
+def test_insufficient_stock_takes_nothing(mesh):
+    customer = mesh.customer()
+    product = mesh.product(stock=1)
+    order = mesh.order(customer, product["id"], quantity=2).json()
+    settled = mesh.settled(customer, order["id"])
+    assert (settled["status"], settled["reason"]) == ("rejected", "insufficient_stock")
+    assert stock(mesh, product["id"]) == 1
+    eventlet.sleep(0.3)
+    assert notifications(mesh, customer)["items"][0]["kind"] == "order_rejected"
+
+
+def test_order_errors(mesh):
+    customer, other = mesh.customer(), mesh.customer()
+    product = mesh.product()
+    unknown = mesh.order(customer, 999999999)
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["code"] == "unknown_product"
+    assert unknown.json()["error"]["fields"]["items"]
+    bad = mesh("POST", "/api/v1/orders", customer, json={
+        "items": [{"product_id": product["id"], "quantity": 1}] * 2,
+        "payment": {"card_token": "visa"}})
+    assert bad.status_code == 422
+    assert set(bad.json()["error"]["fields"]) == {"items", "payment"}
+    order = mesh.order(customer, product["id"]).json()
+    assert mesh("GET", f"/api/v1/orders/{order['id']}", other).status_code == 404
+    assert mesh("POST", f"/api/v1/orders/{order['id']}/cancel", other).status_code == 404
+    admin = mesh("GET", f"/api/v1/orders/{order['id']}", mesh.admin_token())
+    assert admin.status_code == 200
+    assert mesh("GET", "/api/v1/orders", other).json()["total"] == 0
+    mine = mesh("GET", "/api/v1/orders?limit=1", customer).json()
+    assert mine["total"] == 1 and mine["items"][0]["id"] == order["id"]
+
+
+def test_idempotency_key(mesh):
+    customer, other = mesh.customer(), mesh.customer()
+    product = mesh.product(stock=10)
+    key = {"Idempotency-Key": "order-attempt-1"}
+    first = mesh.order(customer, product["id"], headers=dict(key)).json()
+    again = mesh.order(customer, product["id"], headers=dict(key))
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    changed = mesh.order(customer, product["id"], quantity=2, headers=dict(key))
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "idempotency_key_reused"
+    theirs = mesh.order(other, product["id"], headers=dict(key)).json()
+    assert theirs["id"] != first["id"]
+    mesh.settled(customer, first["id"])
+    mesh.settled(other, theirs["id"])
+    assert stock(mesh, product["id"]) == 8
+    assert mesh("GET", "/api/v1/orders", customer).json()["total"] == 1
+    too_long = mesh.order(customer, product["id"], headers={"Idempotency-Key": "k" * 129})
+    assert too_long.status_code == 422
+
+
+def test_twelve_orders_race_for_five_units(mesh):
+    product = mesh.product(stock=5)
+    customers = [mesh.customer() for _ in range(12)]
+    pool = eventlet.GreenPool(12)
+    orders = list(pool.imap(lambda token: (token, mesh.order(token, product["id"]).json()),
+                            customers))
+    final = [mesh.settled(token, order["id"])["status"] for token, order in orders]
+    assert final.count("confirmed") == 5
+    assert final.count("rejected") == 7
+    assert stock(mesh, product["id"]) == 0
+
+
+def test_a_stuck_saga_times_out_and_is_compensated(start_mesh):
+    # no payments service: the saga stops after reserving stock
+    mesh = start_mesh(["accounts", "inventory", "orders", "notifications", "gateway"],
+                      SAGA_TIMEOUT_SECONDS=1, **FAST)
+    customer = mesh.customer()
+    product = mesh.product(stock=3)
+    order = mesh.order(customer, product["id"], quantity=2).json()
+    settled = mesh.settled(customer, order["id"], timeout=6)
+    assert (settled["status"], settled["reason"]) == ("rejected", "timeout")
+    deadline = eventlet.Timeout(5)
+    try:
+        while stock(mesh, product["id"]) != 3:
+            eventlet.sleep(0.1)
+    finally:
+        deadline.cancel()
