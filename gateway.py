@@ -51,7 +51,7 @@ class GatewayService:
     name = "gateway"
 
     rpc = ServiceRpcs(ROUTES.contracts)
-    readiness = Readiness(ROUTES.services)
+    readiness = Readiness()
 
     @api(ROUTES, ERRORS)
     def api(self, route, kwargs):

@@ -42,9 +42,16 @@ def depths(amqp_uri, queues):
 
 
 def _drain(connection, queue):
-    """Every message of `queue`'s DLQ, unacked (closing the channel requeues them)."""
+    """Every message of `queue`'s DLQ, unacked (closing the channel requeues them).
+
+    A DLQ that does not exist yet is empty.
+    """
     channel = connection.channel()
     got = []
+    try:
+        channel.queue_declare(dlq_name(base_queue(queue)), passive=True)
+    except NotFound:
+        return connection.channel(), got
     while True:
         message = channel.basic_get(dlq_name(base_queue(queue)), no_ack=False)
         if message is None:

@@ -34,10 +34,18 @@ def check_services(amqp_uri, services, timeout=2.0):
 
 
 class Readiness(DependencyProvider):
-    """Gives workers a callable that checks the broker and the named services."""
+    """Gives workers a callable that checks the broker and the services.
 
-    def __init__(self, services):
-        self.services = list(services)
+    By default: every other service in config's SERVICES.
+    """
+
+    def __init__(self, services=None):
+        self.services = list(services) if services is not None else None
+
+    def setup(self):
+        if self.services is None:
+            self.services = [name for name in self.container.config.get("SERVICES", {})
+                             if name != self.container.service_name]
 
     def get_dependency(self, worker_ctx):
         uri = self.container.config[AMQP_URI_CONFIG_KEY]

@@ -96,7 +96,25 @@ def postgres_url():
 
 
 @pytest.fixture
-def start_service(container_factory, mesh_config):
+def mesh_containers(mesh_config):
+    """nameko's `container_factory`, but its containers are killed before the
+    test's config (and any vhost made for it) is torn down."""
+    from nameko.containers import ServiceContainer
+
+    made = []
+
+    def make(service_cls, config):
+        container = ServiceContainer(service_cls, config)
+        made.append(container)
+        return container
+
+    yield make
+    for container in made:
+        container.kill()
+
+
+@pytest.fixture
+def start_service(mesh_containers, mesh_config):
     """Start one service's container against the real broker, its schema migrated.
 
     ``start_service(InventoryService, DATABASE_URL_INVENTORY=postgres_url)``
@@ -106,7 +124,7 @@ def start_service(container_factory, mesh_config):
     def start(service_cls, **overrides):
         config = {**mesh_config, **overrides}
         migrations.upgrade(config, service_cls.name)
-        container = container_factory(service_cls, config)
+        container = mesh_containers(service_cls, config)
         container.start()
         return container
 

@@ -35,7 +35,8 @@ def test_ready_within_30_seconds_and_url_printed(mesh):
     assert mesh.base in line
     assert mesh.http("GET", "/ready").json()["status"] == "ready"
     # every service's output is prefixed with its name
-    for name in ("accounts", "inventory", "gateway"):
+    for name in ("accounts", "inventory", "orders", "payments", "notifications",
+                 "gateway"):
         assert any(line.startswith(f"{name} ") and "| " in line for line in mesh.lines)
 
 
@@ -94,7 +95,8 @@ def test_sigterm_stops_everything_within_10_seconds_despite_keep_alive(start_mes
     mesh = start_mesh()
     mesh.wait_for("ready:", timeout=30)
     children = mesh.children()
-    assert sorted(children.values()) == ["accounts", "gateway", "inventory"]
+    assert sorted(children.values()) == ["accounts", "gateway", "inventory",
+                                         "notifications", "orders", "payments"]
     idle = socket.create_connection(("127.0.0.1", int(mesh.env["GATEWAY_PORT"])))
     idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
     assert b"200 OK" in idle.recv(4096)

@@ -13,6 +13,9 @@ from mesh.testing import free_port
 from mesh.tokens import Tokens, signing_key
 from services.accounts.service import AccountsService
 from services.inventory.service import InventoryService
+from services.notifications.service import NotificationsService
+from services.orders.service import OrdersService
+from services.payments.service import PaymentsService
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"
 
@@ -22,9 +25,9 @@ def mesh(start_service, mesh_config):
     port = free_port()
     overrides = dict(GATEWAY_PORT=port, MESH_ADMIN_EMAIL=ADMIN_EMAIL,
                      MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    start_service(AccountsService, **overrides)
-    start_service(InventoryService, **overrides)
-    start_service(GatewayService, **overrides)
+    for service_cls in (AccountsService, InventoryService, OrdersService,
+                        PaymentsService, NotificationsService, GatewayService):
+        start_service(service_cls, **overrides)
     return Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
 
 
@@ -196,7 +199,8 @@ def test_health_and_ready(mesh):
     ready = mesh("GET", "/ready")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "checks": {
-        "broker": "ok", "accounts": "ok", "inventory": "ok"}}
+        "broker": "ok", "accounts": "ok", "inventory": "ok", "orders": "ok",
+        "payments": "ok", "notifications": "ok"}}
 
 
 def test_a_missing_service_is_named_and_answered_quickly(start_service, mesh_config):

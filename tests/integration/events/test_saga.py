@@ -140,3 +140,57 @@ def test_a_stuck_saga_times_out_and_is_compensated(start_mesh):
             eventlet.sleep(0.1)
     finally:
         deadline.cancel()
+
+
+def test_every_event_delivered_twice_changes_nothing(mesh, mesh_config, rpc_client):
+    from kombu import Connection, Exchange, Queue
+
+    import contracts
+
+    exchanges = [Exchange(f"{name}.events", type="topic", durable=True)
+                 for name, contract in contracts.CONTRACTS.items() if contract.events]
+    with Connection(mesh_config["AMQP_URI"]) as connection:
+        channel = connection.channel()
+        spy = Queue(f"spy-{id(mesh)}", auto_delete=True, channel=channel)
+        spy.declare()
+        for exchange in exchanges:
+            exchange(channel).declare()
+            spy.bind_to(exchange=exchange.name, routing_key="#")
+
+        customer = mesh.customer()
+        product = mesh.product(stock=3)
+        kept = mesh.order(customer, product["id"], quantity=1).json()
+        cancelled = mesh.order(customer, product["id"], quantity=1).json()
+        declined = mesh.order(customer, product["id"], quantity=1, card="tok_declined").json()
+        short = mesh.order(customer, product["id"], quantity=5).json()
+        mesh.settled(customer, cancelled["id"])
+        mesh("POST", f"/api/v1/orders/{cancelled['id']}/cancel", customer)
+        orders = [kept, cancelled, declined, short]
+        for order in orders:
+            mesh.settled(customer, order["id"])
+        eventlet.sleep(1)
+
+        def state():
+            return ([mesh.settled(customer, o["id"])["status"] for o in orders],
+                    stock(mesh, product["id"]),
+                    [rpc_client.payments.get_payment(order_id=o["id"])["status"]
+                     for o in orders[:3]],
+                    notifications(mesh, customer)["total"])
+
+        before = state()
+        assert before == (["confirmed", "cancelled", "rejected", "rejected"], 2,
+                          ["captured", "refunded", "declined"], 6)
+        seen = []
+        while (message := spy.get(no_ack=True)) is not None:
+            seen.append(message)
+        types = {m.delivery_info["routing_key"] for m in seen}
+        declared = {t for c in contracts.CONTRACTS.values() for t in c.events}
+        assert types == declared  # the saga above sends every kind of event
+        producer = connection.Producer(channel=connection.channel())
+        for message in seen:  # deliver each one a second time
+            producer.publish(message.body, exchange=message.delivery_info["exchange"],
+                             routing_key=message.delivery_info["routing_key"],
+                             headers=message.headers, content_type=message.content_type,
+                             content_encoding=message.content_encoding)
+        eventlet.sleep(2)
+        assert state() == before

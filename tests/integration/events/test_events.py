@@ -1,0 +1,240 @@
+"""The event machinery on the real broker: duplicates, retries, dead letters, outages."""
+import datetime as dt
+import json
+import socket
+import uuid
+
+import eventlet
+import pytest
+from kombu import Connection, Exchange, Queue
+from sqlalchemy import String, create_engine, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from contracts.accounts import CONTRACT as ACCOUNTS
+from mesh import dlq
+from mesh.db import Database
+from mesh.handlers import handle_event, inbox_table
+from mesh.outbox import Outbox, OutboxWriter, outbox_table
+
+QUEUE = "evt-accounts-user_registered--flaky.on_user_registered"
+
+
+class ToyBase(DeclarativeBase):
+    pass
+
+
+class Seen(ToyBase):
+    __tablename__ = "seen"
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+
+
+inbox_table(ToyBase.metadata)
+outbox_table(ToyBase.metadata)
+
+
+class FlakyService:
+    """Fails while `failures_left` > 0, then records each event it handles."""
+
+    name = "flaky"
+    failures_left = 0
+    db = Database(ToyBase)
+
+    @handle_event(ACCOUNTS, "user_registered")
+    def on_user_registered(self, event):
+        if FlakyService.failures_left > 0:
+            FlakyService.failures_left -= 1
+            raise RuntimeError("the fault is still there")
+        self.db.session.add(Seen(event_id=event["event_id"]))
+
+
+class Announcer:
+    """Only an outbox: it publishes what the test writes into it."""
+
+    name = "announcer"
+    db = Database(ToyBase)
+    outbox = Outbox(ToyBase, ACCOUNTS)
+
+
+def envelope(**data):
+    return {"event_id": str(uuid.uuid4()), "type": "user_registered", "version": 1,
+            "occurred_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "correlation_id": "test", "data": {"user_id": 1, "email": "a@example.com",
+                                               "name": "A", **data}}
+
+
+def publish(uri, body, content_type="application/json"):
+    with Connection(uri) as connection:
+        producer = connection.Producer()
+        producer.publish(body if isinstance(body, bytes) else json.dumps(body),
+                         exchange=Exchange("accounts.events", type="topic", durable=True),
+                         routing_key="user_registered", content_type=content_type,
+                         content_encoding="utf-8", declare=[
+                             Exchange("accounts.events", type="topic", durable=True)])
+
+
+def eventually(check, timeout=10):
+    with eventlet.Timeout(timeout):
+        while not check():
+            eventlet.sleep(0.05)
+
+
+@pytest.fixture
+def flaky(mesh_containers, mesh_config, tmp_path):
+    url = f"sqlite:///{tmp_path}/flaky.sqlite"
+    engine = create_engine(url)
+    ToyBase.metadata.create_all(engine)
+    FlakyService.failures_left = 0
+    config = {**mesh_config, "DATABASE_URL_FLAKY": url, "EVENT_RETRY_DELAYS": [0.1, 0.2]}
+    container = mesh_containers(FlakyService, config)
+    container.start()
+
+    def seen():
+        with Session(engine) as session:
+            return session.scalar(select(func.count()).select_from(Seen))
+    yield seen
+    engine.dispose()
+
+
+def test_a_handler_that_fails_twice_then_succeeds_completes(flaky, mesh_config):
+    FlakyService.failures_left = 2
+    publish(mesh_config["AMQP_URI"], envelope())
+    eventually(lambda: flaky() == 1)
+    assert FlakyService.failures_left == 0
+    assert dlq.messages(mesh_config["AMQP_URI"], QUEUE) == []
+
+
+def test_the_same_event_twice_is_handled_once(flaky, mesh_config):
+    event = envelope()
+    publish(mesh_config["AMQP_URI"], event)
+    publish(mesh_config["AMQP_URI"], event)
+    publish(mesh_config["AMQP_URI"], envelope())
+    eventually(lambda: flaky() == 2)
+    eventlet.sleep(0.5)
+    assert flaky() == 2
+
+
+def test_a_handler_that_always_fails_is_parked_then_replayed(flaky, mesh_config):
+    uri = mesh_config["AMQP_URI"]
+    FlakyService.failures_left = 10**6
+    event = envelope()
+    publish(uri, event)
+    eventually(lambda: len(dlq.messages(uri, QUEUE)) == 1)
+    (parked,) = dlq.messages(uri, QUEUE)
+    assert parked["event_id"] == event["event_id"]
+    assert parked["attempts"] == 2 and "the fault is still there" in parked["error"]
+    assert flaky() == 0
+    FlakyService.failures_left = 0  # the fault is mended
+    assert dlq.replay(uri, QUEUE, message_id="no-such-id") == 0
+    assert dlq.replay(uri, QUEUE + ".dlq") == 1
+    eventually(lambda: flaky() == 1)
+    assert dlq.messages(uri, QUEUE) == []
+
+
+def test_malformed_messages_go_straight_to_the_dlq(flaky, mesh_config):
+    uri = mesh_config["AMQP_URI"]
+    publish(uri, b"{not json")
+    publish(uri, {"hello": "world"})
+    publish(uri, envelope(email="not-an-email"))
+    eventually(lambda: len(dlq.messages(uri, QUEUE)) == 3)
+    errors = [m["error"] for m in dlq.messages(uri, QUEUE)]
+    assert errors[0].startswith("undecodable") and errors[1].startswith("malformed")
+    assert "email" in errors[2]
+    publish(uri, envelope())  # the service still works
+    eventually(lambda: flaky() == 1)
+    assert dlq.purge(uri, QUEUE) == 3
+
+
+class Blockable:
+    """A TCP proxy on loopback to RabbitMQ that a test can cut and restore."""
+
+    def __init__(self, target=("127.0.0.1", 5672)):
+        self.target = target
+        self.port = None
+        self.open_sockets = []
+        self.listener = None
+        self.unblock()
+
+    def unblock(self):
+        self.listener = eventlet.listen(("127.0.0.1", self.port or 0))
+        self.port = self.listener.getsockname()[1]
+        self.server = eventlet.spawn(self._serve, self.listener)
+
+    def block(self):
+        self.server.kill()
+        self.listener.close()
+        for sock in self.open_sockets:
+            try:  # the pipes see the end and close their sockets themselves
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open_sockets = []
+
+    def _serve(self, listener):
+        while True:
+            client, _ = listener.accept()
+            upstream = eventlet.connect(self.target)
+            self.open_sockets += [client, upstream]
+            eventlet.spawn_n(self._pipe, client, upstream)
+            eventlet.spawn_n(self._pipe, upstream, client)
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+
+def test_events_committed_while_the_broker_is_away_are_published_after(
+        mesh_containers, mesh_config, tmp_path):
+    uri = mesh_config["AMQP_URI"]
+    proxy = Blockable()
+    vhost = uri.rsplit("/", 1)[1]
+    url = f"sqlite:///{tmp_path}/announcer.sqlite"
+    engine = create_engine(url)
+    ToyBase.metadata.create_all(engine)
+    config = {**mesh_config, "DATABASE_URL_ANNOUNCER": url,
+              "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"}
+    container = mesh_containers(Announcer, config)
+    container.start()
+    with Connection(uri) as connection:  # the spy talks to the broker directly
+        # an outbox publishes on its own service's exchange
+        spy = Queue(f"spy-{uuid.uuid4().hex[:8]}", exchange=Exchange(
+            "announcer.events", type="topic", durable=True), routing_key="#",
+            auto_delete=True)(connection.channel())
+        spy.declare()
+        proxy.block()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
+        writer = OutboxWriter(ACCOUNTS, ToyBase.metadata.tables["outbox"], "outage",
+                              lambda: None)
+        with Session(engine) as session:
+            ids = [writer.add(session, "user_registered",
+                              {"user_id": i, "email": f"u{i}@example.com", "name": "U"})
+                   ["event_id"] for i in range(3)]
+            session.commit()
+        eventlet.sleep(3)  # the relay polls, fails and backs off meanwhile
+        assert spy.get() is None
+        proxy.unblock()
+        got = []
+        with eventlet.Timeout(30):
+            while len(got) < 3:
+                message = spy.get(no_ack=True)
+                if message is None:
+                    eventlet.sleep(0.1)
+                else:
+                    got.append(json.loads(message.body)["event_id"])
+        assert got == ids
+    with Session(engine) as session:
+        unsent = session.execute(
+            ToyBase.metadata.tables["outbox"].select().where(
+                ToyBase.metadata.tables["outbox"].c.published_at.is_(None))).all()
+        assert unsent == []
+    engine.dispose()
