@@ -138,3 +138,45 @@ def test_bad_settings_stop_start_up_in_one_line(mesh_env, args, extra, named):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+def test_services_killed_mid_saga_still_settle_every_order(mesh):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    product = mesh.http("POST", "/api/v1/products", admin, json={
+        "sku": f"kill-{uuid.uuid4().hex[:8]}", "name": "K", "price_cents": 700,
+        "stock": 5}).json()
+    email = f"kill-{uuid.uuid4().hex[:8]}@example.com"
+    mesh.http("POST", "/api/v1/auth/register",
+              json={"email": email, "password": "correct horse", "name": "K"})
+    customer = token(mesh, email, "correct horse")
+    cards = ["tok_visa", "tok_visa", "tok_declined", "tok_visa"]
+    orders = [mesh.http("POST", "/api/v1/orders", customer, json={
+        "items": [{"product_id": product["id"], "quantity": 1}],
+        "payment": {"card_token": card}}).json() for card in cards]
+    for pid, name in mesh.children().items():
+        if name in ("orders", "payments"):
+            os.kill(pid, signal.SIGKILL)
+    mesh.wait_for("orders exited with code -9", timeout=10)
+    deadline = time.monotonic() + 60
+    final = {}
+    while len(final) < len(orders):
+        assert time.monotonic() < deadline, (final, mesh.output[-3000:])
+        for order in orders:
+            got = mesh.http("GET", f"/api/v1/orders/{order['id']}", customer)
+            if got.status_code == 200 and got.json()["status"] in ("confirmed", "rejected"):
+                final[order["id"]] = got.json()
+        time.sleep(0.3)
+    statuses = [final[o["id"]]["status"] for o in orders]
+    assert statuses == ["confirmed", "confirmed", "rejected", "confirmed"]
+    # the rejected order's unit comes back once inventory hears of the rejection
+    while mesh.http("GET", f"/api/v1/products/{product['id']}").json()["stock"] != 2:
+        assert time.monotonic() < deadline, mesh.output[-3000:]
+        time.sleep(0.2)
+    with ClusterRpcProxy({"AMQP_URI": mesh.env["AMQP_URI"]}, timeout=10) as rpc:
+        for order in orders:
+            payment = rpc.payments.get_payment(order_id=order["id"])
+            expected = "declined" if order is orders[2] else "captured"
+            assert payment["status"] == expected
+            assert payment["amount_cents"] == 700  # one charge, of the order's total

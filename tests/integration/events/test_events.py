@@ -1,7 +1,11 @@
 """The event machinery on the real broker: duplicates, retries, dead letters, outages."""
 import datetime as dt
 import json
+import os
+import pathlib
 import socket
+import subprocess
+import sys
 import uuid
 
 import eventlet
@@ -72,6 +76,14 @@ def publish(uri, body, content_type="application/json"):
                              Exchange("accounts.events", type="topic", durable=True)])
 
 
+def operator(*args, uri, check=True):
+    """`mesh dlq ...` as an operator runs it, from the repository root."""
+    env = dict(os.environ, AMQP_URI=uri)
+    return subprocess.run([str(pathlib.Path(sys.executable).parent / "mesh"), "dlq", *args],
+                          cwd=pathlib.Path(__file__).resolve().parents[3], env=env,
+                          capture_output=True, text=True, timeout=60, check=check)
+
+
 def eventually(check, timeout=10):
     with eventlet.Timeout(timeout):
         while not check():
@@ -123,9 +135,11 @@ def test_a_handler_that_always_fails_is_parked_then_replayed(flaky, mesh_config)
     assert parked["event_id"] == event["event_id"]
     assert parked["attempts"] == 2 and "the fault is still there" in parked["error"]
     assert flaky() == 0
+    listed = operator("list", QUEUE, uri=uri)
+    assert event["event_id"] in listed.stdout and "attempts=2" in listed.stdout
     FlakyService.failures_left = 0  # the fault is mended
-    assert dlq.replay(uri, QUEUE, message_id="no-such-id") == 0
-    assert dlq.replay(uri, QUEUE + ".dlq") == 1
+    assert "replayed 0" in operator("replay", QUEUE, "--id", "no-such-id", uri=uri).stdout
+    assert "replayed 1" in operator("replay", QUEUE + ".dlq", uri=uri).stdout
     eventually(lambda: flaky() == 1)
     assert dlq.messages(uri, QUEUE) == []
 
@@ -141,7 +155,10 @@ def test_malformed_messages_go_straight_to_the_dlq(flaky, mesh_config):
     assert "email" in errors[2]
     publish(uri, envelope())  # the service still works
     eventually(lambda: flaky() == 1)
-    assert dlq.purge(uri, QUEUE) == 3
+    refused = operator("purge", QUEUE, uri=uri, check=False)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert "purged 3" in operator("purge", QUEUE, "--yes", uri=uri).stdout
+    assert dlq.messages(uri, QUEUE) == []
 
 
 class Blockable:
