@@ -6,20 +6,25 @@ signature and loaded through the contract's schema (bad ones raise
 `contracts.errors.InvalidInput` to the caller, without starting a worker); the
 result is dumped through the result schema, so callers get plain JSON-able dicts.
 """
+import functools
 import inspect
 import logging
 
 import eventlet
 from marshmallow import ValidationError
-from nameko.exceptions import ConfigurationError, RpcTimeout
+from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
+                               RpcTimeout)
+from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc, RpcProxy, ServiceProxy
 
 from contracts.errors import ContractViolation, InvalidInput
 
-__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RpcTimeout", "DEFAULT_TIMEOUT"]
+__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "RpcTimeout",
+           "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 5.0
+REQUEST_KEY = "rpc_request_key"
 
 
 class ContractRpc(Rpc):
@@ -39,10 +44,20 @@ class ContractRpc(Rpc):
         super().setup()
 
     def handle_message(self, body, message):
-        if isinstance(body, dict) and "args" in body and "kwargs" in body:
-            body = dict(body, args=(), kwargs=self.load_arguments(body["args"],
-                                                                  body["kwargs"]))
-        super().handle_message(body, message)
+        try:
+            args, kwargs = body["args"], body["kwargs"]
+        except (KeyError, TypeError):
+            raise MalformedRequest("Message missing `args` or `kwargs`") from None
+        kwargs = self.load_arguments(args, kwargs)
+        context_data = self.unpack_message_headers(message)
+        # the same for a request the broker delivers again after a crash
+        context_data[REQUEST_KEY] = message.properties.get("correlation_id")
+        try:
+            self.container.spawn_worker(
+                self, (), kwargs, context_data=context_data,
+                handle_result=functools.partial(self.handle_result, message))
+        except ContainerBeingKilled:
+            self.rpc_consumer.requeue_message(message)
 
     def load_arguments(self, args, kwargs):
         """Bind positional and keyword arguments by name and load them."""
@@ -75,6 +90,19 @@ class ContractRpc(Rpc):
 
 
 rpc = ContractRpc.decorator
+
+
+class RequestKey(DependencyProvider):
+    """The id of the RPC request being served, stable across redeliveries.
+
+    A request is acknowledged only after its reply is sent, so a service that
+    dies in between gets it again after a restart. A method that creates
+    something keys the creation by this id, so the second delivery finds the
+    first one's result instead of making another.
+    """
+
+    def get_dependency(self, worker_ctx):
+        return worker_ctx.context_data.get(REQUEST_KEY)
 
 
 class ContractServiceProxy(ServiceProxy):

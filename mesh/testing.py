@@ -1,7 +1,7 @@
 """pytest plugin (entry point `mesh`): isolated broker, data and databases for tests.
 
-Each test session gets a RabbitMQ vhost of its own and a PostgreSQL database of its
-own, and deletes only those at the end; each test gets its own MESH_DATA_DIR.
+Each test gets a RabbitMQ vhost and a MESH_DATA_DIR of its own; each session a
+PostgreSQL database of its own. Each is deleted at the end, and nothing else is.
 """
 # nameko's plugin no longer patches eventlet, and without the patch a real socket
 # read hangs in teardown: it must happen before anything opens a socket.
@@ -49,13 +49,6 @@ def temporary_vhost(prefix="mesh-test"):
 
 
 @pytest.fixture(scope="session")
-def mesh_amqp_uri():
-    """The AMQP URI of a vhost made for this test session, deleted at its end."""
-    with temporary_vhost() as uri:
-        yield uri
-
-
-@pytest.fixture(scope="session")
 def mesh_config_path(request):
     return os.path.abspath(request.config.getoption("--mesh-config"))
 
@@ -70,11 +63,16 @@ def load_test_config(path, **env):
 
 
 @pytest.fixture
-def mesh_config(mesh_config_path, mesh_amqp_uri, tmp_path):
-    """Config for one test: the session's vhost, a data directory of its own."""
-    return load_test_config(mesh_config_path, AMQP_URI=mesh_amqp_uri,
-                            MESH_DATA_DIR=tmp_path / "data",
-                            JWT_SECRET="test-secret-" + "x" * 32)
+def mesh_config(mesh_config_path, tmp_path):
+    """Config for one test: a vhost and a data directory of its own.
+
+    A vhost per test, because durable event queues outlive a test's services:
+    shared, they would carry one test's undelivered events into the next.
+    """
+    with temporary_vhost() as uri:
+        yield load_test_config(mesh_config_path, AMQP_URI=uri,
+                               MESH_DATA_DIR=tmp_path / "data",
+                               JWT_SECRET="test-secret-" + "x" * 32)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from contracts.orders import CONTRACT, UnknownProduct
 from mesh.db import Database, utcnow
 from mesh.handlers import handle_event
 from mesh.outbox import Outbox
-from mesh.rpc import ServiceRpc, rpc
+from mesh.rpc import RequestKey, ServiceRpc, rpc
 from services.orders import domain
 from services.orders.models import Base
 
@@ -28,15 +28,18 @@ class OrdersService:
     db = Database(Base)
     outbox = Outbox(Base, CONTRACT)
     inventory = ServiceRpc(INVENTORY)
+    request_key = RequestKey()
 
     @rpc
     def create_order(self, user_id, items, payment, idempotency_key):
         session = self.db.session
         digest = domain.request_hash(items, payment)
-        if idempotency_key:
-            existing = domain.find_by_key(session, user_id, idempotency_key, digest)
-            if existing is not None:
-                return existing.to_dict()
+        # without the client's key, the RPC request's own id still stops a request
+        # redelivered after a crash from making a second order
+        idempotency_key = idempotency_key or f"rpc:{self.request_key}"
+        existing = domain.find_by_key(session, user_id, idempotency_key, digest)
+        if existing is not None:
+            return existing.to_dict()
         # ask for prices before writing: no database lock is held across the call
         try:
             prices = self.inventory.get_prices(

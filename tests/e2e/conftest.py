@@ -1,4 +1,5 @@
 """Start the mesh exactly as `make run` does: `mesh up` from the repository root."""
+import contextlib
 import os
 import pathlib
 import signal
@@ -10,7 +11,7 @@ import time
 import pytest
 import requests
 
-from mesh.testing import free_port
+from mesh.testing import free_port, temporary_vhost
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -40,6 +41,11 @@ class RunningMesh:
     @property
     def output(self):
         return "\n".join(self.lines)
+
+    def story(self, last=8000):
+        """The output without access-log lines: what to read when a test fails."""
+        return "\n".join(line for line in self.lines
+                         if "nameko.web.server" not in line)[-last:]
 
     def wait_for(self, text, timeout=30):
         """The first output line containing `text`; fails after `timeout` seconds."""
@@ -88,17 +94,20 @@ class RunningMesh:
 
 
 @pytest.fixture(scope="session")
-def mesh_env(mesh_amqp_uri, tmp_path_factory):
-    """The environment a user would export before `make run`, on test resources."""
-    def make(**extra):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_"))}
-        env.update(AMQP_URI=mesh_amqp_uri, GATEWAY_PORT=str(free_port()),
-                   MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),
-                   MESH_ADMIN_EMAIL=ADMIN_EMAIL, MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
-        env.update(extra)
-        return env
-    return make
+def mesh_env(tmp_path_factory):
+    """The environment a user would export before `make run`, on test resources:
+    each mesh gets a vhost and a data directory of its own."""
+    with contextlib.ExitStack() as vhosts:
+        def make(**extra):
+            env = {k: v for k, v in os.environ.items() if not k.startswith(
+                ("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_"))}
+            env.update(AMQP_URI=vhosts.enter_context(temporary_vhost()),
+                       GATEWAY_PORT=str(free_port()),
+                       MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),
+                       MESH_ADMIN_EMAIL=ADMIN_EMAIL, MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+            env.update(extra)
+            return env
+        yield make
 
 
 @pytest.fixture

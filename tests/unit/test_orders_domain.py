@@ -1,0 +1,120 @@
+"""The order saga's state machine on a real SQLite file, with a recording outbox."""
+import datetime as dt
+
+import pytest
+
+from contracts.errors import NotFound
+from contracts.orders import IdempotencyKeyReused, NotCancellable
+from mesh.db import utcnow
+from services.orders import domain
+
+
+class RecordingOutbox:
+    def __init__(self):
+        self.events = []
+
+    def add(self, session, event_type, data):
+        self.events.append((event_type, data))
+
+    def types(self):
+        return [t for t, _ in self.events]
+
+
+@pytest.fixture
+def session(session_for):
+    return session_for("orders")
+
+
+@pytest.fixture
+def outbox():
+    return RecordingOutbox()
+
+
+ITEMS = [{"product_id": 7, "quantity": 2}]
+
+
+def place(session, outbox, key=None, items=ITEMS, card="tok_visa"):
+    digest = domain.request_hash(items, {"card_token": card})
+    order = domain.create(session, outbox, 1, items, card, {7: 250}, key, digest)
+    session.commit()
+    return order.id
+
+
+def status(session, order_id):
+    session.expire_all()
+    order = domain.get(session, order_id)
+    return order.status, order.reason
+
+
+def test_created_pending_at_fixed_prices(session, outbox):
+    order = domain.get(session, place(session, outbox))
+    assert (order.status, order.total_cents) == ("pending", 500)
+    assert outbox.events == [("order_created", {
+        "order_id": order.id, "user_id": 1, "total_cents": 500, "lines": ITEMS})]
+
+
+def test_happy_path_and_duplicates_do_nothing(session, outbox):
+    oid = place(session, outbox)
+    for _ in range(2):
+        domain.on_stock_reserved(session, outbox, oid)
+        domain.on_payment_captured(session, outbox, oid)
+    assert status(session, oid) == ("confirmed", None)
+    assert outbox.types() == ["order_created", "payment_requested", "order_confirmed"]
+
+
+@pytest.mark.parametrize("step,reason", [
+    (domain.on_stock_rejected, "insufficient_stock"),
+    (domain.on_payment_declined, "payment_declined"),
+])
+def test_rejections(session, outbox, step, reason):
+    oid = place(session, outbox)
+    step(session, outbox, oid)
+    step(session, outbox, oid)
+    assert status(session, oid) == ("rejected", reason)
+    assert outbox.types().count("order_rejected") == 1
+
+
+def test_cancel_needs_confirmed_and_waits_for_both_halves(session, outbox):
+    oid = place(session, outbox)
+    with pytest.raises(NotCancellable):
+        domain.cancel(session, outbox, oid)
+    domain.on_stock_reserved(session, outbox, oid)
+    domain.on_payment_captured(session, outbox, oid)
+    with pytest.raises(NotFound):
+        domain.cancel(session, outbox, oid, owner_id=2)
+    domain.cancel(session, outbox, oid, owner_id=1)
+    domain.on_stock_released(session, outbox, oid)
+    assert status(session, oid) == ("cancelling", None)
+    domain.on_payment_refunded(session, outbox, oid)
+    domain.on_payment_refunded(session, outbox, oid)
+    assert status(session, oid) == ("cancelled", None)
+    assert outbox.types()[-2:] == ["order_cancelling", "order_cancelled"]
+
+
+def test_timeout_rejects_and_late_replies_are_compensated(session, outbox):
+    oid = place(session, outbox)
+    assert domain.expire(session, outbox, utcnow() - dt.timedelta(seconds=60)) == []
+    assert domain.expire(session, outbox, utcnow() + dt.timedelta(seconds=1)) == [oid]
+    assert status(session, oid) == ("rejected", "timeout")
+    outbox.events.clear()
+    domain.on_stock_reserved(session, outbox, oid)  # late: release it again
+    domain.on_payment_captured(session, outbox, oid)  # late: refund it
+    assert outbox.types() == ["order_rejected", "order_rejected"]
+    assert status(session, oid) == ("rejected", "timeout")
+
+
+def test_idempotency_keys(session, outbox):
+    oid = place(session, outbox, key="k")
+    digest = domain.request_hash(ITEMS, {"card_token": "tok_visa"})
+    assert domain.find_by_key(session, 1, "k", digest).id == oid
+    assert domain.find_by_key(session, 2, "k", digest) is None
+    with pytest.raises(IdempotencyKeyReused):
+        domain.find_by_key(session, 1, "k", domain.request_hash(ITEMS, {"card_token": "tok_x"}))
+    # a racing request with the same key gets the winner's order
+    assert place(session, outbox, key="k") == oid
+
+
+def test_pages_are_newest_first(session, outbox):
+    ids = [place(session, outbox) for _ in range(3)]
+    items, total = domain.page(session, 1, limit=2, offset=0)
+    assert total == 3 and [o.id for o in items] == ids[::-1][:2]
