@@ -94,6 +94,34 @@ def postgres_url():
 
 
 @pytest.fixture
+def postgres_databases():
+    """Make PostgreSQL databases for one test: ``url = postgres_databases("orders")``.
+
+    Each service needs its own: their `outbox` and `inbox` tables share names.
+    """
+    import psycopg2
+
+    made = []
+    admin = psycopg2.connect(f"{POSTGRES_DSN}/postgres")
+    admin.autocommit = True
+
+    def make(label):
+        name = f"mesh_test_{uuid.uuid4().hex[:10]}_{label}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{POSTGRES_DSN}/{name}"
+
+    try:
+        yield make
+    finally:
+        with admin.cursor() as cursor:
+            for name in made:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
 def mesh_containers(mesh_config):
     """nameko's `container_factory`, but its containers are killed before the
     test's config (and any vhost made for it) is torn down."""

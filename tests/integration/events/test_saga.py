@@ -194,3 +194,34 @@ def test_every_event_delivered_twice_changes_nothing(mesh, mesh_config, rpc_clie
                              content_encoding=message.content_encoding)
         eventlet.sleep(2)
         assert state() == before
+
+
+def test_on_postgresql_with_two_instances_of_each_saga_service(start_service, mesh_config,
+                                                               postgres_databases):
+    """Relays share each outbox with FOR UPDATE SKIP LOCKED; handlers share queues."""
+    from mesh.serve import import_service
+    from mesh.testing import free_port
+    from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client
+
+    port = free_port()
+    overrides = dict(FAST, GATEWAY_PORT=port, MESH_ADMIN_EMAIL=ADMIN_EMAIL,
+                     MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    for name in mesh_config["SERVICES"]:
+        if name != "gateway":
+            overrides[f"DATABASE_URL_{name.upper()}"] = postgres_databases(name)
+    for name, path in mesh_config["SERVICES"].items():
+        copies = 2 if name in ("inventory", "orders", "payments") else 1
+        for _ in range(copies):
+            start_service(import_service(path), **overrides)
+    mesh = Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
+    product = mesh.product(stock=5)
+    customers = [mesh.customer() for _ in range(12)]
+    pool = eventlet.GreenPool(12)
+    orders = list(pool.imap(lambda token: (token, mesh.order(token, product["id"]).json()),
+                            customers))
+    final = [mesh.settled(token, order["id"])["status"] for token, order in orders]
+    assert final.count("confirmed") == 5 and final.count("rejected") == 7
+    assert stock(mesh, product["id"]) == 0
+    eventlet.sleep(1)
+    # one notification per outcome, though two instances of each service ran
+    assert [notifications(mesh, token)["total"] for token in customers] == [2] * 12
