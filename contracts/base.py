@@ -7,12 +7,12 @@ import dataclasses
 import datetime as dt
 import re
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 from nameko.exceptions import deserialize_to_instance
 
 __all__ = [
     "ContractError", "Event", "Method", "ServiceContract", "Int", "UtcDateTime",
-    "Page", "PageArgs", "EventEnvelope", "SAFE_ID",
+    "Page", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
 ]
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -72,6 +72,13 @@ class UtcDateTime(fields.DateTime):
         if isinstance(value, dt.datetime):
             return value
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+def distinct_products(lines):
+    """Validator: each product appears on one line only."""
+    ids = [line["product_id"] for line in lines]
+    if len(ids) != len(set(ids)):
+        raise ValidationError("Each product may appear on one line only.")
 
 
 class PageArgs(Schema):

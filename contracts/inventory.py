@@ -1,8 +1,8 @@
 """The `inventory` service: products, stock and reservations."""
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, fields, validate
 
 from contracts.base import (SAFE_ID, Event, Int, Method, Page, PageArgs,
-                            ServiceContract, UtcDateTime)
+                            ServiceContract, UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Product", "ProductPage", "CreateProductArgs", "RestockArgs",
@@ -45,13 +45,6 @@ class RestockArgs(Schema):
 class Line(Schema):
     product_id = Int(required=True)
     quantity = Int(required=True, validate=validate.Range(min=1, max=1000))
-
-
-def distinct_products(lines):
-    """Validator: each product appears on one line only."""
-    ids = [line["product_id"] for line in lines]
-    if len(ids) != len(set(ids)):
-        raise ValidationError("Each product may appear on one line only.")
 
 
 class ReserveArgs(Schema):

@@ -2,7 +2,7 @@
 from marshmallow import Schema, fields, validate
 
 from contracts.base import (Event, Int, Method, Page, PageArgs, ServiceContract,
-                            UtcDateTime)
+                            UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Order", "OrderPage", "CreateOrderArgs", "OrderRef",
@@ -58,18 +58,10 @@ class PaymentArgs(Schema):
     card_token = fields.String(required=True, validate=validate.Regexp(CARD_TOKEN))
 
 
-def _distinct(items):
-    from marshmallow import ValidationError
-
-    ids = [item["product_id"] for item in items]
-    if len(ids) != len(set(ids)):
-        raise ValidationError("Each product may appear on one line only.")
-
-
 class CreateOrderArgs(Schema):
     user_id = Int(required=True)
     items = fields.List(fields.Nested(ItemArgs), required=True,
-                        validate=[validate.Length(min=1, max=50), _distinct])
+                        validate=[validate.Length(min=1, max=50), distinct_products])
     payment = fields.Nested(PaymentArgs, required=True)
     idempotency_key = fields.String(load_default=None, allow_none=True,
                                     validate=validate.Length(min=1, max=128))

@@ -5,6 +5,7 @@ the order id as an idempotency key, which real providers honour, so a retried
 capture or refund never charges or pays back twice.
 """
 import dataclasses
+import typing
 import uuid
 
 __all__ = ["Outcome", "PaymentProvider", "SimulatedProvider", "DECLINED_TOKEN"]
@@ -19,21 +20,28 @@ class Outcome:
     reason: str | None = None
 
 
-class PaymentProvider:
-    def capture(self, idempotency_key, amount_cents, card_token) -> Outcome:
-        raise NotImplementedError
+class PaymentProvider(typing.Protocol):
+    """What payments needs of a provider."""
 
-    def refund(self, idempotency_key, reference, amount_cents) -> Outcome:
-        raise NotImplementedError
+    def capture(self, idempotency_key: str, amount_cents: int,
+                card_token: str) -> Outcome: ...
+
+    def refund(self, idempotency_key: str, reference: str,
+               amount_cents: int) -> Outcome: ...
 
 
-class SimulatedProvider(PaymentProvider):
+class SimulatedProvider:
     """Declines `tok_declined` and captures every other token."""
 
     def capture(self, idempotency_key, amount_cents, card_token):
         if card_token == DECLINED_TOKEN:
             return Outcome(False, reason="card_declined")
-        return Outcome(True, reference=f"sim_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex}")
+        return Outcome(True, reference=self._reference("ch", idempotency_key))
 
     def refund(self, idempotency_key, reference, amount_cents):
-        return Outcome(True, reference=f"simrf_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex}")
+        return Outcome(True, reference=self._reference("re", idempotency_key))
+
+    @staticmethod
+    def _reference(kind, idempotency_key):
+        # the same key always gives the same reference, as a real provider would
+        return f"sim_{kind}_{uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex}"

@@ -11,57 +11,10 @@ import requests
 from gateway import GatewayService
 from mesh.testing import free_port
 from mesh.tokens import Tokens, signing_key
-from services.accounts.service import AccountsService
-from services.inventory.service import InventoryService
-from services.notifications.service import NotificationsService
-from services.orders.service import OrdersService
-from services.payments.service import PaymentsService
-
-ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"
-
 
 @pytest.fixture
-def mesh(start_service, mesh_config):
-    port = free_port()
-    overrides = dict(GATEWAY_PORT=port, MESH_ADMIN_EMAIL=ADMIN_EMAIL,
-                     MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    for service_cls in (AccountsService, InventoryService, OrdersService,
-                        PaymentsService, NotificationsService, GatewayService):
-        start_service(service_cls, **overrides)
-    return Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
-
-
-class Client:
-    def __init__(self, base, config):
-        self.base, self.config = base, config
-        self.http = requests.Session()
-
-    def __call__(self, method, path, token=None, **kwargs):
-        headers = kwargs.pop("headers", {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.http.request(method, self.base + path, headers=headers, timeout=10,
-                                 **kwargs)
-
-    def register(self):
-        email = f"u-{uuid.uuid4().hex[:10]}@example.com"
-        response = self("POST", "/api/v1/auth/register",
-                        json={"email": email, "password": "correct horse", "name": "U"})
-        assert response.status_code == 201, response.text
-        return email
-
-    def token(self, email, password="correct horse"):
-        for _ in range(50):  # the admin appears just after accounts starts
-            response = self("POST", "/api/v1/auth/token",
-                            json={"email": email, "password": password})
-            if response.status_code != 401:
-                break
-            time.sleep(0.1)
-        assert response.status_code == 200, response.text
-        return response.json()["access_token"]
-
-    def admin_token(self):
-        return self.token(ADMIN_EMAIL, ADMIN_PASSWORD)
+def mesh(start_mesh):
+    return start_mesh()
 
 
 def assert_error(response, status, code):

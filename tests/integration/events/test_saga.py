@@ -22,6 +22,20 @@ def notifications(mesh, token):
     return mesh("GET", "/api/v1/notifications", token).json()
 
 
+def race_for_five_units(mesh, orders=12):
+    """`orders` customers at once for 5 units: exactly 5 confirmed, stock 0."""
+    product = mesh.product(stock=5)
+    customers = [mesh.customer() for _ in range(orders)]
+    pool = eventlet.GreenPool(orders)
+    placed = list(pool.imap(lambda token: (token, mesh.order(token, product["id"]).json()),
+                            customers))
+    final = [mesh.settled(token, order["id"])["status"] for token, order in placed]
+    assert final.count("confirmed") == 5
+    assert final.count("rejected") == orders - 5
+    assert stock(mesh, product["id"]) == 0
+    return customers
+
+
 def test_confirmed_then_cancelled(mesh, rpc_client):
     customer = mesh.customer()
     product = mesh.product(stock=5, price_cents=1250)
@@ -114,15 +128,7 @@ def test_idempotency_key(mesh):
 
 
 def test_twelve_orders_race_for_five_units(mesh):
-    product = mesh.product(stock=5)
-    customers = [mesh.customer() for _ in range(12)]
-    pool = eventlet.GreenPool(12)
-    orders = list(pool.imap(lambda token: (token, mesh.order(token, product["id"]).json()),
-                            customers))
-    final = [mesh.settled(token, order["id"])["status"] for token, order in orders]
-    assert final.count("confirmed") == 5
-    assert final.count("rejected") == 7
-    assert stock(mesh, product["id"]) == 0
+    race_for_five_units(mesh)
 
 
 def test_a_stuck_saga_times_out_and_is_compensated(start_mesh):
@@ -214,14 +220,7 @@ def test_on_postgresql_with_two_instances_of_each_saga_service(start_service, me
         for _ in range(copies):
             start_service(import_service(path), **overrides)
     mesh = Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
-    product = mesh.product(stock=5)
-    customers = [mesh.customer() for _ in range(12)]
-    pool = eventlet.GreenPool(12)
-    orders = list(pool.imap(lambda token: (token, mesh.order(token, product["id"]).json()),
-                            customers))
-    final = [mesh.settled(token, order["id"])["status"] for token, order in orders]
-    assert final.count("confirmed") == 5 and final.count("rejected") == 7
-    assert stock(mesh, product["id"]) == 0
+    customers = race_for_five_units(mesh)
     eventlet.sleep(1)
     # one notification per outcome, though two instances of each service ran
     assert [notifications(mesh, token)["total"] for token in customers] == [2] * 12
