@@ -17,9 +17,14 @@ from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, Malform
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc, RpcProxy, ServiceProxy
 
-from contracts.errors import ContractViolation, InvalidInput
+from sqlalchemy import Column, String, Table, insert
+from sqlalchemy.exc import IntegrityError
 
-__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "RpcTimeout",
+from contracts.errors import ContractViolation, InvalidInput
+from mesh.db import UtcDateTime, utcnow
+
+__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
+           "claim_request", "RpcTimeout",
            "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,30 @@ class ContractRpc(Rpc):
 
 
 rpc = ContractRpc.decorator
+
+
+def requests_table(metadata):
+    """`rpc_requests`: the keys of requests whose effect is already applied."""
+    return Table("rpc_requests", metadata,
+                 Column("key", String(64), primary_key=True),
+                 Column("applied_at", UtcDateTime, nullable=False))
+
+
+def claim_request(session, table, key):
+    """Record `key` as the first write of a transaction.
+
+    False, with the session rolled back, when an earlier delivery of the same
+    request already committed its effect. (First, because the rollback would
+    undo anything written before it.)
+    """
+    if key is None:
+        return True
+    try:
+        session.execute(insert(table).values(key=key, applied_at=utcnow()))
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
 
 
 class RequestKey(DependencyProvider):

@@ -5,6 +5,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from mesh.db import UtcDateTime, utcnow
 from mesh.handlers import inbox_table
 from mesh.outbox import outbox_table
+from mesh.rpc import requests_table
 
 
 class Base(DeclarativeBase):
@@ -72,3 +73,4 @@ class ReservationLine(Base):
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)
+rpc_requests = requests_table(Base.metadata)

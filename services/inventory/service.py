@@ -7,9 +7,9 @@ from contracts.inventory import CONTRACT
 from mesh.db import Database
 from mesh.handlers import handle_event
 from mesh.outbox import Outbox
-from mesh.rpc import rpc
+from mesh.rpc import RequestKey, claim_request, rpc
 from services.inventory import domain
-from services.inventory.models import Base
+from services.inventory.models import Base, rpc_requests
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,7 @@ class InventoryService:
 
     db = Database(Base)
     outbox = Outbox(Base, CONTRACT)
+    request_key = RequestKey()
 
     @rpc
     def create_product(self, sku, name, price_cents, stock):
@@ -44,6 +45,9 @@ class InventoryService:
 
     @rpc
     def restock(self, product_id, quantity):
+        # a request redelivered after a crash must not add the units twice
+        if not claim_request(self.db.session, rpc_requests, self.request_key):
+            return domain.get_product(self.db.session, product_id).to_dict()
         product = domain.restock(self.db.session, product_id, quantity)
         self.db.session.commit()
         return product.to_dict()
