@@ -9,7 +9,7 @@ from mesh.rpc import ServiceRpcs
 ROUTES = RouteTable("/api/v1", [
     Route("POST", "/auth/register", accounts.CONTRACT, "register", status=201,
           summary="Register a customer"),
-    Route("POST", "/auth/token", accounts.CONTRACT, "issue_token",
+    Route("POST", "/auth/token", accounts.CONTRACT, "issue_token", auth_limit_by="email",
           summary="Exchange email and password for a bearer token"),
     Route("GET", "/me", accounts.CONTRACT, "get_user", access=USER,
           identity={"user_id": "user_id"}, summary="The caller's own user"),

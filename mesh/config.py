@@ -47,6 +47,11 @@ def _database_url(value):
         raise ValidationError("must be a sqlite:// or postgresql:// URL")
 
 
+def _redis_url(value):
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValidationError("must be a redis://, rediss:// or unix:// URL")
+
+
 def _service_path(value):
     if not re.match(r"^[\w.]+:\w+$", value):
         raise ValidationError("must look like package.module:ServiceClass")
@@ -74,6 +79,7 @@ class Settings(Schema):
                                         validate=validate.Length(min=8, max=128))
     AUTH_RATE_LIMIT = fields.String(load_default="10/60", validate=parse_rate)
     API_RATE_LIMIT = fields.String(load_default="1200/60", validate=parse_rate)
+    REDIS_URL = fields.String(load_default=None, allow_none=True, validate=_redis_url)
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
     EVENT_RETRY_DELAYS = fields.List(
         fields.Float(validate=validate.Range(min=0.001, max=86400)), load_default=[1, 5, 30],

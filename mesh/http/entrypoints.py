@@ -9,6 +9,7 @@ from werkzeug.routing import Rule
 from contracts.base import ContractError
 from mesh.http.auth import authenticate
 from mesh.http.errors import ErrorTable, HttpError, json_response
+from mesh.http.limits import RateLimits
 from mesh.http.server import MeshWebServer
 from mesh.tokens import Tokens, signing_key
 
@@ -60,6 +61,7 @@ class Api(HttpEntrypoint):
     def setup(self):
         config = self.container.config
         self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
+        self.limits = RateLimits.from_config(config)
         super().setup()
 
     def url_rules(self):
@@ -69,7 +71,11 @@ class Api(HttpEntrypoint):
 
     def handle(self, route, request, path_values, request_id):
         claims = authenticate(request, route.access, self.tokens)
+        if not route.auth_limit_by:  # counted before the body, so bad ones count too
+            self.limits.check(route, request, claims)
         kwargs = route.arguments(request, path_values, claims)
+        if route.auth_limit_by:  # keyed by an argument: counted once it is known
+            self.limits.check(route, request, claims, kwargs)
         context = {"request_id": request_id}
         if claims is not None:
             context["user_id"] = claims.user_id

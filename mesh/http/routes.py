@@ -58,6 +58,8 @@ class Route:
     ``{"user_id": "user_id"}`` for "the caller's own" or ``{"user_id": "owner_id"}``
     for "the caller's own, or anyone's for an admin". `headers` maps an RPC argument
     to a request header, e.g. ``{"idempotency_key": "Idempotency-Key"}``.
+    `auth_limit_by` names the argument (a login's email) that, with the client
+    address, keys AUTH_RATE_LIMIT for this route instead of API_RATE_LIMIT.
     """
 
     method: str
@@ -68,6 +70,7 @@ class Route:
     status: int = 200
     identity: dict = dataclasses.field(default_factory=dict)
     headers: dict = dataclasses.field(default_factory=dict)
+    auth_limit_by: str | None = None
     summary: str = ""
 
     def __post_init__(self):

@@ -75,10 +75,29 @@ def start_mesh(start_service, mesh_config):
     """Start the given services (default: all of config.yaml) and the gateway."""
     def start(names=None, **overrides):
         port = free_port()
-        overrides = dict(GATEWAY_PORT=port, MESH_ADMIN_EMAIL=ADMIN_EMAIL,
-                         MESH_ADMIN_PASSWORD=ADMIN_PASSWORD, **overrides)
+        # logins repeat while the admin is being created: not what limits are for here
+        overrides = {"GATEWAY_PORT": port, "MESH_ADMIN_EMAIL": ADMIN_EMAIL,
+                     "MESH_ADMIN_PASSWORD": ADMIN_PASSWORD, "AUTH_RATE_LIMIT": "1000/60",
+                     **overrides}
         names = names or list(mesh_config["SERVICES"])
         for name in names:
             start_service(import_service(mesh_config["SERVICES"][name]), **overrides)
         return Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
     return start
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix for this test's counters in the real Redis; its keys are
+    deleted afterwards (and no others)."""
+    import redis
+
+    prefix = f"mesh-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()

@@ -1,0 +1,48 @@
+"""Rate limits through the gateway, counted in the machine's real Redis."""
+import pytest
+
+from tests.integration.conftest import REDIS_URL
+
+LIMITS = dict(AUTH_RATE_LIMIT="3/60", API_RATE_LIMIT="5/60", REDIS_URL=REDIS_URL)
+
+
+def login(mesh, email, password="wrong password"):
+    return mesh("POST", "/api/v1/auth/token", json={"email": email, "password": password})
+
+
+@pytest.fixture
+def gateways(start_mesh, start_service, redis_prefix):
+    """Two gateways sharing one Redis, in front of one set of services."""
+    from gateway import GatewayService
+    from mesh.testing import free_port
+    from tests.integration.conftest import Client
+
+    first = start_mesh(["accounts", "inventory", "gateway"], RATE_LIMIT_PREFIX=redis_prefix,
+                       **LIMITS)
+    port = free_port()
+    start_service(GatewayService, GATEWAY_PORT=port, RATE_LIMIT_PREFIX=redis_prefix,
+                  **LIMITS)
+    return first, Client(f"http://127.0.0.1:{port}", first.config)
+
+
+def test_a_flood_of_logins_is_refused_across_gateways(gateways):
+    first, second = gateways
+    email = first.register()
+    answers = [login(first, email).status_code, login(second, email).status_code,
+               login(first, email).status_code]
+    assert answers == [401, 401, 401]
+    flooded = login(second, email, "correct horse")
+    assert flooded.status_code == 429
+    assert flooded.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(flooded.headers["Retry-After"]) <= 60
+    # another account from the same client is not held back
+    other = first.register()
+    assert login(second, other, "correct horse").status_code == 200
+
+
+def test_the_api_limit_counts_per_client(gateways):
+    first, second = gateways
+    statuses = [first("GET", "/api/v1/products").status_code for _ in range(3)] + \
+        [second("GET", "/api/v1/products").status_code for _ in range(3)]
+    assert statuses == [200] * 5 + [429]
+    assert first("GET", "/health").status_code == 200  # operations are not limited
