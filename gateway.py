@@ -50,7 +50,7 @@ ERRORS = {
 class GatewayService:
     name = "gateway"
 
-    rpc = ServiceRpcs(ROUTES.contracts)
+    rpc = ServiceRpcs(ROUTES.contracts, guarded=True)
     readiness = Readiness()
 
     @api(ROUTES, ERRORS)

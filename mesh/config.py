@@ -79,6 +79,10 @@ class Settings(Schema):
                                         validate=validate.Length(min=8, max=128))
     AUTH_RATE_LIMIT = fields.String(load_default="10/60", validate=parse_rate)
     API_RATE_LIMIT = fields.String(load_default="1200/60", validate=parse_rate)
+    CIRCUIT_FAIL_MAX = fields.Integer(strict=True, load_default=5,
+                                      validate=validate.Range(min=1, max=1000))
+    CIRCUIT_RESET_SECONDS = fields.Float(load_default=10.0,
+                                         validate=validate.Range(min=0.1, max=3600))
     REDIS_URL = fields.String(load_default=None, allow_none=True, validate=_redis_url)
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
     EVENT_RETRY_DELAYS = fields.List(

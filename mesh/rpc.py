@@ -14,6 +14,7 @@ import eventlet
 from marshmallow import ValidationError
 from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
                                RpcTimeout)
+from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc, RpcProxy, ServiceProxy
 
@@ -22,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import ContractViolation, InvalidInput
 from mesh.db import UtcDateTime, utcnow
+from mesh.guard import Guard, watch_presence
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
            "claim_request", "RpcTimeout",
@@ -137,25 +139,30 @@ class RequestKey(DependencyProvider):
 class ContractServiceProxy(ServiceProxy):
     """Calls only what the target's contract declares, and waits at most `timeout`."""
 
-    def __init__(self, worker_ctx, contract, reply_listener, timeout, **options):
+    def __init__(self, worker_ctx, contract, reply_listener, timeout, guard=None,
+                 **options):
         super().__init__(worker_ctx, contract.service, reply_listener, **options)
-        self.contract = contract
-        self.timeout = timeout
+        self.contract, self.timeout, self.guard = contract, timeout, guard
 
     def __getattr__(self, name):
         method = self.contract.method(name)  # AttributeError when undeclared
         proxy = super().__getattr__(name)
-        return _TimedCall(proxy, method, self.timeout)
+        return _TimedCall(proxy, method, self.timeout, self.guard)
 
 
 class _TimedCall:
-    def __init__(self, proxy, method, timeout):
-        self.proxy, self.method, self.timeout = proxy, method, timeout
+    def __init__(self, proxy, method, timeout, guard):
+        self.proxy, self.method, self.timeout, self.guard = proxy, method, timeout, guard
 
     def __call__(self, **kwargs):
-        unknown = set(kwargs) - set(self.method.args().fields)
+        unknown = set(kwargs) - set(self.method.args._declared_fields)
         if unknown:
             raise TypeError(f"{self.proxy!r} takes no argument(s) {sorted(unknown)}")
+        if self.guard is None:
+            return self._call(kwargs)
+        return self.guard.call(lambda: self._call(kwargs))
+
+    def _call(self, kwargs):
         reply = self.proxy.call_async(**kwargs)
         with eventlet.Timeout(self.timeout, RpcTimeout(
                 f"{self.proxy.service_name}.{self.proxy.method_name} did not answer "
@@ -168,34 +175,51 @@ class ServiceRpc(RpcProxy):
 
     Example: ``inventory = ServiceRpc(contracts.inventory.CONTRACT)`` then
     ``self.inventory.get_product(product_id=1)``. The timeout comes from
-    RPC_TIMEOUT in config unless given here.
+    RPC_TIMEOUT in config unless given here. With ``guarded=True`` calls fail
+    fast with `mesh.guard.ServiceUnavailable` while the service has no running
+    instance or its circuit is open (see mesh.guard).
     """
 
-    def __init__(self, contract, timeout=None, **options):
+    def __init__(self, contract, timeout=None, guarded=False, **options):
         super().__init__(contract.service, **options)
-        self.contract = contract
-        self.timeout = timeout
+        self.contracts = {contract.service: contract}
+        self.timeout, self.guarded = timeout, guarded
+        self.guards = {}
 
     def setup(self):
         super().setup()
+        config = self.container.config
         if self.timeout is None:
-            self.timeout = float(self.container.config.get("RPC_TIMEOUT",
-                                                           DEFAULT_TIMEOUT))
+            self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
+        if self.guarded:
+            self.guards = {name: Guard(name, int(config.get("CIRCUIT_FAIL_MAX", 5)),
+                                       float(config.get("CIRCUIT_RESET_SECONDS", 10)))
+                           for name in self.contracts}
+
+    def start(self):
+        super().start()
+        if self.guards:
+            self.container.spawn_managed_thread(functools.partial(
+                watch_presence, self.container.config[AMQP_URI_CONFIG_KEY],
+                list(self.guards.values())), identifier="service presence")
 
     def get_dependency(self, worker_ctx):
-        return self.proxy(worker_ctx, self.contract)
+        (contract,) = self.contracts.values()
+        return self.proxy(worker_ctx, contract)
 
     def proxy(self, worker_ctx, contract):
         return ContractServiceProxy(worker_ctx, contract, self.rpc_reply_listener,
-                                    self.timeout, **self.options)
+                                    self.timeout, self.guards.get(contract.service),
+                                    **self.options)
 
 
 class ServiceRpcs(ServiceRpc):
     """Like `ServiceRpc`, for several services: ``self.rpc["inventory"].get_product(...)``."""
 
-    def __init__(self, contracts, timeout=None, **options):
-        self.contracts = dict(contracts)
-        super().__init__(next(iter(self.contracts.values())), timeout, **options)
+    def __init__(self, contracts, timeout=None, guarded=False, **options):
+        contracts = dict(contracts)
+        super().__init__(next(iter(contracts.values())), timeout, guarded, **options)
+        self.contracts = contracts
 
     def get_dependency(self, worker_ctx):
         return {name: self.proxy(worker_ctx, contract)

@@ -152,8 +152,10 @@ def start_service(mesh_containers, mesh_config):
         migrations.upgrade(config, service_cls.name)
         container = mesh_containers(service_cls, config)
         container.start()
+        start.started.append(container)
         return container
 
+    start.started = []
     return start
 
 

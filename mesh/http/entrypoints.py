@@ -7,6 +7,7 @@ from nameko.extensions import Entrypoint
 from werkzeug.routing import Rule
 
 from contracts.base import ContractError
+from mesh.guard import ServiceUnavailable
 from mesh.http.auth import authenticate
 from mesh.http.errors import ErrorTable, HttpError, json_response
 from mesh.http.limits import RateLimits
@@ -53,7 +54,7 @@ class Api(HttpEntrypoint):
 
     def __init__(self, routes, errors, **kwargs):
         kwargs.setdefault("expected_exceptions",
-                          (ContractError, UnknownService, RpcTimeout))
+                          (ContractError, UnknownService, RpcTimeout, ServiceUnavailable))
         super().__init__(**kwargs)
         self.routes = routes
         self.errors = ErrorTable(errors)

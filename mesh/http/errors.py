@@ -6,6 +6,7 @@ from nameko.exceptions import RpcTimeout, UnknownService
 from werkzeug.wrappers import Response
 
 from contracts.base import ContractError
+from mesh.guard import ServiceUnavailable
 
 __all__ = ["HttpError", "ErrorTable", "json_response", "PLATFORM_ERRORS"]
 
@@ -35,6 +36,7 @@ def json_response(payload, status=200, headers=None):
 
 # How the platform's own failures reach a client; services add theirs.
 PLATFORM_ERRORS = {
+    ServiceUnavailable: (503, "service_unavailable"),
     UnknownService: (503, "service_unavailable"),
     RpcTimeout: (504, "upstream_timeout"),
 }
@@ -59,7 +61,7 @@ class ErrorTable:
     def _build(exc, status, code):
         headers = {}
         if status == 503:
-            headers["Retry-After"] = "5"
+            headers["Retry-After"] = str(getattr(exc, "retry_after", 5))
         if status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, ContractError):
@@ -68,6 +70,8 @@ class ErrorTable:
             if status == 422 and not fields:
                 fields = {}
             return HttpError(status, code, exc.message, fields, headers)
+        if isinstance(exc, ServiceUnavailable):
+            return HttpError(status, code, f"{exc}; try again shortly", headers=headers)
         if status == 503:
             return HttpError(status, code, "a service needed for this request is "
                              "unavailable; try again shortly", headers=headers)

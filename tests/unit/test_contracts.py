@@ -82,8 +82,7 @@ def test_every_rpc_dependency_names_a_contract():
     for service_cls in [*services(), gateway.GatewayService]:
         for name, value in vars(service_cls).items():
             if isinstance(value, ServiceRpc):
-                for contract in getattr(value, "contracts", {value.contract.service:
-                                                             value.contract}).values():
+                for contract in value.contracts.values():
                     assert contracts.contract_for(contract.service) is contract
 
 
