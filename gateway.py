@@ -3,7 +3,8 @@ from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable, UnknownProduct
 from mesh.health import Readiness
-from mesh.http import ADMIN, USER, Route, RouteTable, api, operation
+from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
+from mesh.http.openapi import OpenApi, docs_asset, docs_page
 from mesh.rpc import ServiceRpcs
 
 ROUTES = RouteTable("/api/v1", [
@@ -52,6 +53,7 @@ class GatewayService:
 
     rpc = ServiceRpcs(ROUTES.contracts, guarded=True)
     readiness = Readiness()
+    openapi_document = OpenApi(ROUTES, ERRORS)
 
     @api(ROUTES, ERRORS)
     def api(self, route, kwargs):
@@ -60,6 +62,19 @@ class GatewayService:
     @operation("GET", "/health")
     def health(self):
         return {"status": "ok"}
+
+    @operation("GET", "/api/v1/openapi.json")
+    def openapi(self):
+        return self.openapi_document
+
+    @operation("GET", "/docs")
+    def docs(self):
+        return docs_page("nameko-mesh API")
+
+    @operation("GET", "/docs/<name>")
+    def docs_file(self, name):
+        return docs_asset(name, "/api/v1/openapi.json") or HttpError(
+            404, "not_found", f"no such file {name}").response(None)
 
     @operation("GET", "/ready")
     def ready(self):

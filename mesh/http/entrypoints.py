@@ -5,6 +5,7 @@ from eventlet.event import Event
 from nameko.exceptions import ContainerBeingKilled, RpcTimeout, UnknownService
 from nameko.extensions import Entrypoint
 from werkzeug.routing import Rule
+from werkzeug.wrappers import Response
 
 from contracts.base import ContractError
 from mesh.guard import ServiceUnavailable
@@ -27,11 +28,11 @@ class HttpEntrypoint(Entrypoint):
         self.server.unregister_provider(self)
         super().stop()
 
-    def run_worker(self, args, context_data):
+    def run_worker(self, args, context_data, kwargs=None):
         """Run the service method in a worker and return (or raise) what it did."""
         done = Event()
         try:
-            self.container.spawn_worker(self, args, {}, context_data=context_data,
+            self.container.spawn_worker(self, args, kwargs or {}, context_data=context_data,
                                         handle_result=functools.partial(self._done, done))
         except ContainerBeingKilled:
             raise HttpError(503, "service_unavailable", "the gateway is shutting down",
@@ -91,7 +92,8 @@ class Api(HttpEntrypoint):
 
 
 class Operation(HttpEntrypoint):
-    """One route answered by a method returning a dict, or `(status, dict)`."""
+    """One route answered by a method returning a dict, `(status, dict)`, or a
+    werkzeug Response; path values are its keyword arguments."""
 
     def __init__(self, method, path, **kwargs):
         super().__init__(**kwargs)
@@ -101,7 +103,9 @@ class Operation(HttpEntrypoint):
         return [Rule(self.path, methods=[self.method], endpoint=self.handle)]
 
     def handle(self, request, path_values, request_id):
-        result = self.run_worker((), {"request_id": request_id})
+        result = self.run_worker((), {"request_id": request_id}, path_values)
+        if isinstance(result, Response):
+            return result
         status, payload = result if isinstance(result, tuple) else (200, result)
         return json_response(payload, status)
 

@@ -42,7 +42,8 @@ class MeshWsgiApp:
         except Exception as exc:
             response = internal_error(exc, request_id).response(request_id)
         response.headers["X-Request-ID"] = request_id
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response(environ, start_response)
 
     def dispatch(self, request, request_id):

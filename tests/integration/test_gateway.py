@@ -183,3 +183,19 @@ def test_keep_alive_connection_does_not_hold_up_stop(start_service, mesh_config)
     sock.settimeout(3)
     assert sock.recv(100) == b""  # closed by the server, not left dangling
     sock.close()
+
+
+def test_openapi_and_docs_are_served_offline(mesh):
+    document = mesh("GET", "/api/v1/openapi.json")
+    assert document.status_code == 200
+    assert document.json()["openapi"].startswith("3.")
+    assert "/api/v1/orders/{order_id}/cancel" in document.json()["paths"]
+    page = mesh("GET", "/docs")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+    for asset in ("/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js", "/docs/init.js"):
+        response = mesh("GET", asset)
+        assert response.status_code == 200 and len(response.content) > 20, asset
+    assert "/api/v1/openapi.json" in mesh("GET", "/docs/init.js").text
+    assert mesh("GET", "/docs/index.html").status_code == 404
+    assert mesh("GET", "/docs/..%2Fsetup.cfg").status_code == 404

@@ -2,7 +2,6 @@
 import time
 
 import eventlet
-import pytest
 
 from contracts.inventory import CONTRACT as INVENTORY
 from mesh.rpc import rpc
