@@ -46,8 +46,14 @@ class ContractError(Exception):
         return self.message
 
 
+INT64 = 2**63
+
+
 class Int(fields.Integer):
-    """A strict integer: rejects floats, numeric strings and booleans."""
+    """A strict 64-bit integer: rejects floats, numeric strings, booleans, and
+    numbers no database column could hold."""
+
+    default_error_messages = {"range": "Number out of range."}
 
     def __init__(self, **kwargs):
         super().__init__(strict=True, **kwargs)
@@ -55,7 +61,10 @@ class Int(fields.Integer):
     def _validated(self, value):
         if isinstance(value, bool):
             raise self.make_error("invalid")
-        return super()._validated(value)
+        value = super()._validated(value)
+        if value is not None and not -INT64 <= value < INT64:
+            raise self.make_error("range")
+        return value
 
 
 class UtcDateTime(fields.DateTime):

@@ -33,7 +33,7 @@ class CreateProductArgs(Schema):
     sku = fields.String(required=True, validate=[validate.Length(min=1, max=64),
                                                  validate.Regexp(SAFE_ID)])
     name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    price_cents = Int(required=True, validate=validate.Range(min=1))
+    price_cents = Int(required=True, validate=validate.Range(min=1, max=2**31 - 1))
     stock = Int(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
 
 

@@ -1,6 +1,8 @@
 """Each service's own database: SQLite under MESH_DATA_DIR, or DATABASE_URL_<SERVICE>."""
+import collections
 import datetime as dt
 import os
+import threading
 
 import nameko_sqlalchemy
 from sqlalchemy import DateTime, create_engine, event, make_url
@@ -34,6 +36,30 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
+# One lock per SQLite file in this process, held from a transaction's first
+# statement to its end. SQLite lets one writer in at a time and makes the others
+# wait inside the C library, which blocks eventlet's hub: if the writer had
+# yielded (to the broker, say), it could never finish, and the whole process
+# would stall until busy_timeout. Waiting on this green lock yields instead.
+_FILE_LOCKS = collections.defaultdict(threading.RLock)
+
+
+def _serialise_transactions(engine, path):
+    lock = _FILE_LOCKS[os.path.abspath(path)]
+
+    def begin(connection):
+        lock.acquire()
+        connection.info["mesh_file_lock"] = True
+
+    def end(connection, *args):
+        if connection.info.pop("mesh_file_lock", False):
+            lock.release()
+
+    event.listen(engine, "begin", begin)
+    event.listen(engine, "commit", end)
+    event.listen(engine, "rollback", end)
+
+
 def make_engine(url, **options):
     """An engine tuned for its backend."""
     if url.startswith("sqlite"):
@@ -43,6 +69,8 @@ def make_engine(url, **options):
         engine = create_engine(url, connect_args={"check_same_thread": False},
                                **options)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if path and path != ":memory:":
+            _serialise_transactions(engine, path)
         return engine
     parsed = make_url(url)
     if parsed.drivername == "postgresql":

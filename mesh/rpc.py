@@ -21,6 +21,7 @@ from nameko.rpc import Rpc, RpcProxy, ServiceProxy
 from sqlalchemy import Column, String, Table, insert
 from sqlalchemy.exc import IntegrityError
 
+from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
 from mesh.db import UtcDateTime, utcnow
 from mesh.guard import Guard, watch_presence
@@ -45,6 +46,8 @@ class ContractRpc(Rpc):
                 f"{service_cls.__name__}.{self.method_name} is not declared in "
                 f"the contract of {self.container.service_name}")
         self.method = contract.methods[self.method_name]
+        # a contract's errors are answers, not faults: logged without a traceback
+        self.expected_exceptions = (ContractError,)
         self.signature = inspect.signature(getattr(service_cls, self.method_name))
         self.args_schema = self.method.args()
         self.result_schema = self.method.result()

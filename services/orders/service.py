@@ -40,7 +40,7 @@ class OrdersService:
         existing = domain.find_by_key(session, user_id, idempotency_key, digest)
         if existing is not None:
             return existing.to_dict()
-        # ask for prices before writing: no database lock is held across the call
+        session.rollback()  # end the read: no transaction stays open across the call
         try:
             prices = self.inventory.get_prices(
                 product_ids=[item["product_id"] for item in items])["prices"]

@@ -12,7 +12,7 @@ from mesh.rpc import ContractRpc
 from mesh.serve import import_service
 
 
-@pytest.mark.parametrize("value", [True, 1.0, 1.5, "1", None])
+@pytest.mark.parametrize("value", [True, 1.0, 1.5, "1", None, 2**63, -2**63 - 1])
 def test_int_is_strict(value):
     with pytest.raises(ValidationError):
         Int(required=True).deserialize(value)
