@@ -47,6 +47,14 @@ def _database_url(value):
         raise ValidationError("must be a sqlite:// or postgresql:// URL")
 
 
+def _origins(value):
+    for origin in value.split(","):
+        parts = urlsplit(origin.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValidationError("must be a comma-separated list of origins, "
+                                  "for example https://shop.example.com")
+
+
 def _redis_url(value):
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ValidationError("must be a redis://, rediss:// or unix:// URL")
@@ -83,6 +91,8 @@ class Settings(Schema):
                                       validate=validate.Range(min=1, max=1000))
     CIRCUIT_RESET_SECONDS = fields.Float(load_default=10.0,
                                          validate=validate.Range(min=0.1, max=3600))
+    CORS_ORIGINS = fields.String(load_default=None, allow_none=True,
+                                 validate=_origins)
     REDIS_URL = fields.String(load_default=None, allow_none=True, validate=_redis_url)
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
     EVENT_RETRY_DELAYS = fields.List(

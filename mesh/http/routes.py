@@ -17,6 +17,7 @@ ACCESS = (PUBLIC, USER, ADMIN)
 BODY_METHODS = ("POST", "PUT", "PATCH")
 PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
 INTEGER = re.compile(r"^-?\d{1,18}$")
+MAX_DEPTH = 32  # no request of this API nests beyond a few levels
 
 
 def _reject_constant(name):
@@ -40,10 +41,25 @@ def read_json_object(request):
         raise HttpError(400, "malformed_json", "the JSON body is nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError and bad UTF-8 alike
         raise HttpError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    if _depth(body) > MAX_DEPTH:
+        raise HttpError(400, "malformed_json",
+                        f"the JSON body is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(body, dict):
         raise HttpError(422, "validation_error", "the body must be a JSON object",
                         {"_schema": ["Expected a JSON object."]})
     return body
+
+
+def _depth(value):
+    """How deeply arrays and objects nest in `value` (iteratively: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in
+                         (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _too_large():

@@ -8,7 +8,7 @@ from nameko.web.server import BindAddress, WebServer
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
     RequestEntityTooLarge
 from werkzeug.routing import Map
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
 from mesh.http.errors import HttpError, internal_error
 
@@ -30,13 +30,15 @@ def request_id_from(header):
 class MeshWsgiApp:
     def __init__(self, server):
         self.url_map = server.make_url_map()
+        self.cors = Cors(server.container.config.get("CORS_ORIGINS"))
 
     def __call__(self, environ, start_response):
         request = Request(environ)
         request.max_content_length = MAX_BODY_BYTES
         request_id = request_id_from(request.headers.get("X-Request-ID"))
         try:
-            response = self.dispatch(request, request_id)
+            response = self.cors.preflight(request, self.url_map) or \
+                self.dispatch(request, request_id)
         except HttpError as exc:
             response = exc.response(request_id)
         except Exception as exc:
@@ -44,6 +46,7 @@ class MeshWsgiApp:
         response.headers["X-Request-ID"] = request_id
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        self.cors.decorate(request, response)
         return response(environ, start_response)
 
     def dispatch(self, request, request_id):
@@ -67,6 +70,44 @@ class MeshWsgiApp:
         except RequestEntityTooLarge:
             raise HttpError(413, "payload_too_large", "the body is larger than 1 MiB") \
                 from None
+
+
+class Cors:
+    """Cross-origin access for the listed origins only; off when none are listed."""
+
+    ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
+    EXPOSE_HEADERS = "X-Request-ID, Retry-After, WWW-Authenticate"
+
+    def __init__(self, origins):
+        self.origins = {o.strip() for o in (origins or "").split(",") if o.strip()}
+
+    def _allowed(self, request):
+        origin = request.headers.get("Origin")
+        return origin if origin in self.origins else None
+
+    def preflight(self, request, url_map):
+        """A 204 answering a browser's preflight, or None for any other request."""
+        if request.method != "OPTIONS" or not self._allowed(request) or \
+                "Access-Control-Request-Method" not in request.headers:
+            return None
+        try:
+            url_map.bind_to_environ(request.environ).match(method="__none__")
+        except MethodNotAllowed as exc:
+            methods = ", ".join(sorted(set(exc.valid_methods or ()) - {"OPTIONS"}))
+        except HTTPException:
+            return None  # an unknown path: the usual 404
+        response = Response(status=204)
+        response.headers.update({"Access-Control-Allow-Methods": methods,
+                                 "Access-Control-Allow-Headers": self.ALLOW_HEADERS,
+                                 "Access-Control-Max-Age": "600"})
+        return response
+
+    def decorate(self, request, response):
+        origin = self._allowed(request)
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = self.EXPOSE_HEADERS
+            response.headers.add("Vary", "Origin")
 
 
 class MeshWebServer(WebServer):

@@ -199,3 +199,32 @@ def test_openapi_and_docs_are_served_offline(mesh):
     assert "/api/v1/openapi.json" in mesh("GET", "/docs/init.js").text
     assert mesh("GET", "/docs/index.html").status_code == 404
     assert mesh("GET", "/docs/..%2Fsetup.cfg").status_code == 404
+
+
+def test_cors_is_off_by_default(mesh):
+    response = mesh("GET", "/api/v1/products", headers={"Origin": "https://shop.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+    preflight = mesh("OPTIONS", "/api/v1/products", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 405
+
+
+def test_cors_for_configured_origins_only(start_mesh):
+    mesh = start_mesh(["accounts", "inventory", "gateway"],
+                      CORS_ORIGINS="https://shop.example, https://admin.example")
+    preflight = mesh("OPTIONS", "/api/v1/products", headers={
+        "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert set(preflight.headers["Access-Control-Allow-Methods"].split(", ")) >= \
+        {"GET", "POST"}
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    response = mesh("GET", "/api/v1/products", headers={"Origin": "https://admin.example"})
+    assert response.headers["Access-Control-Allow-Origin"] == "https://admin.example"
+    assert "X-Request-ID" in response.headers["Access-Control-Expose-Headers"]
+    stranger = mesh("GET", "/api/v1/products", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in stranger.headers
+    assert mesh("OPTIONS", "/api/v1/nowhere", headers={
+        "Origin": "https://shop.example",
+        "Access-Control-Request-Method": "GET"}).status_code == 404

@@ -126,3 +126,14 @@ def test_request_ids(header, kept):
     rid = request_id_from(header)
     assert (rid == header) is kept
     assert len(rid) in range(1, 65)
+
+
+def test_json_nesting_is_limited():
+    deep = "[" * 33 + "]" * 33
+    error = failure(lambda: RESTOCK.arguments(request(body='{"quantity": %s}' % deep),
+                                              {"product_id": 1}, None))
+    assert (error.status, error.code) == (400, "malformed_json")
+    assert "nested" in error.message
+    fine = '{"quantity": 1, "x": %s}' % ("[" * 30 + "]" * 30)
+    error = failure(lambda: RESTOCK.arguments(request(body=fine), {"product_id": 1}, None))
+    assert error.status == 422  # deep enough to parse, then refused as unknown field
