@@ -3,6 +3,7 @@ from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable, UnknownProduct
 from mesh.health import Readiness
+from mesh.http.auth import KnownUsers
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
 from mesh.http.openapi import OpenApi, docs_asset, docs_page
 from mesh.rpc import ServiceRpcs
@@ -53,10 +54,14 @@ class GatewayService:
 
     rpc = ServiceRpcs(ROUTES.contracts, guarded=True)
     readiness = Readiness()
+    known_users = KnownUsers()
     openapi_document = OpenApi(ROUTES, ERRORS)
 
     @api(ROUTES, ERRORS)
-    def api(self, route, kwargs):
+    def api(self, route, kwargs, caller):
+        if caller is not None:
+            self.known_users.require(caller.user_id, lambda: self.rpc["accounts"].get_user(
+                user_id=caller.user_id))
         return getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
 
     @operation("GET", "/health")

@@ -48,14 +48,15 @@ class HttpEntrypoint(Entrypoint):
 class Api(HttpEntrypoint):
     """Serves every route of a `RouteTable` through one service method.
 
-    The method is called as ``method(route, kwargs)`` after the caller's token,
-    role and arguments have been checked; `errors` maps exceptions it raises
-    to `(status, code)`.
+    The method is called as ``method(route, kwargs, claims)`` after the caller's
+    token, role and arguments have been checked (`claims` is None on a public
+    route); `errors` maps exceptions it raises to `(status, code)`.
     """
 
     def __init__(self, routes, errors, **kwargs):
         kwargs.setdefault("expected_exceptions",
-                          (ContractError, UnknownService, RpcTimeout, ServiceUnavailable))
+                          (ContractError, UnknownService, RpcTimeout, ServiceUnavailable,
+                           HttpError))
         super().__init__(**kwargs)
         self.routes = routes
         self.errors = ErrorTable(errors)
@@ -82,7 +83,7 @@ class Api(HttpEntrypoint):
         if claims is not None:
             context["user_id"] = claims.user_id
         try:
-            result = self.run_worker((route, kwargs), context)
+            result = self.run_worker((route, kwargs, claims), context)
         except Exception as exc:
             mapped = self.errors.to_http(exc)
             if mapped is None:

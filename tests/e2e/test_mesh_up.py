@@ -58,6 +58,11 @@ def test_http_auth_and_products(mesh):
     assert restocked.json()["stock"] == 5
     assert mesh.http("GET", f"/api/v1/products/{product['id']}").json()["stock"] == 5
     assert mesh.http("GET", "/api/v1/products").json()["total"] >= 1
+    mesh.http("POST", "/api/v1/auth/token", json={"email": email, "password": "guessed!"})
+    # no password, and not the signing secret, ever reaches the logs
+    secret = open(os.path.join(mesh.env["MESH_DATA_DIR"], "jwt_secret")).read().strip()
+    for never in ("correct horse", "guessed!", ADMIN_PASSWORD, secret, customer):
+        assert never not in mesh.output
 
 
 def test_nameko_shell_calls_services_with_typed_errors(mesh):

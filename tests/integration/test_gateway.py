@@ -228,3 +228,22 @@ def test_cors_for_configured_origins_only(start_mesh):
     assert mesh("OPTIONS", "/api/v1/nowhere", headers={
         "Origin": "https://shop.example",
         "Access-Control-Request-Method": "GET"}).status_code == 404
+
+
+def test_a_token_whose_user_no_longer_exists_is_refused(mesh):
+    import sqlalchemy
+
+    from mesh.db import database_url
+
+    token = mesh.token(mesh.register())
+    user_id = Tokens(signing_key(mesh.config)).verify(token).user_id
+    engine = sqlalchemy.create_engine(database_url(mesh.config, "accounts"))
+    with engine.begin() as connection:  # as if the account had been removed
+        connection.execute(sqlalchemy.text("DELETE FROM users WHERE id = :id"),
+                           {"id": user_id})
+    engine.dispose()
+    response = mesh("GET", "/api/v1/products", token)  # a public route: no check
+    assert response.status_code == 200
+    refused = mesh("GET", "/api/v1/orders", token)
+    assert_error(refused, 401, "unauthorized")
+    assert "no longer exists" in refused.json()["error"]["message"]

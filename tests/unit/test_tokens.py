@@ -83,3 +83,12 @@ def test_configured_secret_wins(tmp_path):
     config = {"JWT_SECRET": KEY, "MESH_DATA_DIR": str(tmp_path)}
     assert signing_key(config) == KEY
     assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+def test_only_hs256_is_accepted_even_with_the_right_key(algorithm):
+    now = int(time.time())
+    token = jwt.encode({"sub": "1", "role": "admin", "iat": now, "exp": now + 60}, KEY,
+                       algorithm=algorithm)
+    with pytest.raises(InvalidToken):
+        Tokens(KEY).verify(token)
