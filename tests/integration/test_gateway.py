@@ -128,7 +128,8 @@ def test_every_error_status(mesh):
                       headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
     error = assert_error(mesh("POST", "/api/v1/products", admin,
                               json={**body, "price_cents": 0}), 422, "validation_error")
-    assert error["fields"] == {"price_cents": ["Must be greater than or equal to 1."]}
+    assert error["fields"] == {"price_cents": [
+        "Must be greater than or equal to 1 and less than or equal to 2147483647."]}
     assert_error(mesh("GET", "/api/v1/products?limit=1000"), 422, "validation_error")
 
 
