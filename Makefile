@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 run: install
 	$(BIN)/mesh up
 
-# Tests need the real RabbitMQ and PostgreSQL; start (or install) them when absent.
+# Tests need the real RabbitMQ, PostgreSQL and Redis; start (or install) them when absent.
 broker:
 	@bash .ci/ensure-services
 
