@@ -12,7 +12,7 @@ import logging
 import uuid
 
 import eventlet
-from eventlet.queue import Empty, Full, LightQueue
+from eventlet.queue import Empty, LightQueue
 from marshmallow import ValidationError
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -127,10 +127,10 @@ class OutboxRelay(SharedExtension):
         self.engine.dispose()
 
     def wake(self):
-        try:
+        # one token is enough to make the relay run again; greenthreads cannot
+        # interleave between the check and the put
+        if self._wakeup.qsize() == 0:
             self._wakeup.put_nowait(True)
-        except Full:
-            pass  # already due to run
 
     def _run(self):
         backoff = 0.5

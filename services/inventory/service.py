@@ -1,4 +1,5 @@
 """The inventory service: products, stock and the order saga's reservations."""
+import contextlib
 import logging
 
 from contracts import orders
@@ -103,16 +104,13 @@ class InventoryService:
 
     @handle_event(orders.CONTRACT, "order_rejected")
     def on_order_rejected(self, event):
-        try:
+        # NotFound: the order was rejected before anything was reserved
+        with contextlib.suppress(NotFound):
             domain.release(self.db.session, event["data"]["order_id"])
-        except NotFound:
-            pass  # rejected before anything was reserved
 
     @handle_event(orders.CONTRACT, "order_cancelling")
     def on_order_cancelling(self, event):
         order_id = event["data"]["order_id"]
-        try:
+        with contextlib.suppress(NotFound):
             domain.release(self.db.session, order_id)
-        except NotFound:
-            pass
         self.outbox.add(self.db.session, "stock_released", {"order_id": order_id})

@@ -34,7 +34,7 @@ def test_a_flood_of_logins_is_refused_across_gateways(gateways):
     flooded = login(second, email, "correct horse")
     assert flooded.status_code == 429
     assert flooded.json()["error"]["code"] == "rate_limited"
-    assert 1 <= int(flooded.headers["Retry-After"]) <= 60
+    assert int(flooded.headers["Retry-After"]) in range(1, 61)
     # another account from the same client is not held back
     other = first.register()
     assert login(second, other, "correct horse").status_code == 200
