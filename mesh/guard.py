@@ -30,11 +30,19 @@ class ServiceUnavailable(Exception):
         self.service, self.retry_after = service, retry_after
 
 
+def consumers(channel, service):
+    """How many instances consume `service`'s RPC queue (0 when it has none)."""
+    try:
+        return channel.queue_declare(f"rpc-{service}", passive=True)[2]
+    except NotFound:
+        return 0
+
+
 class Guard:
     """The state of one target service, shared by all workers of a container."""
 
-    def __init__(self, service, fail_max=5, reset_seconds=10.0):
-        self.service = service
+    def __init__(self, service, amqp_uri, fail_max=5, reset_seconds=10.0):
+        self.service, self.amqp_uri = service, amqp_uri
         self.present = True  # until the watcher learns otherwise
         self.reset_seconds = reset_seconds
         self.breaker = pybreaker.CircuitBreaker(
@@ -46,7 +54,7 @@ class Guard:
         return self.breaker.current_state
 
     def call(self, fn):
-        if not self.present:
+        if not self.present and not self._present_now():
             raise ServiceUnavailable(self.service, "no running instance",
                                      retry_after=int(PRESENCE_INTERVAL) + 1)
         try:
@@ -55,6 +63,17 @@ class Guard:
             raise ServiceUnavailable(self.service, "its circuit is open after repeated "
                                      "failures", retry_after=max(1, round(
                                          self.reset_seconds))) from None
+
+
+    def _present_now(self):
+        """Ask the broker again: the watcher's answer may be up to a second old,
+        and a service that has just started must not be refused."""
+        try:
+            with Connection(self.amqp_uri, connect_timeout=2) as connection:
+                self.present = bool(consumers(connection.default_channel, self.service))
+        except Exception:  # broker away: the call could not succeed anyway
+            return False
+        return self.present
 
 
 def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
@@ -69,19 +88,16 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
             if connection is None:
                 connection = Connection(amqp_uri, connect_timeout=2)
                 connection.connect()
-            channel = connection.channel()
             for guard in guards:
-                try:
-                    consumers = channel.queue_declare(f"rpc-{guard.service}",
-                                                      passive=True)[2]
-                except NotFound:
-                    consumers = 0
-                    channel = connection.channel()  # the failed declare closed it
-                if guard.present != bool(consumers):
+                # a fresh channel each time: a failed passive declare closes it
+                channel = connection.channel()
+                count = consumers(channel, guard.service)
+                if guard.present != bool(count):
                     log.warning("%s is %s", guard.service,
-                                "back" if consumers else "gone: no running instance")
-                guard.present = bool(consumers)
-            channel.close()
+                                "back" if count else "gone: no running instance")
+                guard.present = bool(count)
+                if channel.is_open:
+                    channel.close()
         except Exception as exc:  # broker away: leave the guards as they were
             log.debug("presence check failed: %s", exc)
             if connection is not None:

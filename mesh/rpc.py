@@ -195,7 +195,8 @@ class ServiceRpc(RpcProxy):
         if self.timeout is None:
             self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
         if self.guarded:
-            self.guards = {name: Guard(name, int(config.get("CIRCUIT_FAIL_MAX", 5)),
+            self.guards = {name: Guard(name, config[AMQP_URI_CONFIG_KEY],
+                                       int(config.get("CIRCUIT_FAIL_MAX", 5)),
                                        float(config.get("CIRCUIT_RESET_SECONDS", 10)))
                            for name in self.contracts}
 
