@@ -78,8 +78,10 @@ class GatewayService:
 
     @operation("GET", "/docs/<name>")
     def docs_file(self, name):
-        return docs_asset(name, "/api/v1/openapi.json") or HttpError(
-            404, "not_found", f"no such file {name}").response(None)
+        found = docs_asset(name, "/api/v1/openapi.json")
+        if found is None:
+            raise HttpError(404, "not_found", f"no such file {name}")
+        return found
 
     @operation("GET", "/ready")
     def ready(self):

@@ -97,6 +97,7 @@ class Operation(HttpEntrypoint):
     werkzeug Response; path values are its keyword arguments."""
 
     def __init__(self, method, path, **kwargs):
+        kwargs.setdefault("expected_exceptions", (HttpError,))
         super().__init__(**kwargs)
         self.method, self.path = method, path
 

@@ -198,7 +198,8 @@ def test_openapi_and_docs_are_served_offline(mesh):
         response = mesh("GET", asset)
         assert response.status_code == 200 and len(response.content) > 20, asset
     assert "/api/v1/openapi.json" in mesh("GET", "/docs/init.js").text
-    assert mesh("GET", "/docs/index.html").status_code == 404
+    missing = mesh("GET", "/docs/index.html")
+    assert_error(missing, 404, "not_found")
     assert mesh("GET", "/docs/..%2Fsetup.cfg").status_code == 404
 
 
