@@ -11,10 +11,10 @@ import logging
 
 import eventlet
 import pybreaker
-from amqp.exceptions import NotFound
 from kombu import Connection
 
 from contracts.base import ContractError
+from mesh.health import consumers
 
 __all__ = ["ServiceUnavailable", "Guard", "watch_presence"]
 
@@ -28,14 +28,6 @@ class ServiceUnavailable(Exception):
     def __init__(self, service, reason, retry_after=5):
         super().__init__(f"{service} is unavailable: {reason}")
         self.service, self.retry_after = service, retry_after
-
-
-def consumers(channel, service):
-    """How many instances consume `service`'s RPC queue (0 when it has none)."""
-    try:
-        return channel.queue_declare(f"rpc-{service}", passive=True)[2]
-    except NotFound:
-        return 0
 
 
 class Guard:
@@ -77,11 +69,7 @@ class Guard:
 
 
 def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
-    """Forever: mark each guard present while its RPC queue has a consumer.
-
-    A passive queue declare answers at once; the broker's management API
-    reports consumers seconds late.
-    """
+    """Forever: mark each guard present while its RPC queue has a consumer."""
     connection = None
     while True:
         try:
@@ -89,15 +77,13 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
                 connection = Connection(amqp_uri, connect_timeout=2)
                 connection.connect()
             for guard in guards:
-                # a fresh channel each time: a failed passive declare closes it
-                channel = connection.channel()
-                count = consumers(channel, guard.service)
+                # a channel each: a failed passive declare closes its channel
+                with connection.channel() as channel:
+                    count = consumers(channel, guard.service)
                 if guard.present != bool(count):
                     log.warning("%s is %s", guard.service,
                                 "back" if count else "gone: no running instance")
                 guard.present = bool(count)
-                if channel.is_open:
-                    channel.close()
         except Exception as exc:  # broker away: leave the guards as they were
             log.debug("presence check failed: %s", exc)
             if connection is not None:

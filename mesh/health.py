@@ -4,29 +4,34 @@ from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 
-__all__ = ["check_services", "Readiness"]
+__all__ = ["consumers", "check_services", "Readiness"]
+
+
+def consumers(channel, service):
+    """How many instances consume `service`'s RPC queue (0 when it has none).
+
+    A passive declare answers at once; the broker's management API reports
+    consumers seconds late.
+    """
+    try:
+        return channel.queue_declare(f"rpc-{service}", passive=True)[2]
+    except NotFound:
+        return 0
 
 
 def check_services(amqp_uri, services, timeout=2.0):
-    """`(ready, checks)`: each check is "ok" or what is wrong.
-
-    A passive declare of `rpc-<service>` answers at once with its consumer
-    count, unlike the management API, which reports consumers seconds late.
-    """
+    """`(ready, checks)`: each check is "ok" or what is wrong."""
     checks = {}
     try:
         with Connection(amqp_uri, connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
             checks["broker"] = "ok"
-            channel = connection.channel()
             for service in services:
-                try:
-                    consumers = channel.queue_declare(f"rpc-{service}", passive=True)[2]
-                    checks[service] = "ok" if consumers else "no running instance"
-                except NotFound:
-                    checks[service] = "never started"
-                    channel = connection.channel()  # the failed declare closed it
+                # a channel each: a failed passive declare closes its channel
+                with connection.channel() as channel:
+                    running = consumers(channel, service)
+                checks[service] = "ok" if running else "no running instance"
     except Exception as exc:  # any failure to reach the broker means "not ready"
         checks["broker"] = f"unreachable: {type(exc).__name__}"
         checks.update({service: "unknown" for service in services if service not in checks})

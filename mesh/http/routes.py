@@ -151,7 +151,7 @@ class Route:
 
 
 class RouteTable:
-    """Routes under one prefix; knows which services they need."""
+    """Routes under one prefix; knows the contracts they call."""
 
     def __init__(self, prefix, routes):
         self.prefix = prefix.rstrip("/")
@@ -172,7 +172,3 @@ class RouteTable:
     @property
     def contracts(self):
         return {route.contract.service: route.contract for route in self.routes}
-
-    @property
-    def services(self):
-        return sorted(self.contracts)
