@@ -1,4 +1,6 @@
 """The HTTP entry point: a route table from HTTP to contract RPCs, nothing else."""
+from werkzeug.wrappers import Response
+
 from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable, UnknownProduct
@@ -6,7 +8,9 @@ from mesh.health import Readiness
 from mesh.http.auth import KnownUsers
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
 from mesh.http.openapi import OpenApi, docs_asset, docs_page
+from mesh.metrics import exposition
 from mesh.rpc import ServiceRpcs
+from mesh.telemetry import Telemetry
 
 ROUTES = RouteTable("/api/v1", [
     Route("POST", "/auth/register", accounts.CONTRACT, "register", status=201,
@@ -52,6 +56,7 @@ ERRORS = {
 class GatewayService:
     name = "gateway"
 
+    telemetry = Telemetry()
     rpc = ServiceRpcs(ROUTES.contracts, guarded=True)
     readiness = Readiness()
     known_users = KnownUsers()
@@ -67,6 +72,11 @@ class GatewayService:
     @operation("GET", "/health")
     def health(self):
         return {"status": "ok"}
+
+    @operation("GET", "/metrics")
+    def metrics(self):
+        body, content_type = exposition(self.telemetry.registry)
+        return Response(body, content_type=content_type)
 
     @operation("GET", "/api/v1/openapi.json")
     def openapi(self):

@@ -60,6 +60,13 @@ def _redis_url(value):
         raise ValidationError("must be a redis://, rediss:// or unix:// URL")
 
 
+def _http_url(value):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError("must be an http:// or https:// URL, "
+                              "for example http://localhost:4318")
+
+
 def _service_path(value):
     if not re.match(r"^[\w.]+:\w+$", value):
         raise ValidationError("must look like package.module:ServiceClass")
@@ -101,6 +108,16 @@ class Settings(Schema):
         error_messages={"invalid": "must be a list of seconds, for example [1, 5, 30]"})
     SAGA_TIMEOUT_SECONDS = fields.Float(load_default=30.0,
                                         validate=validate.Range(min=0.1, max=86400))
+    OPS_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))
+    OPS_PORTS = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        values=fields.Integer(strict=True, validate=validate.Range(min=0, max=65535),
+                              error_messages={"invalid": "must be an integer from 0 to "
+                                                         "65535"}))
+    OTEL_EXPORTER_OTLP_ENDPOINT = fields.String(load_default=None, allow_none=True,
+                                                validate=_http_url)
+    MESH_LOG_FORMAT = fields.String(load_default="json",
+                                    validate=validate.OneOf(("json", "text")))
     SERVICES = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z_]+$")),
                            values=fields.String(validate=_service_path), required=True)
 

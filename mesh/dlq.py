@@ -4,23 +4,29 @@ import json
 from amqp.exceptions import NotFound
 from kombu import Connection
 
+from mesh.health import queue_state
 from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, MeshEventHandler, dlq, dlq_name
 from mesh.serve import import_service
 
-__all__ = ["handler_queues", "base_queue", "depths", "messages", "replay", "purge"]
+__all__ = ["handler_queues", "queues_of", "base_queue", "depths", "messages", "replay",
+           "purge"]
+
+
+def queues_of(name, service_cls):
+    """The queue of each `@handle_event` of one service."""
+    queues = []
+    for attr in dir(service_cls):
+        for entrypoint in getattr(getattr(service_cls, attr), "nameko_entrypoints", ()):
+            if isinstance(entrypoint, MeshEventHandler):
+                queues.append(f"evt-{entrypoint.source_service}-"
+                              f"{entrypoint.event_type}--{name}.{attr}")
+    return sorted(queues)
 
 
 def handler_queues(config):
     """The queue of every `@handle_event` of the configured services."""
-    queues = []
-    for name, path in config["SERVICES"].items():
-        service_cls = import_service(path)
-        for attr in dir(service_cls):
-            for entrypoint in getattr(getattr(service_cls, attr), "nameko_entrypoints", ()):
-                if isinstance(entrypoint, MeshEventHandler):
-                    queues.append(f"evt-{entrypoint.source_service}-"
-                                  f"{entrypoint.event_type}--{name}.{attr}")
-    return sorted(queues)
+    return sorted(queue for name, path in config["SERVICES"].items()
+                  for queue in queues_of(name, import_service(path)))
 
 
 def base_queue(queue):
@@ -29,16 +35,9 @@ def base_queue(queue):
 
 def depths(amqp_uri, queues):
     """`{queue: messages in its DLQ}`; None for a DLQ that does not exist yet."""
-    found = {}
     with Connection(amqp_uri) as connection:
-        channel = connection.channel()
-        for queue in queues:
-            try:
-                found[queue] = channel.queue_declare(dlq_name(queue), passive=True)[1]
-            except NotFound:
-                found[queue] = None
-                channel = connection.channel()
-    return found
+        return {queue: (queue_state(connection, dlq_name(queue)) or (None,))[0]
+                for queue in queues}
 
 
 def _drain(connection, queue):

@@ -16,10 +16,13 @@ from kombu import Connection
 from contracts.base import ContractError
 from mesh.health import consumers
 
-__all__ = ["ServiceUnavailable", "Guard", "watch_presence"]
+__all__ = ["ServiceUnavailable", "Guard", "watch_presence", "CIRCUIT_STATES"]
 
 log = logging.getLogger(__name__)
 PRESENCE_INTERVAL = 1.0
+# how the circuit's state is reported as a number (the mesh_circuit_state gauge)
+CIRCUIT_STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1,
+                  pybreaker.STATE_OPEN: 2}
 
 
 class ServiceUnavailable(Exception):
@@ -62,7 +65,7 @@ class Guard:
         and a service that has just started must not be refused."""
         try:
             with Connection(self.amqp_uri, connect_timeout=2) as connection:
-                self.present = bool(consumers(connection.default_channel, self.service))
+                self.present = bool(consumers(connection, self.service))
         except Exception:  # broker away: the call could not succeed anyway
             return False
         return self.present
@@ -77,9 +80,7 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
                 connection = Connection(amqp_uri, connect_timeout=2)
                 connection.connect()
             for guard in guards:
-                # a channel each: a failed passive declare closes its channel
-                with connection.channel() as channel:
-                    count = consumers(channel, guard.service)
+                count = consumers(connection, guard.service)
                 if guard.present != bool(count):
                     log.warning("%s is %s", guard.service,
                                 "back" if count else "gone: no running instance")

@@ -4,19 +4,28 @@ from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 
-__all__ = ["consumers", "check_services", "Readiness"]
+__all__ = ["queue_state", "consumers", "check_services", "Readiness"]
 
 
-def consumers(channel, service):
-    """How many instances consume `service`'s RPC queue (0 when it has none).
+def queue_state(connection, queue):
+    """`(messages ready, consumers)` of `queue`; None when it does not exist (yet).
 
     A passive declare answers at once; the broker's management API reports
     consumers seconds late.
     """
-    try:
-        return channel.queue_declare(f"rpc-{service}", passive=True)[2]
-    except NotFound:
-        return 0
+    # a channel each: a failed passive declare closes its channel
+    with connection.channel() as channel:
+        try:
+            _, messages, consumers = channel.queue_declare(queue, passive=True)
+        except NotFound:
+            return None
+    return messages, consumers
+
+
+def consumers(connection, service):
+    """How many instances consume `service`'s RPC queue (0 when it has none)."""
+    state = queue_state(connection, f"rpc-{service}")
+    return state[1] if state else 0
 
 
 def check_services(amqp_uri, services, timeout=2.0):
@@ -28,9 +37,7 @@ def check_services(amqp_uri, services, timeout=2.0):
             connection.connect()
             checks["broker"] = "ok"
             for service in services:
-                # a channel each: a failed passive declare closes its channel
-                with connection.channel() as channel:
-                    running = consumers(channel, service)
+                running = consumers(connection, service)
                 checks[service] = "ok" if running else "no running instance"
     except Exception as exc:  # any failure to reach the broker means "not ready"
         checks["broker"] = f"unreachable: {type(exc).__name__}"

@@ -1,8 +1,78 @@
-"""Logging helpers referenced from config.yaml's LOGGING section."""
+"""Logging: JSON lines (or text for humans) stamped with the worker's context.
+
+Every record gets `service`, `entrypoint` and `request_id`: from the worker the
+record was logged in (see `bind`), else from the process (`set_process_service`).
+The request id of an HTTP request is the correlation id of every RPC call and
+event it causes, so one id finds the whole story across services.
+"""
+import datetime as dt
 import logging
 import warnings
 
-__all__ = ["QuietExpectedErrors", "quiet_eventlet_deprecation"]
+from pythonjsonlogger.json import JsonFormatter
+
+__all__ = ["QuietExpectedErrors", "WorkerContext", "MeshJsonFormatter", "bind", "unbind",
+           "set_process_service", "utc_timestamp", "quiet_eventlet_deprecation",
+           "CONTEXT_FIELDS"]
+
+CONTEXT_FIELDS = ("service", "entrypoint", "request_id")
+_process = {"service": None}
+_worker = []
+
+
+def _local():
+    # one per greenthread, so concurrent workers never mix; imported late, as
+    # eventlet must not be imported before `mesh serve` has silenced its warning
+    if not _worker:
+        from eventlet import corolocal
+        _worker.append(corolocal.local())
+    return _worker[0]
+
+
+def utc_timestamp(seconds):
+    """`2026-11-23T19:05:00.123Z`: the timestamp of every JSON line."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc) \
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bind(**fields):
+    """Stamp this greenthread's log records with `fields` (a worker's context)."""
+    _local().fields = fields
+
+
+def unbind():
+    _local().fields = {}
+
+
+def set_process_service(name):
+    """The service of records logged outside any worker (start-up, relays)."""
+    _process["service"] = name
+
+
+class WorkerContext(logging.Filter):
+    """Adds CONTEXT_FIELDS to every record; a field given in `extra=` wins."""
+
+    def filter(self, record):
+        fields = getattr(_local(), "fields", None) or {}
+        for name in CONTEXT_FIELDS:
+            if getattr(record, name, None) is None:
+                setattr(record, name, fields.get(name) or _process.get(name))
+        return True
+
+
+class MeshJsonFormatter(JsonFormatter):
+    """One JSON object per line: timestamp (UTC), level, logger, message, context, extras."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
+        super().__init__("%(levelname)s %(name)s %(message)s", *args, **kwargs)
+
+    def add_fields(self, log_record, record, message_dict):
+        log_record["timestamp"] = utc_timestamp(record.created)
+        super().add_fields(log_record, record, message_dict)
+        for name in CONTEXT_FIELDS:
+            if log_record.get(name) is None:
+                log_record.pop(name, None)
 
 
 class QuietExpectedErrors(logging.Filter):

@@ -18,16 +18,20 @@ from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.standalone.events import get_event_exchange
+from prometheus_client import Counter
 from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, event,
-                        insert, select, update)
+                        func, insert, select, update)
 
 from mesh.db import UtcDateTime, database_url, make_engine, utcnow
+from mesh.metrics import Metrics
+from mesh.tracing import TRACEPARENT
 
-__all__ = ["outbox_table", "Outbox", "OutboxRelay", "make_envelope",
+__all__ = ["outbox_table", "Outbox", "OutboxRelay", "make_envelope", "backlog_of",
            "CORRELATION_HEADER"]
 
 log = logging.getLogger(__name__)
 CORRELATION_HEADER = "nameko.request_id"  # nameko turns it into context_data["request_id"]
+TRACE_HEADER = f"nameko.{TRACEPARENT}"
 BATCH = 100
 POLL_SECONDS = 2.0
 MAX_BACKOFF = 10.0
@@ -43,6 +47,7 @@ def outbox_table(metadata: MetaData):
         Column("version", Integer, nullable=False),
         Column("occurred_at", UtcDateTime, nullable=False),
         Column("correlation_id", String(64)),
+        Column("traceparent", String(55)),
         Column("data", Text, nullable=False),
         Column("published_at", UtcDateTime),
         Index("ix_outbox_unpublished", "published_at", "id"),
@@ -63,18 +68,30 @@ def make_envelope(contract, event_type, data, correlation_id=None):
             "occurred_at": utcnow(), "correlation_id": correlation_id, "data": dumped}
 
 
+def backlog_of(engine, table):
+    """`(unsent events, seconds the oldest has waited)`; `(0, 0.0)` when all are sent."""
+    with engine.connect() as conn:
+        count, first = conn.execute(select(func.count(), func.min(table.c.occurred_at))
+                                    .where(table.c.published_at.is_(None))).one()
+    return count, max(0.0, (utcnow() - first).total_seconds()) if first else 0.0
+
+
 class OutboxWriter:
     """What a worker gets: `add(session, type, data)`; the relay wakes on commit."""
 
-    def __init__(self, contract, table, correlation_id, wake):
+    def __init__(self, contract, table, context_data, wake):
+        # context_data is read when an event is added: the worker's trace span
+        # is only known after its dependencies were injected
         self.contract, self.table = contract, table
-        self.correlation_id, self.wake = correlation_id, wake
+        self.context_data, self.wake = context_data, wake
 
     def add(self, session, event_type, data):
-        envelope = make_envelope(self.contract, event_type, data, self.correlation_id)
+        correlation_id = self.context_data.get("request_id")
+        envelope = make_envelope(self.contract, event_type, data, correlation_id)
         session.execute(insert(self.table).values(
             event_id=envelope["event_id"], type=event_type, version=envelope["version"],
-            occurred_at=envelope["occurred_at"], correlation_id=self.correlation_id,
+            occurred_at=envelope["occurred_at"], correlation_id=correlation_id,
+            traceparent=self.context_data.get(TRACEPARENT),
             data=json.dumps(envelope["data"])))
         if not event.contains(session, "after_commit", self._committed):
             event.listen(session, "after_commit", self._committed)
@@ -86,6 +103,8 @@ class OutboxWriter:
 
 class OutboxRelay(SharedExtension):
     """Publishes a service's committed outbox rows, oldest first; one per container."""
+
+    metrics = Metrics()
 
     def __init__(self):
         super().__init__()
@@ -104,6 +123,10 @@ class OutboxRelay(SharedExtension):
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[self.exchange],
                                    use_confirms=True, retry=True,
                                    retry_policy={"max_retries": 1})
+        self.published = Counter("mesh_events_published", "Events the outbox published, "
+                                 "by type", ["service", "type"],
+                                 registry=self.metrics.registry)
+        self.metrics.add("outbox backlog", self.sample_backlog)
 
     def start(self):
         self.engine = make_engine(self.url)
@@ -169,6 +192,16 @@ class OutboxRelay(SharedExtension):
             self._mark(conn, rows)
         return len(rows)
 
+    def sample_backlog(self):
+        """Unsent rows, and how long the oldest has waited (0 when none)."""
+        backlog = self.metrics.gauge("mesh_outbox_backlog", "Outbox events not yet published")
+        oldest = self.metrics.gauge("mesh_outbox_oldest_age_seconds",
+                                    "Age of the oldest outbox event not yet published")
+        count, age = backlog_of(self.engine, self.table)
+        backlog.add_metric([self.metrics.service], count)
+        oldest.add_metric([self.metrics.service], age)
+        return [backlog, oldest]
+
     def _unsent(self):
         return (select(self.table).where(self.table.c.published_at.is_(None))
                 .order_by(self.table.c.id).limit(BATCH))
@@ -179,9 +212,12 @@ class OutboxRelay(SharedExtension):
                     "occurred_at": row.occurred_at.astimezone(dt.timezone.utc)
                     .isoformat().replace("+00:00", "Z"),
                     "correlation_id": row.correlation_id, "data": json.loads(row.data)}
-            headers = {CORRELATION_HEADER: row.correlation_id} if row.correlation_id else {}
+            headers = {CORRELATION_HEADER: row.correlation_id,
+                       TRACE_HEADER: row.traceparent}
             self.publisher.publish(body, exchange=self.exchange, routing_key=row.type,
-                                   message_id=row.event_id, extra_headers=headers)
+                                   message_id=row.event_id,
+                                   extra_headers={k: v for k, v in headers.items() if v})
+            self.published.labels(self.container.service_name, row.type).inc()
 
     def _mark(self, conn, rows):
         if rows:
@@ -204,5 +240,5 @@ class Outbox(DependencyProvider):
         self.relay.bind_table(self.table)
 
     def get_dependency(self, worker_ctx):
-        return OutboxWriter(self.contract, self.table,
-                            worker_ctx.context_data.get("request_id"), self.relay.wake)
+        # the worker's live context (context_data is a copy), so events carry its span
+        return OutboxWriter(self.contract, self.table, worker_ctx.data, self.relay.wake)

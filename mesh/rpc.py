@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
 from mesh.db import UtcDateTime, utcnow
-from mesh.guard import Guard, watch_presence
+from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
+from mesh.metrics import Metrics
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
            "claim_request", "RpcTimeout",
@@ -183,6 +184,8 @@ class ServiceRpc(RpcProxy):
     instance or its circuit is open (see mesh.guard).
     """
 
+    metrics = Metrics()
+
     def __init__(self, contract, timeout=None, guarded=False, **options):
         super().__init__(contract.service, **options)
         self.contracts = {contract.service: contract}
@@ -199,6 +202,7 @@ class ServiceRpc(RpcProxy):
                                        int(config.get("CIRCUIT_FAIL_MAX", 5)),
                                        float(config.get("CIRCUIT_RESET_SECONDS", 10)))
                            for name in self.contracts}
+            self.metrics.add("circuits", self.sample_guards)
 
     def start(self):
         super().start()
@@ -206,6 +210,18 @@ class ServiceRpc(RpcProxy):
             self.container.spawn_managed_thread(functools.partial(
                 watch_presence, self.container.config[AMQP_URI_CONFIG_KEY],
                 list(self.guards.values())), identifier="service presence")
+
+    def sample_guards(self):
+        circuits = self.metrics.gauge(
+            "mesh_circuit_state", "The circuit to a service: 0 closed, 1 half-open, 2 open",
+            ["target"])
+        present = self.metrics.gauge(
+            "mesh_target_present", "1 while a called service has a running instance",
+            ["target"])
+        for name, guard in self.guards.items():
+            circuits.add_metric([self.metrics.service, name], CIRCUIT_STATES[guard.state])
+            present.add_metric([self.metrics.service, name], int(guard.present))
+        return [circuits, present]
 
     def get_dependency(self, worker_ctx):
         (contract,) = self.contracts.values()

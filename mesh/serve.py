@@ -8,7 +8,7 @@ import sys
 import eventlet
 from nameko.runners import ServiceRunner
 
-from mesh import migrations
+from mesh import logs, migrations
 
 __all__ = ["serve", "import_service", "STOP_GRACE_SECONDS"]
 
@@ -26,6 +26,7 @@ def import_service(path):
 
 def serve(config, name):
     """Migrate the service's database, run it until SIGTERM/SIGINT, then drain."""
+    logs.set_process_service(name)
     if "LOGGING" in config:
         logging.config.dictConfig(config["LOGGING"])
     service_cls = import_service(config["SERVICES"][name])

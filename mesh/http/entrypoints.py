@@ -14,6 +14,7 @@ from mesh.http.errors import ErrorTable, HttpError, json_response
 from mesh.http.limits import RateLimits
 from mesh.http.server import MeshWebServer
 from mesh.tokens import Tokens, signing_key
+from mesh.tracing import TRACEPARENT, valid_traceparent
 
 __all__ = ["api", "operation"]
 
@@ -64,7 +65,7 @@ class Api(HttpEntrypoint):
     def setup(self):
         config = self.container.config
         self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
-        self.limits = RateLimits.from_config(config)
+        self.limits = RateLimits.from_config(config, self.server.http_metrics.rate_limited)
         super().setup()
 
     def url_rules(self):
@@ -80,6 +81,9 @@ class Api(HttpEntrypoint):
         if route.auth_limit_by:  # keyed by an argument: counted once it is known
             self.limits.check(route, request, claims, kwargs)
         context = {"request_id": request_id}
+        traceparent = valid_traceparent(request.headers.get("traceparent"))
+        if traceparent:  # the client's trace continues through the mesh
+            context[TRACEPARENT] = traceparent
         if claims is not None:
             context["user_id"] = claims.user_id
         try:
@@ -95,6 +99,8 @@ class Api(HttpEntrypoint):
 class Operation(HttpEntrypoint):
     """One route answered by a method returning a dict, `(status, dict)`, or a
     werkzeug Response; path values are its keyword arguments."""
+
+    quiet = True  # probes, scrapes and docs: their workers log at DEBUG when they succeed
 
     def __init__(self, method, path, **kwargs):
         kwargs.setdefault("expected_exceptions", (HttpError,))

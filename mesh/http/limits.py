@@ -27,17 +27,18 @@ def _item(text):
 class RateLimits:
     """Checks and counts one request against its route's limit."""
 
-    def __init__(self, api, auth, storage_url="memory://", prefix="mesh"):
+    def __init__(self, api, auth, storage_url="memory://", prefix="mesh", rejected=None):
         self.api, self.auth = _item(api), _item(auth)
+        self.rejected = rejected  # a prometheus Counter labelled by limit, or None
         options = {"key_prefix": prefix} if storage_url.startswith("redis") else {}
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url, **options))
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config, rejected=None):
         return cls(config.get("API_RATE_LIMIT", "1200/60"),
                    config.get("AUTH_RATE_LIMIT", "10/60"),
                    config.get("REDIS_URL") or "memory://",
-                   config.get("RATE_LIMIT_PREFIX") or "mesh")
+                   config.get("RATE_LIMIT_PREFIX") or "mesh", rejected)
 
     def check(self, route, request, claims, kwargs=None):
         """Count this request; HttpError 429 with Retry-After when over the limit."""
@@ -50,6 +51,8 @@ class RateLimits:
             key = ("api", f"user:{claims.user_id}" if claims else f"addr:{address}")
         if self.limiter.hit(item, *key):
             return
+        if self.rejected is not None:
+            self.rejected.labels(key[0]).inc()
         reset_at = self.limiter.get_window_stats(item, *key).reset_time
         wait = max(1, math.ceil(reset_at - time.time()))
         raise HttpError(429, "rate_limited", f"too many requests; try again in {wait} s",

@@ -1,20 +1,29 @@
 """The gateway's web server: JSON errors, request ids and a stop that never hangs."""
+import collections
+import functools
 import logging
 import re
 import socket
+import time
 import uuid
 
 from nameko.web.server import BindAddress, WebServer
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
     RequestEntityTooLarge
 from werkzeug.routing import Map
+from prometheus_client import Counter, Histogram
 from werkzeug.wrappers import Request, Response
 
 from mesh.http.errors import HttpError, internal_error
+from mesh.metrics import LATENCY_BUCKETS, Metrics
 
 __all__ = ["MeshWebServer", "MAX_BODY_BYTES", "request_id_from"]
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("mesh.http.access")
+# probes and scrapes: answered often, logged only at DEBUG when they succeed
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+UNMATCHED = "(unmatched)"
 MAX_BODY_BYTES = 1024 * 1024
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
@@ -27,12 +36,17 @@ def request_id_from(header):
     return uuid.uuid4().hex
 
 
+HttpMetrics = collections.namedtuple("HttpMetrics", "requests latency rate_limited")
+
+
 class MeshWsgiApp:
     def __init__(self, server):
         self.url_map = server.make_url_map()
         self.cors = Cors(server.container.config.get("CORS_ORIGINS"))
+        self.metrics = server.http_metrics
 
     def __call__(self, environ, start_response):
+        started = time.perf_counter()
         request = Request(environ)
         request.max_content_length = MAX_BODY_BYTES
         request_id = request_id_from(request.headers.get("X-Request-ID"))
@@ -47,12 +61,25 @@ class MeshWsgiApp:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         self.cors.decorate(request, response)
+        self.record(request, response, request_id, time.perf_counter() - started)
         return response(environ, start_response)
+
+    def record(self, request, response, request_id, seconds):
+        """The access log line and the request metrics."""
+        route = request.environ.get("mesh.route", UNMATCHED)
+        self.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        self.metrics.latency.labels(route, request.method).observe(seconds)
+        quiet = request.path in QUIET_PATHS and response.status_code < 400
+        access_log.log(
+            logging.DEBUG if quiet else logging.INFO, "%s %s %d in %.1f ms",
+            request.method, request.path, response.status_code, seconds * 1000,
+            extra={"request_id": request_id, "method": request.method, "route": route,
+                   "status": response.status_code, "duration_ms": round(seconds * 1000, 3)})
 
     def dispatch(self, request, request_id):
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
-            handler, values = adapter.match()
+            rule, values = adapter.match(return_rule=True)
         except NotFound:
             raise HttpError(404, "not_found", f"no route for {request.path}") from None
         except MethodNotAllowed as exc:
@@ -63,6 +90,8 @@ class MeshWsgiApp:
         except HTTPException as exc:  # e.g. a redirect werkzeug would answer in HTML
             raise HttpError(exc.code or 400, "not_found" if exc.code == 404 else "bad_request",
                             exc.description or "bad request") from None
+        request.environ["mesh.route"] = rule.rule
+        handler = rule.endpoint
         if (request.content_length or 0) > MAX_BODY_BYTES:
             raise HttpError(413, "payload_too_large", "the body is larger than 1 MiB")
         try:
@@ -117,9 +146,24 @@ class MeshWebServer(WebServer):
     callable `(request, path_values, request_id) -> Response`.
     """
 
+    metrics = Metrics()
+
     def __init__(self):
         super().__init__()
         self._connections = set()
+
+    @functools.cached_property
+    def http_metrics(self):
+        # built on first use: the entrypoints ask for it in their own setup
+        registry = self.metrics.registry
+        return HttpMetrics(
+            Counter("mesh_http_requests", "HTTP requests by route, method and status",
+                    ["route", "method", "status"], registry=registry),
+            Histogram("mesh_http_request_duration_seconds", "Time to answer an HTTP "
+                      "request", ["route", "method"], buckets=LATENCY_BUCKETS,
+                      registry=registry),
+            Counter("mesh_http_rate_limited", "Requests refused by a rate limit (api or "
+                    "auth)", ["limit"], registry=registry))
 
     @property
     def bind_addr(self):

@@ -10,6 +10,7 @@ from mesh.lifecycle import on_start
 from mesh.outbox import Outbox
 from mesh.passwords import DUMMY_HASH, hash_password, verify_password
 from mesh.rpc import rpc
+from mesh.telemetry import Telemetry
 from mesh.tokens import TokenKeys
 from services.accounts import domain
 from services.accounts.models import Base
@@ -23,6 +24,7 @@ class AccountsService:
 
     config = Config()
     db = Database(Base)
+    telemetry = Telemetry()
     outbox = Outbox(Base, CONTRACT)
     tokens = TokenKeys()
 

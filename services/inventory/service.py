@@ -9,6 +9,7 @@ from mesh.db import Database
 from mesh.handlers import handle_event
 from mesh.outbox import Outbox
 from mesh.rpc import RequestKey, claim_request, rpc
+from mesh.telemetry import Telemetry
 from services.inventory import domain
 from services.inventory.models import Base, rpc_requests
 
@@ -20,6 +21,7 @@ class InventoryService:
     contract = CONTRACT
 
     db = Database(Base)
+    telemetry = Telemetry()
     outbox = Outbox(Base, CONTRACT)
     request_key = RequestKey()
 

@@ -4,6 +4,7 @@ from contracts.notifications import CONTRACT
 from mesh.db import Database
 from mesh.handlers import handle_event
 from mesh.rpc import rpc
+from mesh.telemetry import Telemetry
 from services.notifications import domain
 from services.notifications.models import Base
 
@@ -13,6 +14,7 @@ class NotificationsService:
     contract = CONTRACT
 
     db = Database(Base)
+    telemetry = Telemetry()
 
     @rpc
     def list_notifications(self, user_id, limit, offset):

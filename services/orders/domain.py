@@ -22,6 +22,8 @@ from contracts.orders import IdempotencyKeyReused, NotCancellable
 from mesh.db import utcnow
 from services.orders.models import Order, OrderLine
 
+IN_FLIGHT = ("pending", "cancelling")  # the saga still has steps to take
+
 
 def request_hash(items, payment):
     """What makes two create requests "the same body"."""
@@ -166,7 +168,7 @@ def expire(session, outbox, older_than):
     """
     acted = []
     stuck = session.scalars(select(Order.id).where(
-        Order.status.in_(("pending", "cancelling")), Order.updated_at < older_than)
+        Order.status.in_(IN_FLIGHT), Order.updated_at < older_than)
         .order_by(Order.id).limit(100)).all()
     for order_id in stuck:
         if _reject(session, outbox, order_id, "timeout"):
@@ -175,3 +177,10 @@ def expire(session, outbox, older_than):
             _announce(session, outbox, "order_cancelling", get(session, order_id))
             acted.append(order_id)
     return acted
+
+
+def saga_states():
+    """Orders whose saga is running, counted by where it is (for a gauge)."""
+    return (select(Order.status, Order.stock_state, Order.payment_state, func.count())
+            .where(Order.status.in_(IN_FLIGHT))
+            .group_by(Order.status, Order.stock_state, Order.payment_state))

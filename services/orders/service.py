@@ -11,8 +11,10 @@ from contracts.errors import NotFound
 from contracts.orders import CONTRACT, UnknownProduct
 from mesh.db import Database, utcnow
 from mesh.handlers import handle_event
+from mesh.metrics import DatabaseGauge
 from mesh.outbox import Outbox
 from mesh.rpc import RequestKey, ServiceRpc, rpc
+from mesh.telemetry import Telemetry
 from services.orders import domain
 from services.orders.models import Base
 
@@ -26,6 +28,10 @@ class OrdersService:
 
     config = Config()
     db = Database(Base)
+    telemetry = Telemetry()
+    saga_states = DatabaseGauge(
+        "mesh_saga_in_flight", "Orders whose saga is running, by status, stock and payment",
+        ("status", "stock_state", "payment_state"), domain.saga_states())
     outbox = Outbox(Base, CONTRACT)
     inventory = ServiceRpc(INVENTORY)
     request_key = RequestKey()

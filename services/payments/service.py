@@ -7,6 +7,7 @@ from mesh.db import Database
 from mesh.handlers import handle_event
 from mesh.outbox import Outbox
 from mesh.rpc import rpc
+from mesh.telemetry import Telemetry
 from services.payments import domain
 from services.payments.models import Base
 from services.payments.provider import SimulatedProvider
@@ -27,6 +28,7 @@ class PaymentsService:
     contract = CONTRACT
 
     db = Database(Base)
+    telemetry = Telemetry()
     outbox = Outbox(Base, CONTRACT)
     provider = Provider()
 

@@ -36,6 +36,8 @@ def test_environment_overrides():
     ("DATABASE_URL_INVENTORY", "mysql://root@localhost/inventory"),
     ("DATABASE_URL_ACCOUNTS", "not a url"),
     ("RPC_TIMEOUT", "-1"),
+    ("MESH_LOG_FORMAT", "xml"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(setting, value):
     with pytest.raises(ConfigError) as caught:
@@ -43,6 +45,13 @@ def test_a_bad_value_is_one_line_naming_the_setting(setting, value):
     message = str(caught.value)
     assert f": {setting}: " in message
     assert "\n" not in message
+
+
+def test_ops_ports_come_from_the_environment_and_are_checked():
+    assert load()["OPS_PORTS"]["orders"] == 9103
+    assert load(OPS_PORT_ORDERS="0")["OPS_PORTS"]["orders"] == 0
+    with pytest.raises(ConfigError, match=r": OPS_PORTS: must be an integer from 0 to 65535"):
+        load(OPS_PORT_ORDERS="http")
 
 
 def test_admin_needs_email_and_password_together():

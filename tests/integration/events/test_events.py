@@ -252,8 +252,8 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
         proxy.block()
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
-        writer = OutboxWriter(ACCOUNTS, ToyBase.metadata.tables["outbox"], "outage",
-                              lambda: None)
+        writer = OutboxWriter(ACCOUNTS, ToyBase.metadata.tables["outbox"],
+                              {"request_id": "outage"}, lambda: None)
         with Session(engine) as session:
             ids = [writer.add(session, "user_registered",
                               {"user_id": i, "email": f"u{i}@example.com", "name": "U"})

@@ -1,0 +1,174 @@
+"""Prometheus metrics: one registry per service container (prometheus-client).
+
+The gateway serves its registry at /metrics on GATEWAY_PORT; every other service
+serves its own at /metrics, with /health, on its port in OPS_PORTS (`OpsServer`).
+Gauges that describe state outside the process (queue depths, outbox backlog,
+saga states) are read when Prometheus scrapes, never by a background loop.
+"""
+import functools
+import json
+import logging
+
+import eventlet
+import eventlet.wsgi
+from nameko.extensions import DependencyProvider, SharedExtension
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, \
+    Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from mesh.db import database_url, make_engine
+
+__all__ = ["Metrics", "OpsServer", "Sampled", "DatabaseGauge", "exposition"]
+
+log = logging.getLogger(__name__)
+LATENCY_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+
+
+def exposition(registry):
+    """`(body, content type)` of the Prometheus text format."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class Sampled:
+    """A collector calling `sample()` at scrape time for `GaugeMetricFamily`s.
+
+    A failing sample is logged and skipped, so one unreachable dependency
+    never hides the rest of the metrics.
+    """
+
+    def __init__(self, what, sample):
+        self.what, self.sample = what, sample
+
+    def describe(self):
+        return []  # not known before a scrape; also stops a sample at registration
+
+    def collect(self):
+        try:
+            return list(self.sample())
+        except Exception as exc:  # the scrape must answer even when a sample cannot
+            log.warning("metrics: cannot sample %s: %s", self.what, exc)
+            return []
+
+
+class Metrics(SharedExtension):
+    """The container's registry and the metrics every service has.
+
+    Built on first use rather than in `setup()`: nameko sets extensions up in no
+    particular order, and the others register their metrics in their own setup.
+    """
+
+    @property
+    def service(self):
+        return self.container.service_name
+
+    @functools.cached_property
+    def registry(self):
+        registry = CollectorRegistry()
+        self.worker_calls = Counter(
+            "mesh_worker_calls", "Entrypoint calls by outcome: ok, expected_error, error",
+            ["service", "entrypoint", "outcome"], registry=registry)
+        self.worker_seconds = Histogram(
+            "mesh_worker_duration_seconds", "Time an entrypoint's worker took",
+            ["service", "entrypoint"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.workers_busy = Gauge("mesh_workers_busy", "Workers running now", ["service"],
+                                  registry=registry).labels(self.service)
+        Gauge("mesh_workers_max", "Workers a container runs at most (max_workers)",
+              ["service"], registry=registry).labels(self.service).set(
+            self.container.max_workers)
+        return registry
+
+    def add(self, what, sample):
+        """Report the `GaugeMetricFamily`s that `sample()` yields on every scrape."""
+        self.registry.register(Sampled(what, sample))
+
+    def gauge(self, name, documentation, labels=()):
+        """A `GaugeMetricFamily` labelled with this service first."""
+        return GaugeMetricFamily(name, documentation, labels=["service", *labels])
+
+
+class DatabaseGauge(DependencyProvider):
+    """A gauge read from the service's own database at scrape time.
+
+    ``DatabaseGauge("mesh_saga_in_flight", "...", ("status",), query)``: each
+    row of `query` is the label values followed by the value.
+    """
+
+    metrics = Metrics()
+
+    def __init__(self, name, documentation, labels, query):
+        self.name, self.documentation = name, documentation
+        self.labels, self.query = tuple(labels), query
+
+    def setup(self):
+        self.url = database_url(self.container.config, self.container.service_name)
+        self.engine = None
+        self.metrics.add(self.name, self.sample)
+
+    def start(self):
+        self.engine = make_engine(self.url)
+
+    def stop(self):
+        if self.engine is not None:
+            self.engine.dispose()
+
+    kill = stop
+
+    def sample(self):
+        family = self.metrics.gauge(self.name, self.documentation, self.labels)
+        with self.engine.connect() as conn:
+            for row in conn.execute(self.query):
+                family.add_metric([self.metrics.service, *map(str, row[:-1])],
+                                  float(row[-1]))
+        yield family
+
+    def get_dependency(self, worker_ctx):
+        return None
+
+
+class OpsServer(SharedExtension):
+    """A service's own /metrics and /health, on OPS_HOST and its port in OPS_PORTS."""
+
+    metrics = Metrics()
+
+    def setup(self):
+        config = self.container.config
+        self.address = (config.get("OPS_HOST", "127.0.0.1"),
+                        int((config.get("OPS_PORTS") or {}).get(
+                            self.container.service_name, 0)))
+        self.socket = self.thread = None
+
+    def start(self):
+        if not self.address[1]:
+            return
+        self.socket = eventlet.listen(self.address)
+        self.thread = self.container.spawn_managed_thread(
+            lambda: eventlet.wsgi.server(self.socket, self.app, log_output=False),
+            identifier="ops server")
+        log.info("%s serves /metrics and /health on http://%s:%d",
+                 self.container.service_name, *self.address)
+
+    def stop(self):
+        if self.thread is not None:
+            self.thread.kill()
+            self.socket.close()
+            self.thread = self.socket = None
+
+    kill = stop
+
+    def app(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            body, content_type = exposition(self.metrics.registry)
+            status = "200 OK"
+        else:
+            content_type = "application/json"
+            if path == "/health":
+                status, payload = "200 OK", {"status": "ok",
+                                              "service": self.container.service_name}
+            else:
+                status, payload = "404 Not Found", {"error": {
+                    "code": "not_found", "message": f"no route for {path}"}}
+            body = json.dumps(payload).encode()
+        start_response(status, [("Content-Type", content_type),
+                                ("Content-Length", str(len(body)))])
+        return [body]
