@@ -1,4 +1,4 @@
-"""The `mesh` command: up, serve, migrate, dlq.
+"""The `mesh` command: up, serve, migrate, status, call, dlq.
 
 Imports stay inside each command: `serve` must apply eventlet's monkey patch
 before nameko, kombu or the database drivers are imported.
@@ -39,7 +39,10 @@ def cmd_up(args):
     names = _names(args, config)
     os.makedirs(config["MESH_DATA_DIR"], exist_ok=True)
     signing_key(config)  # made once here, so every process reads the same one
-    return Supervisor(args.config, config, names).run()
+    # text for a person at a terminal, JSON lines for anything reading a pipe
+    log_format = os.environ.get("MESH_LOG_FORMAT") or \
+        ("text" if sys.stdout.isatty() else "json")
+    return Supervisor(args.config, config, names, log_format=log_format).run()
 
 
 def cmd_serve(args):
@@ -61,6 +64,78 @@ def cmd_migrate(args):
     for name in _names(args, config):
         if migrations.upgrade(config, name):
             print(f"{name}: at the latest schema")
+    return 0
+
+
+def cmd_status(args):
+    import json
+
+    from mesh.status import gather, render
+
+    status = gather(_load(args))
+    print(json.dumps(status, indent=2) if args.json else render(status))
+    return 0 if status["ok"] else 1
+
+
+def _usage(message):
+    print(message, file=sys.stderr)
+    return 2
+
+
+def cmd_call(args):
+    """Exit codes: 0 answered, 1 answered with an error, 2 bad usage, 3 no answer."""
+    import eventlet
+
+    eventlet.monkey_patch()
+    import json
+    import logging
+    import uuid
+
+    from nameko.exceptions import (IncorrectSignature, MalformedRequest, MethodNotFound,
+                                   RemoteError, RpcTimeout, UnknownService)
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    import contracts  # noqa: F401 -- registers the typed errors, so they arrive as themselves
+    from contracts.base import ContractError
+
+    logging.getLogger("amqp").setLevel(logging.ERROR)  # its chatter is not the answer
+    config = _load(args)
+    service, _, method = args.target.partition(".")
+    if not service.isidentifier() or not method.isidentifier():
+        return _usage(f"mesh: call: {args.target!r} must look like SERVICE.METHOD, "
+                      "e.g. inventory.get_product")
+    try:
+        kwargs = json.loads(args.arguments)
+    except ValueError as exc:
+        return _usage(f"mesh: call: the arguments are not JSON: {exc}")
+    if not isinstance(kwargs, dict):
+        return _usage('mesh: call: the arguments must be a JSON object, '
+                      'e.g. \'{"product_id": 1}\'')
+    request_id = f"op-{uuid.uuid4().hex[:16]}"  # finds this call in every service's logs
+    timeout = args.timeout or float(config.get("RPC_TIMEOUT", 5))
+    try:
+        with ClusterRpcProxy(config, timeout=timeout,
+                             context_data={"request_id": request_id}) as rpc:
+            result = getattr(getattr(rpc, service), method)(**kwargs)
+    except ContractError as exc:
+        print(f"{type(exc).__name__}: {exc.message}", file=sys.stderr)
+        if exc.fields:
+            print(json.dumps(exc.fields, indent=2, sort_keys=True), file=sys.stderr)
+        return 1
+    except UnknownService:
+        print(f"mesh: call: no running service {service!r}", file=sys.stderr)
+        return 3
+    except RpcTimeout:
+        print(f"mesh: call: {service} did not answer within {timeout:g} s "
+              f"(request id {request_id})", file=sys.stderr)
+        return 3
+    except RemoteError as exc:
+        print(f"{exc.exc_type}: {exc.value}", file=sys.stderr)
+        return 1
+    except (MethodNotFound, IncorrectSignature, MalformedRequest) as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
 
@@ -107,6 +182,19 @@ def build_parser():
     migrate.add_argument("--only", help="comma-separated services")
     migrate.set_defaults(func=cmd_migrate)
 
+    status = commands.add_parser(
+        "status", help="instances, queues, outbox backlog and dead letters of each service")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(func=cmd_status)
+
+    call = commands.add_parser("call", help="call one RPC method, e.g. "
+                               "mesh call inventory.get_product '{\"product_id\": 1}'")
+    call.add_argument("target", help="SERVICE.METHOD")
+    call.add_argument("arguments", nargs="?", default="{}",
+                      help="the keyword arguments as a JSON object (default: {})")
+    call.add_argument("--timeout", type=float, help="seconds to wait (default: RPC_TIMEOUT)")
+    call.set_defaults(func=cmd_call)
+
     dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered events")
     dlq.add_argument("action", choices=("list", "replay", "purge"))
     dlq.add_argument("queue", nargs="?", help="a handler's queue (or its .dlq)")
@@ -114,7 +202,7 @@ def build_parser():
     dlq.add_argument("--yes", action="store_true", help="confirm a purge")
     dlq.set_defaults(func=cmd_dlq)
 
-    for sub in (up, serve, migrate, dlq):
+    for sub in (up, serve, migrate, status, call, dlq):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

@@ -1,5 +1,10 @@
-"""`mesh up`: one OS process per service, their output prefixed, crashes restarted."""
+"""`mesh up`: one OS process per service, their output merged, crashes restarted.
+
+In text format each line is prefixed with its service's name; in JSON format
+every line is one JSON object (the services' own lines pass through as they are).
+"""
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +12,8 @@ import sys
 import threading
 import time
 import urllib.request
+
+from mesh.logs import utc_timestamp
 
 __all__ = ["Supervisor"]
 
@@ -35,8 +42,8 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, config_path, config, names, out=sys.stdout):
-        self.config, self.out = config, out
+    def __init__(self, config_path, config, names, out=sys.stdout, log_format="text"):
+        self.config, self.out, self.log_format = config, out, log_format
         width = max(len(n) for n in names)
         self.width = width
         self.children = [
@@ -47,12 +54,19 @@ class Supervisor:
         self.lock = threading.Lock()
 
     def say(self, name, line):
+        line = line.rstrip()
+        if self.log_format == "text":
+            line = f"{name:<{self.width}} | {line}"
+        elif not line.startswith("{"):  # ours, or a child's before its logging was set up
+            line = json.dumps({"timestamp": utc_timestamp(time.time()), "level": "INFO",
+                               "logger": "mesh.up" if name == "mesh" else "output",
+                               "message": line, "service": name})
         with self.lock:
-            self.out.write(f"{name:<{self.width}} | {line.rstrip()}\n")
+            self.out.write(line + "\n")
             self.out.flush()
 
     def start(self, child):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MESH_LOG_FORMAT=self.log_format)
         child.process = subprocess.Popen(
             child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, text=True, errors="replace",

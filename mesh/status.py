@@ -1,0 +1,135 @@
+"""`mesh status`: what runs, what waits, what failed, for the configured services.
+
+Instances are the consumers on a service's RPC queue (its first handler's queue
+when it serves no RPC); the gateway, which has no queue, is asked for /health.
+"""
+import os
+import urllib.request
+
+from kombu import Connection
+from nameko.rpc import Rpc
+from sqlalchemy.engine import make_url
+
+from mesh.db import database_url, make_engine
+from mesh.dlq import queues_of
+from mesh.handlers import dlq_name
+from mesh.health import queue_state
+from mesh.outbox import Outbox, backlog_of
+from mesh.serve import import_service
+
+__all__ = ["gather", "render"]
+
+
+def _entrypoints(service_cls):
+    for attr in dir(service_cls):
+        yield from getattr(getattr(service_cls, attr), "nameko_entrypoints", ())
+
+
+def _outbox_table(service_cls):
+    for attr in dir(service_cls):
+        value = getattr(service_cls, attr)
+        if isinstance(value, Outbox):
+            return value.declarative_base.metadata.tables["outbox"]
+    return None
+
+
+def _queues(connection, name, service_cls, report):
+    serves_rpc = any(isinstance(e, Rpc) for e in _entrypoints(service_cls))
+    handlers = queues_of(name, service_cls)
+    main = f"rpc-{name}" if serves_rpc else (handlers[0] if handlers else None)
+    for queue in ([f"rpc-{name}"] if serves_rpc else []) + handlers:
+        state = queue_state(connection, queue)
+        report["queues"][queue] = state[0] if state else 0
+        if queue == main:
+            report["instances"] = state[1] if state else 0
+    for queue in handlers:
+        report["dead_letters"][queue] = (queue_state(connection, dlq_name(queue)) or (0,))[0]
+    if main is not None and not report["instances"]:
+        report["problems"].append("no running instance")
+
+
+def _outbox(config, name, service_cls, report):
+    table = _outbox_table(service_cls)
+    if table is None:
+        return
+    url = database_url(config, name)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not os.path.exists(parsed.database or ""):
+        report["problems"].append("no database yet: the service never started here")
+        return  # opening it would create an empty file
+    engine = make_engine(url)
+    try:
+        backlog, age = backlog_of(engine, table)
+        report["outbox"] = {"backlog": backlog, "oldest_age_seconds": round(age, 1)}
+    except Exception as exc:  # a database that cannot answer is what to report
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else ""
+        report["problems"].append(f"database: {type(exc).__name__}: {reason}".rstrip(": "))
+    finally:
+        engine.dispose()
+
+
+def _gateway(config, report, timeout):
+    url = f"http://{config['GATEWAY_HOST']}:{config['GATEWAY_PORT']}"
+    report["url"] = url
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=timeout) as response:
+            report["instances"] = 1 if response.status == 200 else 0
+    except Exception as exc:  # refused, timed out: the gateway is not serving
+        report["instances"] = 0
+        report["problems"].append(f"{url}/health does not answer ({type(exc).__name__})")
+
+
+def gather(config, timeout=2.0):
+    """The mesh's state as one JSON-able dict; `ok` is False when anything is down."""
+    services = {name: {"instances": None, "ready": False, "queues": {}, "dead_letters": {},
+                       "outbox": None, "problems": []}
+                for name in config["SERVICES"]}
+    broker = "ok"
+    try:
+        with Connection(config["AMQP_URI"], connect_timeout=timeout,
+                        transport_options={"max_retries": 0}) as connection:
+            connection.connect()
+            for name, path in config["SERVICES"].items():
+                if name != "gateway":
+                    _queues(connection, name, import_service(path), services[name])
+    except Exception as exc:  # the broker is the first thing an operator must know about
+        broker = f"unreachable: {type(exc).__name__}: {exc}"
+    for name, path in config["SERVICES"].items():
+        report = services[name]
+        if name == "gateway":
+            _gateway(config, report, timeout)
+        else:
+            _outbox(config, name, import_service(path), report)
+            if broker != "ok":
+                report["problems"].append("broker unreachable")
+        report["ready"] = not report["problems"]
+    return {"ok": broker == "ok" and all(r["ready"] for r in services.values()),
+            "broker": broker, "services": services}
+
+
+def render(status):
+    """The table `mesh status` prints."""
+    lines = [f"broker: {status['broker']}", "",
+             f"{'SERVICE':<14}{'READY':<7}{'INSTANCES':>9}{'QUEUED':>8}{'OUTBOX':>8}"
+             f"{'OLDEST':>8}{'DLQ':>6}  PROBLEMS"]
+    parked = []
+    for name, report in status["services"].items():
+        outbox = report["outbox"] or {}
+        dead = sum(report["dead_letters"].values())
+        lines.append(
+            f"{name:<14}{'yes' if report['ready'] else 'NO':<7}"
+            f"{_shown(report['instances']):>9}"
+            f"{_shown(sum(report['queues'].values()) if report['queues'] else None):>8}"
+            f"{_shown(outbox.get('backlog')):>8}"
+            f"{_shown(outbox.get('oldest_age_seconds'), 's'):>8}"
+            f"{_shown(dead if report['dead_letters'] else None):>6}  "
+            f"{'; '.join(report['problems'])}".rstrip())
+        parked += [(queue, n) for queue, n in report["dead_letters"].items() if n]
+    if parked:
+        lines += ["", "dead-lettered events (see `mesh dlq list QUEUE`):"]
+        lines += [f"  {n:>6}  {dlq_name(queue)}" for queue, n in parked]
+    return "\n".join(lines)
+
+
+def _shown(value, unit=""):
+    return "-" if value is None else f"{value:g}{unit}"
