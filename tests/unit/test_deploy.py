@@ -3,6 +3,7 @@
 Docker does not run on the development machines, so these files are checked by
 parsing them and cross-checking what they name.
 """
+import json
 import pathlib
 import re
 
@@ -111,6 +112,60 @@ def test_k8s_gateway_probes_and_service_match():
     (service,) = [d for d in k8s_docs() if d["kind"] == "Service"]
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "gateway"}
     assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+def test_services_expose_their_ops_port_to_probes_and_prometheus():
+    ops_ports = load_test_config(str(REPO / "config.yaml"))["OPS_PORTS"]
+    assert set(ops_ports) == set(SERVICES) - {"gateway"}
+    for service, port in ops_ports.items():
+        template = deployments()[service]["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        assert container["ports"] == [{"name": "ops", "containerPort": port}]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "ops"}
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    (configmap,) = [d for d in k8s_docs() if d["kind"] == "ConfigMap"]
+    assert configmap["data"]["OPS_HOST"] == "0.0.0.0"
+    assert compose()["orders"]["environment"]["OPS_HOST"] == "0.0.0.0"
+
+
+def test_prometheus_scrapes_every_service_where_it_listens():
+    scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {target for job in scrape["scrape_configs"]
+               for group in job["static_configs"] for target in group["targets"]}
+    config = load_test_config(str(REPO / "config.yaml"))
+    gateway_port = compose()["gateway"]["environment"]["GATEWAY_PORT"]
+    expected = {f"{name}:{port}" for name, port in config["OPS_PORTS"].items()}
+    assert targets == expected | {f"gateway:{gateway_port}"}
+    assert set(name for name, _ in (t.split(":") for t in targets)) <= set(compose())
+
+
+def test_grafana_is_provisioned_with_the_dashboard_and_prometheus():
+    services = compose()
+    mounts = services["grafana"]["volumes"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in mounts
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+    provider = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/dashboards/mesh.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    (source,) = yaml.safe_load(
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"]
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in services
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in \
+        services["prometheus"]["volumes"]
+    for panel in dashboard()["panels"]:
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == source["uid"]
+
+
+def dashboard():
+    return json.loads((REPO / "deploy/grafana/dashboards/mesh.json").read_text())
+
+
+def dashboard_metrics():
+    """Every `mesh_*` series the Grafana dashboard queries."""
+    return {name for panel in dashboard()["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b(mesh_[a-z_]+)\b", target["expr"])}
 
 
 def test_dockerfile_copies_what_the_services_import():
