@@ -1,5 +1,6 @@
 """Start the mesh exactly as `make run` does: `mesh up` from the repository root."""
 import contextlib
+import json
 import os
 import pathlib
 import signal
@@ -16,6 +17,7 @@ from mesh.testing import free_port, temporary_vhost
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
 ADMIN_EMAIL, ADMIN_PASSWORD = "admin@example.com", "admin password"
+OPS_SERVICES = ("accounts", "inventory", "orders", "payments", "notifications")
 
 
 class RunningMesh:
@@ -42,10 +44,24 @@ class RunningMesh:
     def output(self):
         return "\n".join(self.lines)
 
+    def records(self):
+        """The output's lines as JSON objects (`mesh up` on a pipe writes JSON lines)."""
+        return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
+
     def story(self, last=8000):
         """The output without access-log lines: what to read when a test fails."""
         return "\n".join(line for line in self.lines
-                         if "nameko.web.server" not in line)[-last:]
+                         if "mesh.http.access" not in line)[-last:]
+
+    def ops(self, service, path="/metrics"):
+        """GET a service's own ops port."""
+        port = self.env[f"OPS_PORT_{service.upper()}"]
+        return requests.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+
+    def mesh(self, *args, **kwargs):
+        """Run another `mesh` command against this mesh."""
+        return subprocess.run([str(BIN / "mesh"), *args], cwd=REPO, env=self.env, text=True,
+                              capture_output=True, timeout=60, **kwargs)
 
     def wait_for(self, text, timeout=30):
         """The first output line containing `text`; fails after `timeout` seconds."""
@@ -100,7 +116,8 @@ def mesh_env(tmp_path_factory):
     with contextlib.ExitStack() as vhosts:
         def make(**extra):
             env = {k: v for k, v in os.environ.items() if not k.startswith(
-                ("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_"))}
+                ("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_", "OPS_", "OTEL_"))}
+            env.update({f"OPS_PORT_{name.upper()}": str(free_port()) for name in OPS_SERVICES})
             env.update(AMQP_URI=vhosts.enter_context(temporary_vhost()),
                        GATEWAY_PORT=str(free_port()),
                        MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),
@@ -108,6 +125,25 @@ def mesh_env(tmp_path_factory):
             env.update(extra)
             return env
         yield make
+
+
+@pytest.fixture(scope="module")
+def mesh(mesh_env):
+    """One whole mesh for a test module."""
+    running = RunningMesh(mesh_env())
+    running.wait_for("ready: the gateway is serving on", timeout=30)
+    yield running
+    running.kill()
+
+
+def token(mesh, email, password):
+    for _ in range(50):
+        response = mesh.http("POST", "/api/v1/auth/token",
+                             json={"email": email, "password": password})
+        if response.status_code == 200:
+            return response.json()["access_token"]
+        time.sleep(0.1)
+    raise AssertionError(response.text)
 
 
 @pytest.fixture

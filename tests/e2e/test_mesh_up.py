@@ -1,6 +1,5 @@
 """The whole mesh, started as `make run` starts it, driven over HTTP and `nameko shell`."""
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -9,35 +8,18 @@ import uuid
 
 import pytest
 
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, REPO, RunningMesh
-
-
-@pytest.fixture(scope="module")
-def mesh(mesh_env):
-    running = RunningMesh(mesh_env())
-    running.wait_for("ready: the gateway is serving on", timeout=30)
-    yield running
-    running.kill()
-
-
-def token(mesh, email, password):
-    for _ in range(50):
-        response = mesh.http("POST", "/api/v1/auth/token",
-                             json={"email": email, "password": password})
-        if response.status_code == 200:
-            return response.json()["access_token"]
-        time.sleep(0.1)
-    raise AssertionError(response.text)
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, REPO, token
 
 
 def test_ready_within_30_seconds_and_url_printed(mesh):
     line = mesh.wait_for("ready:")
     assert mesh.base in line
     assert mesh.http("GET", "/ready").json()["status"] == "ready"
-    # every service's output is prefixed with its name
-    for name in ("accounts", "inventory", "orders", "payments", "notifications",
-                 "gateway"):
-        assert any(line.startswith(f"{name} ") and "| " in line for line in mesh.lines)
+    # on a pipe, every line is a JSON object naming its service
+    records = mesh.records()
+    assert len(records) == len(mesh.lines)
+    assert {r["service"] for r in records} >= {
+        "mesh", "accounts", "inventory", "orders", "payments", "notifications", "gateway"}
 
 
 def test_http_auth_and_products(mesh):
@@ -118,7 +100,7 @@ def test_ctrl_c_stops_too(start_mesh):
     mesh.wait_for("ready:", timeout=30)
     code, seconds = mesh.stop(signal.SIGINT)
     assert code == 0 and seconds < 10
-    assert re.search(r"^mesh +\| stopped$", mesh.output, re.M)
+    assert {"service": "mesh", "message": "stopped"}.items() <= mesh.records()[-1].items()
 
 
 def test_only_runs_a_subset(start_mesh):
@@ -126,7 +108,7 @@ def test_only_runs_a_subset(start_mesh):
     mesh.wait_for("inventory started", timeout=30)
     mesh.wait_for("accounts started", timeout=30)
     assert sorted(mesh.children().values()) == ["accounts", "inventory"]
-    assert not any(line.startswith("gateway") for line in mesh.lines)
+    assert not any(r["service"] == "gateway" for r in mesh.records())
 
 
 @pytest.mark.parametrize("args,extra,named", [

@@ -1,0 +1,137 @@
+"""Log lines, `mesh up` output, trace headers and the status table, without a broker."""
+import io
+import json
+import logging
+
+import pytest
+
+from mesh import logs
+from mesh.serve import import_service
+from mesh.status import render
+from mesh.supervisor import Supervisor
+from mesh.telemetry import Telemetry
+from mesh.testing import load_test_config
+from mesh.tracing import valid_traceparent
+
+CONFIG = load_test_config("config.yaml")
+
+
+@pytest.fixture
+def captured():
+    """A logger writing through the JSON formatter and context filter of config.yaml."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.MeshJsonFormatter())
+    handler.addFilter(logs.WorkerContext())
+    logger = logging.getLogger(f"test-{id(stream)}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield logger, lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    logs.unbind()
+    logs.set_process_service(None)
+
+
+def test_a_json_line_carries_the_worker_context(captured):
+    logger, lines = captured
+    logs.set_process_service("orders")
+    logger.info("outside any worker")
+    logs.bind(service="orders", entrypoint="get_order", request_id="r-1")
+    logger.info("inside %s", "a worker", extra={"duration_ms": 1.5})
+    logs.unbind()
+    outside, inside = lines()
+    assert outside["service"] == "orders" and "request_id" not in outside
+    assert outside["timestamp"].endswith("Z") and outside["level"] == "INFO"
+    assert inside == {**inside, "message": "inside a worker", "entrypoint": "get_order",
+                      "request_id": "r-1", "duration_ms": 1.5, "logger": logger.name}
+
+
+def test_an_extra_field_wins_over_the_context(captured):
+    logger, lines = captured
+    logs.bind(service="gateway", request_id="worker's")
+    logger.info("access", extra={"request_id": "the request's"})
+    assert lines()[0]["request_id"] == "the request's"
+
+
+def test_a_traceback_stays_inside_its_json_line(captured):
+    logger, lines = captured
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("failed")
+    (line,) = lines()
+    assert "RuntimeError: boom" in line["exc_info"]
+
+
+def test_context_is_per_greenthread():
+    import eventlet
+
+    seen = {}
+
+    def worker(name):
+        logs.bind(request_id=name)
+        eventlet.sleep(0.01)  # let the other worker bind its own
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+        logs.WorkerContext().filter(record)
+        seen[name] = record.request_id
+
+    pool = eventlet.GreenPool()
+    for name in ("a", "b"):
+        pool.spawn(worker, name)
+    pool.waitall()
+    assert seen == {"a": "a", "b": "b"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_mesh_up_output_is_all_json_or_all_prefixed(fmt):
+    out = io.StringIO()
+    supervisor = Supervisor("config.yaml", CONFIG, ["orders", "gateway"], out=out,
+                            log_format=fmt)
+    supervisor.say("mesh", "starting orders, gateway")
+    supervisor.say("orders", '{"level": "INFO", "service": "orders", "message": "hi"}\n')
+    supervisor.say("orders", "Traceback (most recent call last):\n")
+    lines = out.getvalue().splitlines()
+    if fmt == "json":
+        records = [json.loads(line) for line in lines]
+        assert records[0]["service"] == "mesh" and records[1]["message"] == "hi"
+        assert records[2] == {**records[2], "service": "orders",
+                              "message": "Traceback (most recent call last):"}
+    else:
+        assert lines[0] == "mesh    | starting orders, gateway"
+        assert lines[2] == "orders  | Traceback (most recent call last):"
+
+
+@pytest.mark.parametrize("header,valid", [
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", True),
+    ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", False),
+    ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", False),
+    ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", False),
+    ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", False),
+    ("garbage", False), ("", False), (None, False),
+])
+def test_only_a_well_formed_traceparent_is_continued(header, valid):
+    assert valid_traceparent(header) == (header if valid else None)
+
+
+@pytest.mark.parametrize("name", list(CONFIG["SERVICES"]))
+def test_every_service_is_observed(name):
+    service_cls = import_service(CONFIG["SERVICES"][name])
+    assert any(isinstance(value, Telemetry) for value in vars(service_cls).values())
+
+
+def test_status_table_names_what_is_wrong():
+    status = {"ok": False, "broker": "ok", "services": {
+        "orders": {"ready": False, "instances": 0, "queues": {"rpc-orders": 3},
+                   "dead_letters": {"evt-a--orders.on_a": 2},
+                   "outbox": {"backlog": 4, "oldest_age_seconds": 12.5},
+                   "problems": ["no running instance"]},
+        "gateway": {"ready": True, "instances": 1, "queues": {}, "dead_letters": {},
+                    "outbox": None, "problems": []}}}
+    table = render(status).splitlines()
+    assert table[0] == "broker: ok"
+    orders = next(line for line in table if line.startswith("orders"))
+    assert orders.split() == ["orders", "NO", "0", "3", "4", "12.5s", "2", "no", "running",
+                              "instance"]
+    gateway = next(line for line in table if line.startswith("gateway"))
+    assert gateway.split() == ["gateway", "yes", "1", "-", "-", "-", "-"]
+    assert table[-1].split() == ["2", "evt-a--orders.on_a.dlq"]
