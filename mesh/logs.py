@@ -11,7 +11,8 @@ import warnings
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["QuietExpectedErrors", "WorkerContext", "MeshJsonFormatter", "bind", "unbind",
+__all__ = ["QuietExpectedErrors", "WorkerContext", "MeshJsonFormatter", "MeshTextFormatter",
+           "bind", "unbind",
            "set_process_service", "utc_timestamp", "quiet_eventlet_deprecation",
            "CONTEXT_FIELDS"]
 
@@ -73,6 +74,20 @@ class MeshJsonFormatter(JsonFormatter):
         for name in CONTEXT_FIELDS:
             if log_record.get(name) is None:
                 log_record.pop(name, None)
+
+
+class MeshTextFormatter(logging.Formatter):
+    """For people: `time LEVEL service [request id] logger: message`."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(context)s%(name)s: %(message)s")
+
+    def format(self, record):
+        parts = [getattr(record, "service", None)]
+        request_id = getattr(record, "request_id", None)
+        parts.append(f"[{request_id}]" if request_id else None)
+        record.context = "".join(f"{part} " for part in parts if part)
+        return super().format(record)
 
 
 class QuietExpectedErrors(logging.Filter):

@@ -63,6 +63,16 @@ def test_a_traceback_stays_inside_its_json_line(captured):
     assert "RuntimeError: boom" in line["exc_info"]
 
 
+def test_a_text_line_shows_the_request_id_only_when_there_is_one():
+    formatter = logs.MeshTextFormatter()
+    record = logging.LogRecord("mesh.worker", logging.INFO, __file__, 1, "get_order ok", (),
+                               None)
+    record.service, record.request_id = "orders", "r-9"
+    assert formatter.format(record).endswith(" INFO orders [r-9] mesh.worker: get_order ok")
+    record.request_id = None
+    assert formatter.format(record).endswith(" INFO orders mesh.worker: get_order ok")
+
+
 def test_context_is_per_greenthread():
     import eventlet
 
