@@ -7,6 +7,8 @@ the ratios more than the absolute numbers.
 """
 from mesh.testing import free_port, load_test_config, temporary_vhost  # patches eventlet
 
+import logging.config  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -25,6 +27,7 @@ from mesh import migrations  # noqa: E402
 from mesh.db import Database, database_url, make_engine  # noqa: E402
 from mesh.outbox import Outbox  # noqa: E402
 from mesh.rpc import RequestKey  # noqa: E402
+from mesh.telemetry import Telemetry  # noqa: E402
 from services.accounts.service import AccountsService  # noqa: E402
 from services.inventory import domain  # noqa: E402
 from services.inventory.models import Base  # noqa: E402
@@ -52,6 +55,13 @@ class PlainInventory:
         product = domain.get_product(self.db.session, product_id).to_dict()
         product["created_at"] = product["created_at"].isoformat()
         return product
+
+
+class ObservedInventory(PlainInventory):
+    """The same plain service with the per-worker log line, metrics (and no tracing)."""
+
+    name = "observed_inventory"
+    telemetry = Telemetry()
 
 
 def rate(clients, call, calls=CALLS):
@@ -86,10 +96,16 @@ def main():
         config = load_test_config("config.yaml", AMQP_URI=uri, MESH_DATA_DIR=data,
                                   GATEWAY_PORT=port, API_RATE_LIMIT="1000000/60",
                                   AUTH_RATE_LIMIT="1000000/60")
-        config["SERVICES"]["plain_inventory"] = config["SERVICES"]["inventory"]
+        for name in ("plain_inventory", "observed_inventory"):
+            config["SERVICES"][name] = config["SERVICES"]["inventory"]
+        config["OPS_PORTS"] = {}  # a running mesh may hold them
+        # log as the services do (JSON lines), into /dev/null: formatting is part of the cost
+        logging.config.dictConfig(config["LOGGING"])
+        for handler in logging.getLogger().handlers:
+            handler.setStream(open(os.devnull, "w"))
         containers = []
-        for cls in (InventoryService, PlainInventory, AccountsService, OrdersService,
-                    PaymentsService, NotificationsService, GatewayService):
+        for cls in (InventoryService, PlainInventory, ObservedInventory, AccountsService,
+                    OrdersService, PaymentsService, NotificationsService, GatewayService):
             migrations.upgrade(config, cls.name)
             container = ServiceContainer(cls, config)
             container.start()
@@ -101,15 +117,18 @@ def main():
             product = rpcs[0].inventory.create_product(sku="bench-1", name="Bench",
                                                        price_cents=100, stock=10)
             pid = product["id"]
-            with Session(make_engine(database_url(config, "plain_inventory"))) as session:
-                domain.create_product(session, "bench-1", "Bench", 100, 10)
-                session.commit()
+            for name in ("plain_inventory", "observed_inventory"):
+                with Session(make_engine(database_url(config, name))) as session:
+                    domain.create_product(session, "bench-1", "Bench", 100, 10)
+                    session.commit()
             url = f"http://127.0.0.1:{port}/api/v1/products/{pid}"
             cases = {
                 "rpc get_product (contract)":
                     (rpcs, lambda n: n.inventory.get_product(product_id=pid)),
                 "rpc get_product (plain nameko)":
                     (rpcs, lambda n: n.plain_inventory.get_product(product_id=pid)),
+                "rpc get_product (plain + telemetry)":
+                    (rpcs, lambda n: n.observed_inventory.get_product(product_id=pid)),
                 "http GET /products/{id}":
                     (sessions, lambda http: http.get(url).raise_for_status()),
             }
@@ -133,8 +152,13 @@ def main():
         p50 = statistics.median(r[1] for r in rounds) * 1000
         p99 = statistics.median(r[2] for r in rounds) * 1000
         print(f"{name:34} {per_s:9.0f} {p50:8.2f} {p99:8.2f}")
-    ratio = medians["rpc get_product (contract)"] / medians["rpc get_product (plain nameko)"]
-    print(f"contract-checked / plain RPC throughput: {ratio:.2f}")
+    # the real inventory has telemetry too: compare it with the plain one that has it
+    ratio = medians["rpc get_product (contract)"] / \
+        medians["rpc get_product (plain + telemetry)"]
+    print(f"contract-checked / plain RPC throughput (both with telemetry): {ratio:.2f}")
+    observed = medians["rpc get_product (plain + telemetry)"] / \
+        medians["rpc get_product (plain nameko)"]
+    print(f"with telemetry (log line + metrics) / plain RPC throughput: {observed:.2f}")
     gateway = medians["http GET /products/{id}"] / medians["rpc get_product (contract)"]
     print(f"HTTP through the gateway / direct RPC throughput: {gateway:.2f}")
     sagas.sort()

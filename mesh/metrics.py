@@ -140,7 +140,13 @@ class OpsServer(SharedExtension):
     def start(self):
         if not self.address[1]:
             return
-        self.socket = eventlet.listen(self.address)
+        try:
+            self.socket = eventlet.listen(self.address)
+        except OSError as exc:
+            name = self.container.service_name
+            raise OSError(exc.errno, f"{name} cannot serve /metrics on {self.address[0]}:"
+                          f"{self.address[1]} (OPS_PORT_{name.upper()}): "
+                          f"{exc.strerror}") from None
         self.thread = self.container.spawn_managed_thread(
             lambda: eventlet.wsgi.server(self.socket, self.app, log_output=False),
             identifier="ops server")

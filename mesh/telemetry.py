@@ -99,12 +99,15 @@ class Telemetry(DependencyProvider):
                                     ["queue"])
         instances = self.metrics.gauge("mesh_rpc_consumers",
                                        "Instances consuming the service's RPC queue")
+        handler_queues = self.handler_queues()
+        if not self.rpc_served and not handler_queues:
+            return []  # the gateway: no queue of its own to ask the broker about
         with Connection(self.amqp_uri, connect_timeout=2) as connection:
             if self.rpc_served:
                 messages, running = queue_state(connection, f"rpc-{self.service}") or (0, 0)
                 instances.add_metric([self.service], running)
                 waiting.add_metric([self.service, f"rpc-{self.service}"], messages)
-            for queue in self.handler_queues():
+            for queue in handler_queues:
                 waiting.add_metric([self.service, queue],
                                    (queue_state(connection, queue) or (0,))[0])
                 parked.add_metric([self.service, queue],

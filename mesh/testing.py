@@ -70,9 +70,11 @@ def mesh_config(mesh_config_path, tmp_path):
     shared, they would carry one test's undelivered events into the next.
     """
     with temporary_vhost() as uri:
-        yield load_test_config(mesh_config_path, AMQP_URI=uri,
-                               MESH_DATA_DIR=tmp_path / "data",
-                               JWT_SECRET="test-secret-" + "x" * 32)
+        config = load_test_config(mesh_config_path, AMQP_URI=uri,
+                                  MESH_DATA_DIR=tmp_path / "data",
+                                  JWT_SECRET="test-secret-" + "x" * 32)
+        config["OPS_PORTS"] = {}  # a running mesh, or a second instance, holds them
+        yield config
 
 
 @pytest.fixture(scope="session")
