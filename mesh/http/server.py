@@ -8,10 +8,10 @@ import time
 import uuid
 
 from nameko.web.server import BindAddress, WebServer
+from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
     RequestEntityTooLarge
 from werkzeug.routing import Map
-from prometheus_client import Counter, Histogram
 from werkzeug.wrappers import Request, Response
 
 from mesh.http.errors import HttpError, internal_error
@@ -24,6 +24,8 @@ access_log = logging.getLogger("mesh.http.access")
 # probes and scrapes: answered often, logged only at DEBUG when they succeed
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 UNMATCHED = "(unmatched)"
+# any other method is counted as "other": a client must not mint label values
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_BODY_BYTES = 1024 * 1024
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
@@ -67,8 +69,9 @@ class MeshWsgiApp:
     def record(self, request, response, request_id, seconds):
         """The access log line and the request metrics."""
         route = request.environ.get("mesh.route", UNMATCHED)
-        self.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        self.metrics.latency.labels(route, request.method).observe(seconds)
+        method = request.method if request.method in METHODS else "other"
+        self.metrics.requests.labels(route, method, str(response.status_code)).inc()
+        self.metrics.latency.labels(route, method).observe(seconds)
         quiet = request.path in QUIET_PATHS and response.status_code < 400
         access_log.log(
             logging.DEBUG if quiet else logging.INFO, "%s %s %d in %.1f ms",
