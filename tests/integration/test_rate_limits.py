@@ -35,6 +35,9 @@ def test_a_flood_of_logins_is_refused_across_gateways(gateways):
     assert flooded.status_code == 429
     assert flooded.json()["error"]["code"] == "rate_limited"
     assert int(flooded.headers["Retry-After"]) in range(1, 61)
+    # the gateway that refused counts it, by limit
+    assert 'mesh_http_rate_limited_total{limit="auth"} 1.0' in second("GET", "/metrics").text
+    assert 'mesh_http_rate_limited_total{limit="auth"}' not in first("GET", "/metrics").text
     # another account from the same client is not held back
     other = first.register()
     assert login(second, other, "correct horse").status_code == 200
