@@ -5,13 +5,15 @@ import os
 import threading
 
 import nameko_sqlalchemy
+from nameko.exceptions import ConfigurationError
 from sqlalchemy import DateTime, create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from mesh.config import database_setting
 
-__all__ = ["Database", "UtcDateTime", "database_url", "make_engine", "utcnow"]
+__all__ = ["Database", "UtcDateTime", "database_url", "make_engine", "service_database",
+           "utcnow"]
 
 
 def utcnow():
@@ -95,6 +97,15 @@ class Database(nameko_sqlalchemy.Database):
         self.engine = make_engine(self.db_uri, **self.engine_options)
         self.Session = sessionmaker(bind=self.engine, class_=nameko_sqlalchemy.database.Session,
                                     **self.session_options)
+
+
+def service_database(container, needed_by):
+    """The one `Database` dependency of `container`'s service (its engine, its metadata)."""
+    databases = [d for d in container.dependencies if isinstance(d, Database)]
+    if len(databases) != 1:
+        raise ConfigurationError(f"{needed_by} needs the service to have exactly one "
+                                 "mesh.db.Database")
+    return databases[0]
 
 
 class UtcDateTime(TypeDecorator):

@@ -6,21 +6,17 @@ from kombu import Connection
 
 from mesh.health import queue_state
 from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, MeshEventHandler, dlq, dlq_name
-from mesh.serve import import_service
+from mesh.serve import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "base_queue", "depths", "messages", "replay",
            "purge"]
 
 
 def queues_of(name, service_cls):
-    """The queue of each `@handle_event` of one service."""
-    queues = []
-    for attr in dir(service_cls):
-        for entrypoint in getattr(getattr(service_cls, attr), "nameko_entrypoints", ()):
-            if isinstance(entrypoint, MeshEventHandler):
-                queues.append(f"evt-{entrypoint.source_service}-"
-                              f"{entrypoint.event_type}--{name}.{attr}")
-    return sorted(queues)
+    """The queue of each `@handle_event` of one service (named as nameko names it)."""
+    return sorted(f"evt-{entrypoint.source_service}-{entrypoint.event_type}--{name}.{attr}"
+                  for attr, entrypoint in entrypoints_of(service_cls)
+                  if isinstance(entrypoint, MeshEventHandler))
 
 
 def handler_queues(config):

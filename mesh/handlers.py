@@ -25,7 +25,7 @@ from sqlalchemy import Column, MetaData, String, Table, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
-from mesh.db import Database, UtcDateTime, utcnow
+from mesh.db import UtcDateTime, service_database, utcnow
 
 __all__ = ["handle_event", "inbox_table", "retry_queue", "dlq_name", "publish_raw",
            "DEFAULT_RETRY_DELAYS"]
@@ -107,12 +107,8 @@ class MeshEventHandler(EventHandler):
         self.delays = [float(d) for d in config.get("EVENT_RETRY_DELAYS",
                                                     DEFAULT_RETRY_DELAYS)]
         self.handler_name = f"{self.container.service_name}.{self.method_name}"
-        databases = [d for d in self.container.dependencies if isinstance(d, Database)]
-        if len(databases) != 1:
-            raise ConfigurationError(
-                f"{self.handler_name}: @handle_event needs the service to have exactly "
-                "one mesh.db.Database, whose metadata holds an `inbox` table")
-        self.database = databases[0]
+        # its metadata holds the `inbox` table; its session commits the handler's writes
+        self.database = service_database(self.container, f"@handle_event {self.handler_name}")
         self.inbox = self.database.declarative_base.metadata.tables["inbox"]
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()

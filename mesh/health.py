@@ -4,7 +4,9 @@ from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 
-__all__ = ["queue_state", "consumers", "check_services", "Readiness"]
+from mesh.handlers import dlq_name
+
+__all__ = ["queue_state", "consumers", "service_queues", "check_services", "Readiness"]
 
 
 def queue_state(connection, queue):
@@ -26,6 +28,26 @@ def consumers(connection, service):
     """How many instances consume `service`'s RPC queue (0 when it has none)."""
     state = queue_state(connection, f"rpc-{service}")
     return state[1] if state else 0
+
+
+def service_queues(connection, service, serves_rpc, handler_queues):
+    """`{instances, queues, dead_letters}` of one service, by passive declares.
+
+    `queues` and `dead_letters` map each queue to the messages waiting in it (in
+    its DLQ); `instances` counts the consumers on the RPC queue, or on the first
+    handler queue of a service that serves no RPC (None when it has no queue).
+    """
+    rpc_queues = [f"rpc-{service}"] if serves_rpc else []
+    main = (rpc_queues + list(handler_queues) or [None])[0]
+    report = {"instances": None, "queues": {}, "dead_letters": {}}
+    for queue in rpc_queues + list(handler_queues):
+        messages, running = queue_state(connection, queue) or (0, 0)
+        report["queues"][queue] = messages
+        if queue == main:
+            report["instances"] = running
+    for queue in handler_queues:
+        report["dead_letters"][queue] = (queue_state(connection, dlq_name(queue)) or (0,))[0]
+    return report
 
 
 def check_services(amqp_uri, services, timeout=2.0):

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
     Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from mesh.db import database_url, make_engine
+from mesh.db import service_database
 
 __all__ = ["Metrics", "OpsServer", "Sampled", "DatabaseGauge", "exposition"]
 
@@ -100,22 +100,12 @@ class DatabaseGauge(DependencyProvider):
         self.labels, self.query = tuple(labels), query
 
     def setup(self):
-        self.url = database_url(self.container.config, self.container.service_name)
-        self.engine = None
+        self.database = service_database(self.container, f"DatabaseGauge {self.name}")
         self.metrics.add(self.name, self.sample)
-
-    def start(self):
-        self.engine = make_engine(self.url)
-
-    def stop(self):
-        if self.engine is not None:
-            self.engine.dispose()
-
-    kill = stop
 
     def sample(self):
         family = self.metrics.gauge(self.name, self.documentation, self.labels)
-        with self.engine.connect() as conn:
+        with self.database.engine.connect() as conn:
             for row in conn.execute(self.query):
                 family.add_metric([self.metrics.service, *map(str, row[:-1])],
                                   float(row[-1]))

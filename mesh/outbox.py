@@ -129,6 +129,8 @@ class OutboxRelay(SharedExtension):
         self.metrics.add("outbox backlog", self.sample_backlog)
 
     def start(self):
+        # an engine of its own: the last flush runs after the service's Database
+        # dependency has stopped and disposed of its engine
         self.engine = make_engine(self.url)
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run,

@@ -12,12 +12,11 @@ import logging
 
 import eventlet
 from marshmallow import ValidationError
+from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
                                RpcTimeout)
-from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc, RpcProxy, ServiceProxy
-
 from sqlalchemy import Column, String, Table, insert
 from sqlalchemy.exc import IntegrityError
 
@@ -28,8 +27,7 @@ from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
 from mesh.metrics import Metrics
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
-           "claim_request", "RpcTimeout",
-           "DEFAULT_TIMEOUT"]
+           "claim_request", "RpcTimeout", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 5.0

@@ -10,7 +10,7 @@ from nameko.runners import ServiceRunner
 
 from mesh import logs, migrations
 
-__all__ = ["serve", "import_service", "STOP_GRACE_SECONDS"]
+__all__ = ["serve", "import_service", "entrypoints_of", "STOP_GRACE_SECONDS"]
 
 log = logging.getLogger(__name__)
 # nameko waits for in-flight workers on stop; past this we kill instead, so
@@ -22,6 +22,13 @@ def import_service(path):
     """`package.module:Class` → the class."""
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def entrypoints_of(service_cls):
+    """`(attribute, entrypoint)` for each entrypoint a service class declares."""
+    for attr in dir(service_cls):
+        for entrypoint in getattr(getattr(service_cls, attr), "nameko_entrypoints", ()):
+            yield attr, entrypoint
 
 
 def serve(config, name):

@@ -13,16 +13,11 @@ from sqlalchemy.engine import make_url
 from mesh.db import database_url, make_engine
 from mesh.dlq import queues_of
 from mesh.handlers import dlq_name
-from mesh.health import queue_state
+from mesh.health import service_queues
 from mesh.outbox import Outbox, backlog_of
-from mesh.serve import import_service
+from mesh.serve import entrypoints_of, import_service
 
 __all__ = ["gather", "render"]
-
-
-def _entrypoints(service_cls):
-    for attr in dir(service_cls):
-        yield from getattr(getattr(service_cls, attr), "nameko_entrypoints", ())
 
 
 def _outbox_table(service_cls):
@@ -34,17 +29,9 @@ def _outbox_table(service_cls):
 
 
 def _queues(connection, name, service_cls, report):
-    serves_rpc = any(isinstance(e, Rpc) for e in _entrypoints(service_cls))
-    handlers = queues_of(name, service_cls)
-    main = f"rpc-{name}" if serves_rpc else (handlers[0] if handlers else None)
-    for queue in ([f"rpc-{name}"] if serves_rpc else []) + handlers:
-        state = queue_state(connection, queue)
-        report["queues"][queue] = state[0] if state else 0
-        if queue == main:
-            report["instances"] = state[1] if state else 0
-    for queue in handlers:
-        report["dead_letters"][queue] = (queue_state(connection, dlq_name(queue)) or (0,))[0]
-    if main is not None and not report["instances"]:
+    serves_rpc = any(isinstance(e, Rpc) for _, e in entrypoints_of(service_cls))
+    report.update(service_queues(connection, name, serves_rpc, queues_of(name, service_cls)))
+    if report["instances"] == 0:
         report["problems"].append("no running instance")
 
 
@@ -84,22 +71,22 @@ def gather(config, timeout=2.0):
     services = {name: {"instances": None, "ready": False, "queues": {}, "dead_letters": {},
                        "outbox": None, "problems": []}
                 for name in config["SERVICES"]}
+    classes = {name: import_service(path) for name, path in config["SERVICES"].items()
+               if name != "gateway"}
     broker = "ok"
     try:
         with Connection(config["AMQP_URI"], connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
-            for name, path in config["SERVICES"].items():
-                if name != "gateway":
-                    _queues(connection, name, import_service(path), services[name])
+            for name, service_cls in classes.items():
+                _queues(connection, name, service_cls, services[name])
     except Exception as exc:  # the broker is the first thing an operator must know about
         broker = f"unreachable: {type(exc).__name__}: {exc}"
-    for name, path in config["SERVICES"].items():
-        report = services[name]
+    for name, report in services.items():
         if name == "gateway":
             _gateway(config, report, timeout)
         else:
-            _outbox(config, name, import_service(path), report)
+            _outbox(config, name, classes[name], report)
             if broker != "ok":
                 report["problems"].append("broker unreachable")
         report["ready"] = not report["problems"]

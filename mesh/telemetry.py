@@ -16,8 +16,8 @@ from nameko.rpc import Rpc
 from nameko.timer import Timer
 
 from mesh import logs
-from mesh.handlers import MeshEventHandler, dlq_name
-from mesh.health import queue_state
+from mesh.handlers import MeshEventHandler
+from mesh.health import service_queues
 from mesh.metrics import Metrics, OpsServer
 from mesh.tracing import Tracing
 
@@ -103,13 +103,12 @@ class Telemetry(DependencyProvider):
         if not self.rpc_served and not handler_queues:
             return []  # the gateway: no queue of its own to ask the broker about
         with Connection(self.amqp_uri, connect_timeout=2) as connection:
-            if self.rpc_served:
-                messages, running = queue_state(connection, f"rpc-{self.service}") or (0, 0)
-                instances.add_metric([self.service], running)
-                waiting.add_metric([self.service, f"rpc-{self.service}"], messages)
-            for queue in handler_queues:
-                waiting.add_metric([self.service, queue],
-                                   (queue_state(connection, queue) or (0,))[0])
-                parked.add_metric([self.service, queue],
-                                  (queue_state(connection, dlq_name(queue)) or (0,))[0])
+            report = service_queues(connection, self.service, self.rpc_served,
+                                    handler_queues)
+        if self.rpc_served:
+            instances.add_metric([self.service], report["instances"])
+        for queue, messages in report["queues"].items():
+            waiting.add_metric([self.service, queue], messages)
+        for queue, messages in report["dead_letters"].items():
+            parked.add_metric([self.service, queue], messages)
         return [waiting, parked, instances]

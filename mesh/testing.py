@@ -16,6 +16,7 @@ eventlet.monkey_patch()
 import contextlib  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
 import uuid  # noqa: E402
 from unittest import mock  # noqa: E402
 from urllib.parse import quote  # noqa: E402
@@ -178,3 +179,13 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until(check, timeout=10, what="the condition", interval=0.05):
+    """Poll `check()` until it returns something truthy, and return that; fail
+    the test when `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        eventlet.sleep(interval)
+    return result

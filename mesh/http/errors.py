@@ -8,9 +8,11 @@ from werkzeug.wrappers import Response
 from contracts.base import ContractError
 from mesh.guard import ServiceUnavailable
 
-__all__ = ["HttpError", "ErrorTable", "json_response", "PLATFORM_ERRORS"]
+__all__ = ["HttpError", "ErrorTable", "json_response", "payload_too_large",
+           "PLATFORM_ERRORS", "MAX_BODY_BYTES"]
 
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
 
 
 class HttpError(Exception):
@@ -27,6 +29,11 @@ class HttpError(Exception):
         if self.fields is not None:
             body["fields"] = self.fields
         return json_response({"error": body}, self.status, self.headers)
+
+
+def payload_too_large():
+    return HttpError(413, "payload_too_large",
+                     f"the body is larger than {MAX_BODY_BYTES // 2**20} MiB")
 
 
 def json_response(payload, status=200, headers=None):

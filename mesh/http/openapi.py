@@ -95,10 +95,14 @@ def openapi_document(routes, errors, title="nameko-mesh", version="1"):
         paths.setdefault(url, {})[route.method.lower()] = operation
     for url, operations in paths.items():
         spec.path(path=url, operations=operations)
-    for url, summary in (("/health", "Up while the process runs"),
-                         ("/ready", "200 when the broker and every service answer")):
-        spec.path(path=url, operations={"get": {"summary": summary, "tags": ["operations"],
-                                                "responses": {"200": {"description": "OK"}}}})
+    for url, summary, media in (
+            ("/health", "Up while the process runs", "application/json"),
+            ("/ready", "200 when the broker and every service answer", "application/json"),
+            ("/metrics", "Prometheus metrics, text format", "text/plain")):
+        spec.path(path=url, operations={"get": {
+            "summary": summary, "tags": ["operations"],
+            "responses": {"200": {"description": "OK",
+                                  "content": {media: {"schema": {}}}}}}})
     return spec.to_dict()
 
 

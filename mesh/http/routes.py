@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from contracts.base import Int, ServiceContract
-from mesh.http.errors import HttpError
+from mesh.http.errors import HttpError, payload_too_large
 
 __all__ = ["PUBLIC", "USER", "ADMIN", "Route", "RouteTable"]
 
@@ -29,7 +29,7 @@ def read_json_object(request):
     try:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise _too_large() from None
+        raise payload_too_large() from None
     if not raw:
         return {}
     if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
@@ -60,10 +60,6 @@ def _depth(value):
             stack.extend((child, depth + 1) for child in
                          (node.values() if isinstance(node, dict) else node))
     return deepest
-
-
-def _too_large():
-    return HttpError(413, "payload_too_large", "the body is larger than 1 MiB")
 
 
 @dataclasses.dataclass(frozen=True)

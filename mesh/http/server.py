@@ -14,10 +14,11 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
-from mesh.http.errors import HttpError, internal_error
+from mesh.http.errors import MAX_BODY_BYTES, HttpError, internal_error, \
+    payload_too_large
 from mesh.metrics import LATENCY_BUCKETS, Metrics
 
-__all__ = ["MeshWebServer", "MAX_BODY_BYTES", "request_id_from"]
+__all__ = ["MeshWebServer", "request_id_from"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mesh.http.access")
@@ -26,7 +27,6 @@ QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 UNMATCHED = "(unmatched)"
 # any other method is counted as "other": a client must not mint label values
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-MAX_BODY_BYTES = 1024 * 1024
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
@@ -96,12 +96,11 @@ class MeshWsgiApp:
         request.environ["mesh.route"] = rule.rule
         handler = rule.endpoint
         if (request.content_length or 0) > MAX_BODY_BYTES:
-            raise HttpError(413, "payload_too_large", "the body is larger than 1 MiB")
+            raise payload_too_large()
         try:
             return handler(request, values, request_id)
         except RequestEntityTooLarge:
-            raise HttpError(413, "payload_too_large", "the body is larger than 1 MiB") \
-                from None
+            raise payload_too_large() from None
 
 
 class Cors:

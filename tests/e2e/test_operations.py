@@ -2,25 +2,17 @@
 import http.server
 import json
 import threading
-import time
 import uuid
 
 import pytest
 from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
+from mesh.testing import wait_until
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, token
 from tests.unit.test_deploy import dashboard_metrics
 
 SAGA_SERVICES = {"gateway", "accounts", "inventory", "orders", "payments", "notifications"}
-
-
-def wait_until(check, timeout=30, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what} did not happen in {timeout} s"
-        time.sleep(0.2)
-    return result
 
 
 def place_order(mesh, headers=None):
@@ -39,9 +31,9 @@ def place_order(mesh, headers=None):
     assert order.status_code == 202, order.text
     order = order.json()
     wait_until(lambda: mesh.http("GET", f"/api/v1/orders/{order['id']}", customer)
-               .json()["status"] == "confirmed", what="confirmation")
+               .json()["status"] == "confirmed", 30, "confirmation")
     wait_until(lambda: any(n["kind"] == "order_confirmed" for n in mesh.http(
-        "GET", "/api/v1/notifications", customer).json()["items"]), what="notification")
+        "GET", "/api/v1/notifications", customer).json()["items"]), 30, "notification")
     return order, customer
 
 
@@ -64,7 +56,7 @@ def test_one_request_id_finds_the_whole_story_in_every_service_log(mesh):
         found = [r for r in mesh.records() if r.get("request_id") == request_id]
         return found if {r["service"] for r in found} >= SAGA_SERVICES else None
 
-    lines = wait_until(story, what="log lines from every service")
+    lines = wait_until(story, 30, "log lines from every service")
     workers = [r for r in lines if r["logger"] == "mesh.worker"]
     assert {(r["service"], r["entrypoint"]) for r in workers} >= {
         ("gateway", "api"), ("orders", "create_order"), ("inventory", "get_prices"),
@@ -160,7 +152,7 @@ def test_mesh_status_reports_stopped_services_and_dead_letters(start_mesh):
         return (result, status) if status["services"]["inventory"]["dead_letters"][queue] \
             else None
 
-    result, status = wait_until(parked, what="the dead letter")
+    result, status = wait_until(parked, 30, "the dead letter")
     assert result.returncode == 1 and status["ok"] is False and status["broker"] == "ok"
     inventory, orders = status["services"]["inventory"], status["services"]["orders"]
     assert inventory["ready"] and inventory["instances"] == 1
@@ -224,7 +216,7 @@ def test_traces_follow_a_request_through_rpc_and_events(start_mesh, collector):
                  if span.trace_id.hex() == trace_id}
         return found if {s for s, _ in found} >= SAGA_SERVICES else None
 
-    found = wait_until(traced, what="spans from every service")
+    found = wait_until(traced, 30, "spans from every service")
     api = found[("gateway", "gateway.api")]
     assert api.parent_span_id.hex() == "ab" * 8  # the client's trace continues
     create = found[("orders", "orders.create_order")]

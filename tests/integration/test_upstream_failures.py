@@ -5,6 +5,7 @@ import eventlet
 
 from contracts.inventory import CONTRACT as INVENTORY
 from mesh.rpc import rpc
+from mesh.testing import wait_until
 from services.inventory.service import InventoryService
 
 QUICK = dict(RPC_TIMEOUT=1, CIRCUIT_FAIL_MAX=2, CIRCUIT_RESET_SECONDS=1)
@@ -28,13 +29,6 @@ def timed(mesh, path="/api/v1/products"):
     return response, time.monotonic() - started
 
 
-def until(check, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-
-
 def test_a_stopped_service_gets_503_at_once_then_comes_back(start_mesh, start_service):
     mesh = start_mesh(["accounts", "inventory", "gateway"], **QUICK)
     assert mesh("GET", "/api/v1/products").status_code == 200
@@ -47,7 +41,7 @@ def test_a_stopped_service_gets_503_at_once_then_comes_back(start_mesh, start_se
     assert error["code"] == "service_unavailable" and "Traceback" not in response.text
     assert int(response.headers["Retry-After"]) >= 1
     start_service(InventoryService, **QUICK)
-    until(lambda: mesh("GET", "/api/v1/products").status_code == 200)
+    wait_until(lambda: mesh("GET", "/api/v1/products").status_code == 200)
 
 
 def test_a_slow_service_gets_504_then_its_circuit_opens_then_closes(start_mesh,
@@ -65,5 +59,5 @@ def test_a_slow_service_gets_504_then_its_circuit_opens_then_closes(start_mesh,
     slow.stop()
     start_service(InventoryService, **QUICK)
     # after CIRCUIT_RESET_SECONDS one probe goes through; its success closes it
-    until(lambda: mesh("GET", "/api/v1/products").status_code == 200)
+    wait_until(lambda: mesh("GET", "/api/v1/products").status_code == 200)
     assert all(mesh("GET", "/api/v1/products").status_code == 200 for _ in range(3))

@@ -7,7 +7,8 @@ from werkzeug.wrappers import Request
 from contracts import accounts, inventory
 from mesh.http import ADMIN, PUBLIC, USER, HttpError, Route
 from mesh.http.auth import authenticate
-from mesh.http.server import MAX_BODY_BYTES, request_id_from
+from mesh.http.errors import MAX_BODY_BYTES
+from mesh.http.server import request_id_from
 from mesh.tokens import Claims, Tokens
 
 RESTOCK = Route("POST", "/products/<int:product_id>/restock", inventory.CONTRACT,

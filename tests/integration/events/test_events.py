@@ -19,6 +19,7 @@ from mesh import dlq
 from mesh.db import Database
 from mesh.handlers import handle_event, inbox_table
 from mesh.outbox import Outbox, OutboxWriter, outbox_table
+from mesh.testing import wait_until
 
 QUEUE = "evt-accounts-user_registered--flaky.on_user_registered"
 
@@ -84,12 +85,6 @@ def operator(*args, uri, check=True):
                           capture_output=True, text=True, timeout=60, check=check)
 
 
-def eventually(check, timeout=10):
-    with eventlet.Timeout(timeout):
-        while not check():
-            eventlet.sleep(0.05)
-
-
 @pytest.fixture
 def flaky(mesh_containers, mesh_config, tmp_path):
     url = f"sqlite:///{tmp_path}/flaky.sqlite"
@@ -110,7 +105,7 @@ def flaky(mesh_containers, mesh_config, tmp_path):
 def test_a_handler_that_fails_twice_then_succeeds_completes(flaky, mesh_config):
     FlakyService.failures_left = 2
     publish(mesh_config["AMQP_URI"], envelope())
-    eventually(lambda: flaky() == 1)
+    wait_until(lambda: flaky() == 1)
     assert FlakyService.failures_left == 0
     assert dlq.messages(mesh_config["AMQP_URI"], QUEUE) == []
 
@@ -120,7 +115,7 @@ def test_the_same_event_twice_is_handled_once(flaky, mesh_config):
     publish(mesh_config["AMQP_URI"], event)
     publish(mesh_config["AMQP_URI"], event)
     publish(mesh_config["AMQP_URI"], envelope())
-    eventually(lambda: flaky() == 2)
+    wait_until(lambda: flaky() == 2)
     eventlet.sleep(0.5)
     assert flaky() == 2
 
@@ -130,7 +125,7 @@ def test_a_handler_that_always_fails_is_parked_then_replayed(flaky, mesh_config)
     FlakyService.failures_left = 10**6
     event = envelope()
     publish(uri, event)
-    eventually(lambda: len(dlq.messages(uri, QUEUE)) == 1)
+    wait_until(lambda: len(dlq.messages(uri, QUEUE)) == 1)
     (parked,) = dlq.messages(uri, QUEUE)
     assert parked["event_id"] == event["event_id"]
     assert parked["attempts"] == 2 and "the fault is still there" in parked["error"]
@@ -140,7 +135,7 @@ def test_a_handler_that_always_fails_is_parked_then_replayed(flaky, mesh_config)
     FlakyService.failures_left = 0  # the fault is mended
     assert "replayed 0" in operator("replay", QUEUE, "--id", "no-such-id", uri=uri).stdout
     assert "replayed 1" in operator("replay", QUEUE + ".dlq", uri=uri).stdout
-    eventually(lambda: flaky() == 1)
+    wait_until(lambda: flaky() == 1)
     assert dlq.messages(uri, QUEUE) == []
 
 
@@ -149,14 +144,14 @@ def test_malformed_messages_go_straight_to_the_dlq(flaky, mesh_config):
     publish(uri, b"{not json")
     publish(uri, {"hello": "world"})
     publish(uri, envelope(email="not-an-email"))
-    eventually(lambda: len(dlq.messages(uri, QUEUE)) == 3)
+    wait_until(lambda: len(dlq.messages(uri, QUEUE)) == 3)
     # handled concurrently, so parked in any order
     errors = sorted(m["error"] for m in dlq.messages(uri, QUEUE))
     assert errors[0].startswith("malformed") and "'hello'" in errors[0] + errors[1]
     assert any("email" in e for e in errors[:2])
     assert errors[2].startswith("undecodable")
     publish(uri, envelope())  # the service still works
-    eventually(lambda: flaky() == 1)
+    wait_until(lambda: flaky() == 1)
     refused = operator("purge", QUEUE, uri=uri, check=False)
     assert refused.returncode != 0 and "--yes" in refused.stderr
     assert "purged 3" in operator("purge", QUEUE, "--yes", uri=uri).stdout
@@ -277,7 +272,7 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
         with Session(engine) as session:
             return session.execute(outbox.select().where(
                 outbox.c.published_at.is_(None))).all()
-    eventually(lambda: unsent() == [])  # marked sent just after publishing
+    wait_until(lambda: unsent() == [])  # marked sent just after publishing
     container.kill()
     proxy.close()
     engine.dispose()
