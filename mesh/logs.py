@@ -6,28 +6,27 @@ The request id of an HTTP request is the correlation id of every RPC call and
 event it causes, so one id finds the whole story across services.
 """
 import datetime as dt
+import functools
 import logging
 import warnings
 
 from pythonjsonlogger.json import JsonFormatter
 
 __all__ = ["QuietExpectedErrors", "WorkerContext", "MeshJsonFormatter", "MeshTextFormatter",
-           "bind", "unbind",
-           "set_process_service", "utc_timestamp", "quiet_eventlet_deprecation",
-           "CONTEXT_FIELDS"]
+           "bind", "unbind", "set_process_service", "utc_timestamp",
+           "quiet_eventlet_deprecation", "CONTEXT_FIELDS"]
 
 CONTEXT_FIELDS = ("service", "entrypoint", "request_id")
 _process = {"service": None}
-_worker = []
 
 
+@functools.cache
 def _local():
     # one per greenthread, so concurrent workers never mix; imported late, as
     # eventlet must not be imported before `mesh serve` has silenced its warning
-    if not _worker:
-        from eventlet import corolocal
-        _worker.append(corolocal.local())
-    return _worker[0]
+    from eventlet import corolocal
+
+    return corolocal.local()
 
 
 def utc_timestamp(seconds):
