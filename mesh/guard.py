@@ -1,19 +1,28 @@
 """Guards for calls to a service: refuse at once when it has no running instance,
 and open a circuit (pybreaker) after repeated failures, so callers fail fast.
 
-A guard counts timeouts, unknown services and unexpected errors as failures;
-a contract's expected errors (not found, conflict, ...) are answers, not failures.
-After CIRCUIT_FAIL_MAX failures in a row the circuit opens for
-CIRCUIT_RESET_SECONDS; then one call goes through as a probe, and its success
+A guard counts only what says the service is unwell as a failure: a timeout, a
+transport error, an unknown service. Anything else is an answer (a contract's
+expected errors, and errors a client could provoke), so no client can open a
+circuit for everyone. After CIRCUIT_FAIL_MAX failures in a row the circuit opens
+for CIRCUIT_RESET_SECONDS; then one call goes through as a probe, and its success
 closes the circuit.
+
+Calls run concurrently: pybreaker's own `call()` holds its lock for the whole
+call, which under eventlet lets one call at a time reach the service, and starts
+a queued call's timeout only once it gets the lock. Its `calling()` block holds
+the lock only to check the state and to count the outcome.
 """
 import logging
+import socket
 
 import eventlet
 import pybreaker
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu import Connection
+from kombu.exceptions import OperationalError
+from nameko.exceptions import RpcTimeout, UnknownService
 
-from contracts.base import ContractError
 from mesh.health import consumers
 
 __all__ = ["ServiceUnavailable", "Guard", "watch_presence", "CIRCUIT_STATES"]
@@ -23,6 +32,13 @@ PRESENCE_INTERVAL = 1.0
 # how the circuit's state is reported as a number (the mesh_circuit_state gauge)
 CIRCUIT_STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1,
                   pybreaker.STATE_OPEN: 2}
+# what says the service (or the way to it) is unwell; everything else is an answer
+FAILURES = (RpcTimeout, UnknownService, OperationalError, AmqpConnectionError,
+            socket.error)
+
+
+def _an_answer(exc):
+    return not isinstance(exc, FAILURES)
 
 
 class ServiceUnavailable(Exception):
@@ -41,8 +57,9 @@ class Guard:
         self.present = True  # until the watcher learns otherwise
         self.reset_seconds = reset_seconds
         self.breaker = pybreaker.CircuitBreaker(
-            fail_max=fail_max, reset_timeout=reset_seconds, exclude=[ContractError],
+            fail_max=fail_max, reset_timeout=reset_seconds, exclude=[_an_answer],
             throw_new_error_on_trip=False, name=service)
+        self.probing = False  # a half-open circuit lets one call through at a time
 
     @property
     def state(self):
@@ -52,13 +69,22 @@ class Guard:
         if not self.present and not self._present_now():
             raise ServiceUnavailable(self.service, "no running instance",
                                      retry_after=int(PRESENCE_INTERVAL) + 1)
+        if self.probing:
+            raise self._open()
+        probe = self.state != pybreaker.STATE_CLOSED
+        self.probing = probe
         try:
-            return self.breaker.call(fn)
+            with self.breaker.calling():
+                return fn()
         except pybreaker.CircuitBreakerError:
-            raise ServiceUnavailable(self.service, "its circuit is open after repeated "
-                                     "failures", retry_after=max(1, round(
-                                         self.reset_seconds))) from None
+            raise self._open() from None
+        finally:
+            if probe:
+                self.probing = False
 
+    def _open(self):
+        return ServiceUnavailable(self.service, "its circuit is open after repeated "
+                                  "failures", retry_after=max(1, round(self.reset_seconds)))
 
     def _present_now(self):
         """Ask the broker again: the watcher's answer may be up to a second old,

@@ -165,11 +165,11 @@ class _TimedCall:
         return self.guard.call(lambda: self._call(kwargs))
 
     def _call(self, kwargs):
-        reply = self.proxy.call_async(**kwargs)
+        # counted from the call, so sending the request is inside it too
         with eventlet.Timeout(self.timeout, RpcTimeout(
                 f"{self.proxy.service_name}.{self.proxy.method_name} did not answer "
                 f"within {self.timeout:g} s")):
-            return reply.result()
+            return self.proxy.call_async(**kwargs).result()
 
 
 class ServiceRpc(RpcProxy):

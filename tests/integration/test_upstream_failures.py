@@ -2,6 +2,7 @@
 import time
 
 import eventlet
+import requests
 
 from contracts.inventory import CONTRACT as INVENTORY
 from mesh.rpc import rpc
@@ -16,17 +17,49 @@ class SlowInventory:
 
     name = "inventory"
     contract = INVENTORY
+    delay = 3
 
     @rpc
     def list_products(self, limit, offset):
-        eventlet.sleep(3)
+        eventlet.sleep(self.delay)
         return {"items": [], "total": 0, "limit": limit, "offset": offset}
 
 
-def timed(mesh, path="/api/v1/products"):
+class SteadyInventory(SlowInventory):
+    """Answers every call after one second, however many run at once."""
+
+    delay = 1
+
+
+def timed(mesh, path="/api/v1/products", http=None):
     started = time.monotonic()
-    response = mesh("GET", path)
+    response = http.get(mesh.base + path, timeout=30) if http else mesh("GET", path)
     return response, time.monotonic() - started
+
+
+def concurrently(mesh, calls):
+    """`calls` GETs at once, each on a connection of its own: [(response, seconds)]."""
+    pool = eventlet.GreenPool(calls)
+    return list(pool.imap(lambda _: timed(mesh, http=requests.Session()), range(calls)))
+
+
+def test_calls_to_one_service_run_concurrently(start_mesh, start_service):
+    mesh = start_mesh(["accounts", "gateway"], RPC_TIMEOUT=5)
+    start_service(SteadyInventory, RPC_TIMEOUT=5)
+    time.sleep(1.5)  # seen as present
+    answers = concurrently(mesh, 8)
+    # one at a time they would take 8 s; together, about one
+    assert all(r.status_code == 200 for r, _ in answers), [r.text for r, _ in answers]
+    assert max(seconds for _, seconds in answers) < 3
+
+
+def test_each_call_times_out_counted_from_when_it_was_made(start_mesh, start_service):
+    mesh = start_mesh(["accounts", "gateway"], RPC_TIMEOUT=1, CIRCUIT_FAIL_MAX=100)
+    start_service(SlowInventory, RPC_TIMEOUT=1)
+    time.sleep(1.5)
+    answers = concurrently(mesh, 6)
+    assert [r.status_code for r, _ in answers] == [504] * 6
+    assert max(seconds for _, seconds in answers) < 2.5  # not 1, 2, ... 6 s
 
 
 def test_a_stopped_service_gets_503_at_once_then_comes_back(start_mesh, start_service):

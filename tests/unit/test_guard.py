@@ -1,0 +1,77 @@
+"""The circuit breaker around calls to one service (mesh.guard)."""
+import eventlet
+import pybreaker
+import pytest
+from eventlet.event import Event
+from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
+
+from contracts.errors import InvalidInput, NotFound
+from mesh.guard import Guard, ServiceUnavailable
+
+
+def fail(exc):
+    def call():
+        raise exc
+    return call
+
+
+def test_only_an_unwell_service_counts_toward_the_circuit():
+    guard = Guard("inventory", "amqp://unused", fail_max=2, reset_seconds=60)
+    # answers, however often: expected errors, and errors a client can provoke
+    for exc in (NotFound("x"), InvalidInput("x"), RemoteError("UnicodeEncodeError", "x"),
+                ValueError("x")) * 3:
+        with pytest.raises(type(exc)):
+            guard.call(fail(exc))
+    assert guard.state == pybreaker.STATE_CLOSED
+    with pytest.raises(RpcTimeout):
+        guard.call(fail(RpcTimeout("slow")))
+    with pytest.raises(UnknownService):
+        guard.call(fail(UnknownService("inventory")))
+    assert guard.state == pybreaker.STATE_OPEN
+    with pytest.raises(ServiceUnavailable, match="circuit is open"):
+        guard.call(lambda: "never called")
+
+
+def test_calls_run_concurrently_through_a_closed_circuit():
+    guard = Guard("inventory", "amqp://unused")
+    running, release = [], Event()
+
+    def slow_call():
+        running.append(1)
+        release.wait()
+        return "ok"
+
+    threads = [eventlet.spawn(guard.call, slow_call) for _ in range(5)]
+    eventlet.sleep(0.01)
+    assert len(running) == 5  # none waits for another to finish
+    release.send()
+    assert [t.wait() for t in threads] == ["ok"] * 5
+
+
+def test_a_half_open_circuit_lets_one_probe_through_and_its_success_closes_it():
+    guard = Guard("inventory", "amqp://unused", fail_max=1, reset_seconds=0.05)
+    with pytest.raises(RpcTimeout):
+        guard.call(fail(RpcTimeout("slow")))
+    eventlet.sleep(0.1)
+    release = Event()
+    probe = eventlet.spawn(guard.call, lambda: release.wait() or "probed")
+    eventlet.sleep(0.01)
+    assert guard.state == pybreaker.STATE_HALF_OPEN
+    with pytest.raises(ServiceUnavailable):  # a second call while the probe runs
+        guard.call(lambda: "not yet")
+    release.send()
+    assert probe.wait() == "probed"
+    assert guard.state == pybreaker.STATE_CLOSED
+    assert guard.call(lambda: "ok") == "ok"
+
+
+def test_a_failed_probe_opens_the_circuit_again():
+    guard = Guard("inventory", "amqp://unused", fail_max=1, reset_seconds=0.05)
+    with pytest.raises(RpcTimeout):
+        guard.call(fail(RpcTimeout("slow")))
+    eventlet.sleep(0.1)
+    with pytest.raises(RpcTimeout):
+        guard.call(fail(RpcTimeout("still slow")))
+    assert guard.state == pybreaker.STATE_OPEN
+    with pytest.raises(ServiceUnavailable):
+        guard.call(lambda: "refused")
