@@ -33,6 +33,7 @@ integration: install broker
 e2e: install broker
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
 
+# The mesh beside stock nameko and raw py-amqp; prints a table, writes var/bench.json.
 bench: install broker
 	$(BIN)/python -m bench
 

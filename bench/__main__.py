@@ -1,196 +1,239 @@
-"""`make bench`: RPC and HTTP throughput, the cost of contract checks as a ratio, and
-how long an order's saga takes.
+"""`make bench`: the mesh beside stock nameko and raw py-amqp, side by side in one run.
 
-Everything runs in this process on a RabbitMQ vhost and data directory of its
-own, so the figures compare like with like on a shared, noisy machine. Read
-the ratios more than the absolute numbers.
+Every contender runs as its users run it, each in processes of its own: a raw
+py-amqp responder (the limit of this stack), stock nameko services and a stock
+gateway (`nameko run`, files under bench/), and the mesh (`mesh up`, as
+`make run` starts it). The load comes from other processes: `bench.load` for
+RPC (nameko's wire protocol over plain py-amqp) and wrk for HTTP. Rounds are
+interleaved, so the machine's noise hits every case alike; each figure is the
+median of the rounds. Prints one table and writes it as JSON (`--out`).
+
+``python -m bench [--rounds 3] [--seconds 3] [--smoke] [--no-postgres] [--out FILE]``
 """
-from mesh.testing import free_port, load_test_config, temporary_vhost  # patches eventlet
+from mesh.testing import free_port, temporary_vhost  # patches eventlet first
 
-import logging.config  # noqa: E402
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 
-import eventlet  # noqa: E402
 import requests  # noqa: E402
-from nameko.containers import ServiceContainer  # noqa: E402
-from nameko.rpc import rpc as plain_rpc  # noqa: E402
-from nameko.standalone.rpc import ClusterRpcProxy  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
 
-from contracts.inventory import CONTRACT  # noqa: E402
-from gateway import GatewayService  # noqa: E402
-from mesh import migrations  # noqa: E402
-from mesh.db import Database, database_url, make_engine  # noqa: E402
-from mesh.outbox import Outbox  # noqa: E402
-from mesh.rpc import RequestKey  # noqa: E402
-from mesh.telemetry import Telemetry  # noqa: E402
-from services.accounts.service import AccountsService  # noqa: E402
-from services.inventory import domain  # noqa: E402
-from services.inventory.models import Base  # noqa: E402
-from services.inventory.service import InventoryService  # noqa: E402
-from services.notifications.service import NotificationsService  # noqa: E402
-from services.orders.service import OrdersService  # noqa: E402
-from services.payments.service import PaymentsService  # noqa: E402
+from bench import cases, stores  # noqa: E402
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-CALLS = 400
-CONCURRENCY = 10
-SAGAS = 30
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ADMIN = ("bench-admin@example.com", "bench admin password")
+CUSTOMER = ("bench-customer@example.com", "bench customer password")
+TARGETS = {  # issue "Faster than stock nameko": what the mesh must reach, in one run
+    "rpc_vs_stock": 1.5, "http_vs_stock": 1.5, "http_p99_ms": 60,
+    "orders_per_s": 100, "settle_p99_ms": 250,
+}
 
 
-class PlainInventory:
-    """inventory.get_product with the same dependencies, without contract checks."""
+class Processes:
+    """Child processes, each logging to a file of its own; all stopped at the end."""
 
-    name = "plain_inventory"
-    db = Database(Base)
-    outbox = Outbox(Base, CONTRACT)
-    request_key = RequestKey()
+    def __init__(self, logs):
+        self.logs, self.running = logs, []
 
-    @plain_rpc
-    def get_product(self, product_id):
-        product = domain.get_product(self.db.session, product_id).to_dict()
-        product["created_at"] = product["created_at"].isoformat()
-        return product
+    def start(self, name, command, env=None):
+        log = open(os.path.join(self.logs, f"{name}.log"), "w")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=ROOT,
+                                   env={**os.environ, **(env or {})},
+                                   start_new_session=True)
+        process.name = name
+        self.running.append(process)
+        return process
 
+    def stop(self, process):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.running.remove(process)
 
-class ObservedInventory(PlainInventory):
-    """The same plain service with the per-worker log line, metrics (and no tracing)."""
+    def stop_all(self):
+        for process in list(self.running):
+            self.stop(process)
 
-    name = "observed_inventory"
-    telemetry = Telemetry()
-
-
-def rate(clients, call, calls=CALLS):
-    """Calls per second of `call(client)`, each client in a green thread of its own.
-
-    Clients are not shared: nameko's standalone proxy reads its reply queue in
-    the calling thread, so one proxy serves one caller at a time.
-    """
-    latencies = []
-
-    def worker(client, n):
-        for _ in range(n):
-            started = time.perf_counter()
-            call(client)
-            latencies.append(time.perf_counter() - started)
-
-    pool = eventlet.GreenPool(len(clients))
-    started = time.perf_counter()
-    for client in clients:
-        pool.spawn(worker, client, calls // len(clients))
-    pool.waitall()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    return len(latencies) / elapsed, latencies[len(latencies) // 2], \
-        latencies[int(len(latencies) * 0.99)]
+    def check(self, process):
+        if process.poll() is not None:
+            tail = open(os.path.join(self.logs, f"{process.name}.log")).read()[-2000:]
+            raise RuntimeError(f"{process.name} exited with {process.returncode}:\n{tail}")
 
 
-def main():
-    with temporary_vhost("mesh-bench") as uri, tempfile.TemporaryDirectory() as data:
-        port = free_port()
-        # a benchmark floods on purpose: the rate limits are not what it measures
-        config = load_test_config("config.yaml", AMQP_URI=uri, MESH_DATA_DIR=data,
-                                  GATEWAY_PORT=port, API_RATE_LIMIT="1000000/60",
-                                  AUTH_RATE_LIMIT="1000000/60")
-        for name in ("plain_inventory", "observed_inventory"):
-            config["SERVICES"][name] = config["SERVICES"]["inventory"]
-        config["OPS_PORTS"] = {}  # a running mesh may hold them
-        # log as the services do (JSON lines), into /dev/null: formatting is part of the cost
-        logging.config.dictConfig(config["LOGGING"])
-        for handler in logging.getLogger().handlers:
-            handler.setStream(open(os.devnull, "w"))
-        containers = []
-        for cls in (InventoryService, PlainInventory, ObservedInventory, AccountsService,
-                    OrdersService, PaymentsService, NotificationsService, GatewayService):
-            migrations.upgrade(config, cls.name)
-            container = ServiceContainer(cls, config)
-            container.start()
-            containers.append(container)
-        proxies = [ClusterRpcProxy(config, timeout=30) for _ in range(CONCURRENCY)]
-        rpcs = [proxy.start() for proxy in proxies]
-        sessions = [requests.Session() for _ in range(CONCURRENCY)]
+def wait_for(what, check, process, processes, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        processes.check(process)
         try:
-            product = rpcs[0].inventory.create_product(sku="bench-1", name="Bench",
-                                                       price_cents=100, stock=10)
-            pid = product["id"]
-            for name in ("plain_inventory", "observed_inventory"):
-                with Session(make_engine(database_url(config, name))) as session:
-                    domain.create_product(session, "bench-1", "Bench", 100, 10)
-                    session.commit()
-            url = f"http://127.0.0.1:{port}/api/v1/products/{pid}"
-            cases = {
-                "rpc get_product (contract)":
-                    (rpcs, lambda n: n.inventory.get_product(product_id=pid)),
-                "rpc get_product (plain nameko)":
-                    (rpcs, lambda n: n.plain_inventory.get_product(product_id=pid)),
-                "rpc get_product (plain + telemetry)":
-                    (rpcs, lambda n: n.observed_inventory.get_product(product_id=pid)),
-                "http GET /products/{id}":
-                    (sessions, lambda http: http.get(url).raise_for_status()),
-            }
-            results = {name: [] for name in cases}
-            for _ in range(ROUNDS):  # interleaved, so noise hits every case alike
-                for name, (clients, call) in cases.items():
-                    results[name].append(rate(clients, call))
-            sagas = saga_latencies(f"http://127.0.0.1:{port}/api/v1", rpcs[0])
+            if check():
+                return
+        except (requests.RequestException, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} was not ready within {timeout} s")
+        time.sleep(0.2)
+
+
+class Mesh:
+    """`mesh up` on the bench's vhost and data directory, with an admin and a customer."""
+
+    def __init__(self, processes, uri, data, databases=None):
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+        self.data, self.databases = data, databases or {}
+        env = {"AMQP_URI": uri, "MESH_DATA_DIR": data, "GATEWAY_PORT": str(self.port),
+               "MESH_LOG_FORMAT": "json", "JWT_SECRET": "bench-secret-" + "x" * 32,
+               "MESH_ADMIN_EMAIL": ADMIN[0], "MESH_ADMIN_PASSWORD": ADMIN[1],
+               # the bench floods on purpose: the rate limits are not what it measures
+               "API_RATE_LIMIT": "100000000/60", "AUTH_RATE_LIMIT": "100000000/60"}
+        for name in stores.SERVICES:
+            env[f"OPS_PORT_{name.upper()}"] = "0"  # a running mesh may hold them
+            env[f"DATABASE_URL_{name.upper()}"] = self.databases.get(name, "")
+        self.process = processes.start("mesh-postgres" if databases else "mesh",
+                                       [sys.executable, "-m", "mesh.cli", "up"], env)
+        wait_for("the mesh", lambda: requests.get(
+            f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200,
+                 self.process, processes)
+        self.http = requests.Session()
+        self.admin = self.token(*ADMIN, register=False)
+        self.product_id = self.post("/products", self.admin, {
+            "sku": f"bench-{uuid.uuid4().hex[:8]}", "name": "Bench", "price_cents": 100,
+            "stock": 2_000_000_000})["id"]
+        self.customer = self.token(*CUSTOMER)
+        self.customer_id = self.get("/me", self.customer)["id"]
+        self.order_id = self.post("/orders", self.customer, cases.order_body(
+            self.product_id))["id"]
+
+    def token(self, email, password, register=True):
+        if register:
+            self.post("/auth/register", None, {"email": email, "password": password,
+                                               "name": "Bench"})
+        for _ in range(100):  # the admin appears just after accounts starts
+            response = self.http.post(f"{self.api}/auth/token",
+                                      json={"email": email, "password": password})
+            if response.status_code == 200:
+                return response.json()["access_token"]
+            time.sleep(0.1)
+        raise RuntimeError(f"cannot log in as {email}: {response.text}")
+
+    def post(self, path, token, body):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.http.post(self.api + path, json=body, headers=headers)
+        response.raise_for_status()
+        return response.json()
+
+    def get(self, path, token):
+        response = self.http.get(self.api + path,
+                                 headers={"Authorization": f"Bearer {token}"})
+        response.raise_for_status()
+        return response.json()
+
+
+def start_yardsticks(processes, uri, tmp):
+    """The raw responder, the stock nameko service and the stock gateway."""
+    raw = processes.start("raw", [sys.executable, "-m", "bench.raw_responder", uri])
+    stock_db = stores.make_stock_database(os.path.join(tmp, "stock.sqlite"))
+    web_port = free_port()
+    env = {"AMQP_URI": uri, "STOCK_DB_URI": stock_db,
+           "STOCK_WEB_ADDRESS": f"127.0.0.1:{web_port}"}
+    nameko = [os.path.join(os.path.dirname(sys.executable), "nameko"), "run", "--config",
+              os.path.join(HERE, "stock.yaml")]
+    stock = processes.start("stock", nameko + ["bench.stock_service"], env)
+    gateway = processes.start("stock_gateway", nameko + ["bench.stock_gateway"], env)
+    url = f"http://127.0.0.1:{web_port}/products/{stores.STOCK_PRODUCT_ID}"
+    wait_for("the stock gateway", lambda: requests.get(url, timeout=2).status_code == 200,
+             gateway, processes)
+    for process in (raw, stock):
+        processes.check(process)
+    return url
+
+
+def measure(plan, rounds, labels):
+    """Run every case of `plan` once per round, interleaved; `{key: [result, ...]}`."""
+    results = {case.key: [] for case in plan}
+    labels.update({case.key: (case.label, case.unit) for case in plan})
+    for number in range(rounds):
+        for case in plan:
+            result = case.run(warm=number == 0)
+            results[case.key].append(result)
+            print(f"  round {number + 1}: {case.label}: {cases.brief(result)}", flush=True)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="how long each case is measured in each round")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one short round of every case: does each one run?")
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--out", default=os.path.join(ROOT, "var", "bench.json"))
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.seconds = 1, 0.5
+    if shutil.which("wrk") is None:
+        sys.exit("bench: needs wrk (Debian package wrk): apt-get install wrk")
+    cases.configure(seconds=args.seconds, warmup=0.3 if args.smoke else 1.0)
+    started = time.monotonic()
+    results, events, labels = {}, {}, {}
+    with temporary_vhost("mesh-bench") as uri, tempfile.TemporaryDirectory() as tmp:
+        processes = Processes(tmp)
+        try:
+            stock_url = start_yardsticks(processes, uri, tmp)
+            mesh = Mesh(processes, uri, os.path.join(tmp, "data"))
+            plan = cases.plan(uri, stock_url, mesh, stores.Store(mesh))
+            print(f"measuring {len(plan)} cases, {args.rounds} round(s) of "
+                  f"{args.seconds:g} s each", flush=True)
+            results.update(measure(plan, args.rounds, labels))
+            events["sqlite"] = cases.event_latency(uri, mesh, stores.Store(mesh))
+            processes.stop(mesh.process)
+            if not args.no_postgres:
+                with stores.postgres_databases() as databases:
+                    mesh = Mesh(processes, uri, os.path.join(tmp, "data-pg"), databases)
+                    plan = [cases.Orders("orders_postgresql",
+                                         "mesh: POST /orders to confirmed (PostgreSQL)",
+                                         mesh, stores.Store(mesh))]
+                    results.update(measure(plan, args.rounds, labels))
+                    events["postgresql"] = cases.event_latency(uri, mesh,
+                                                               stores.Store(mesh))
+                    processes.stop(mesh.process)
         finally:
-            for proxy in proxies:
-                proxy.stop()
-            for container in containers:
-                container.stop()
-
-    print(f"{CALLS} calls per case, {CONCURRENCY} concurrent, median of {ROUNDS} rounds")
-    print(f"{'case':34} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    medians = {}
-    for name, rounds in results.items():
-        per_s = statistics.median(r[0] for r in rounds)
-        medians[name] = per_s
-        p50 = statistics.median(r[1] for r in rounds) * 1000
-        p99 = statistics.median(r[2] for r in rounds) * 1000
-        print(f"{name:34} {per_s:9.0f} {p50:8.2f} {p99:8.2f}")
-    # the real inventory has telemetry too: compare it with the plain one that has it
-    ratio = medians["rpc get_product (contract)"] / \
-        medians["rpc get_product (plain + telemetry)"]
-    print(f"contract-checked / plain RPC throughput (both with telemetry): {ratio:.2f}")
-    observed = medians["rpc get_product (plain + telemetry)"] / \
-        medians["rpc get_product (plain nameko)"]
-    print(f"with telemetry (log line + metrics) / plain RPC throughput: {observed:.2f}")
-    gateway = medians["http GET /products/{id}"] / medians["rpc get_product (contract)"]
-    print(f"HTTP through the gateway / direct RPC throughput: {gateway:.2f}")
-    sagas.sort()
-    print(f"order saga, POST /orders -> confirmed, {len(sagas)} orders one at a time: "
-          f"p50 {sagas[len(sagas) // 2] * 1000:.0f} ms, "
-          f"p90 {sagas[int(len(sagas) * 0.9)] * 1000:.0f} ms, "
-          f"max {sagas[-1] * 1000:.0f} ms (API.md allows 2000 ms)")
-
-
-def saga_latencies(api, n, orders=SAGAS):
-    """Seconds from each order's POST until GET shows it confirmed (5 ms polls)."""
-    http = requests.Session()
-    product = n.inventory.create_product(sku="bench-saga", name="Saga", price_cents=100,
-                                         stock=orders)
-    email = "bench@example.com"
-    http.post(f"{api}/auth/register", json={"email": email, "password": "bench password",
-                                            "name": "Bench"}).raise_for_status()
-    token = http.post(f"{api}/auth/token", json={"email": email,
-                                                 "password": "bench password"}).json()
-    headers = {"Authorization": f"Bearer {token['access_token']}"}
-    took = []
-    for _ in range(orders):
-        started = time.perf_counter()
-        order = http.post(f"{api}/orders", headers=headers, json={
-            "items": [{"product_id": product["id"], "quantity": 1}],
-            "payment": {"card_token": "tok_bench"}}).json()
-        while http.get(f"{api}/orders/{order['id']}",
-                       headers=headers).json()["status"] != "confirmed":
-            eventlet.sleep(0.005)
-        took.append(time.perf_counter() - started)
-    return took
+            processes.stop_all()
+    report = cases.report(results, events, TARGETS, labels)
+    report.update({"rounds": args.rounds, "seconds_per_case": args.seconds,
+                   "took_s": round(time.monotonic() - started, 1),
+                   "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                               "platform": platform.platform()}})
+    print(cases.render(report))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(report, handle, indent=2)
+    print(f"written to {args.out}")
+    failed = [name for name, rounds in results.items()
+              if any(r.get("error") for r in rounds)]
+    if failed:
+        print("cases that failed: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -81,27 +81,14 @@ def mesh_config(mesh_config_path, tmp_path):
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL database for this session only, dropped at its end."""
-    import psycopg2
-
-    name = f"mesh_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(f"{POSTGRES_DSN}/postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"{POSTGRES_DSN}/{name}"
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+    with temporary_postgres_databases() as make:
+        yield make("session")
 
 
-@pytest.fixture
-def postgres_databases():
-    """Make PostgreSQL databases for one test: ``url = postgres_databases("orders")``.
-
-    Each service needs its own: their `outbox` and `inbox` tables share names.
-    """
+@contextlib.contextmanager
+def temporary_postgres_databases():
+    """Make PostgreSQL databases inside the block: ``url = make("orders")``; each
+    one made is dropped at its end (and no other)."""
     import psycopg2
 
     made = []
@@ -122,6 +109,16 @@ def postgres_databases():
             for name in made:
                 cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_databases():
+    """Make PostgreSQL databases for one test: ``url = postgres_databases("orders")``.
+
+    Each service needs its own: their `outbox` and `inbox` tables share names.
+    """
+    with temporary_postgres_databases() as make:
+        yield make
 
 
 @pytest.fixture

@@ -1,0 +1,266 @@
+"""The bench's cases (each run in a process of its own), and the report they make."""
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WRK_SCRIPT = os.path.join(HERE, "wrk.lua")
+RPC_INFLIGHT = 50
+HTTP_CONNECTIONS = 32
+ORDER_CONNECTIONS = 16
+EVENT_RATE = 20  # orders a second while event latency is measured
+TIMING = {"seconds": 3.0, "warmup": 1.0}
+
+
+def configure(seconds, warmup):
+    TIMING.update(seconds=seconds, warmup=warmup)
+
+
+def order_body(product_id):
+    return {"items": [{"product_id": product_id, "quantity": 1}],
+            "payment": {"card_token": "tok_bench"}}
+
+
+def _percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else None
+
+
+def _ms(seconds):
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+class Rpc:
+    """`RPC_INFLIGHT` calls always in flight from `bench.load`."""
+
+    unit = "calls/s"
+
+    def __init__(self, key, label, uri, target, kwargs):
+        self.key, self.label = key, label
+        self.command = [sys.executable, "-m", "bench.load", uri, target, json.dumps(kwargs),
+                        "--inflight", str(RPC_INFLIGHT)]
+
+    def run(self, warm):
+        warmup = TIMING["warmup"] if warm else min(0.3, TIMING["warmup"])
+        out = subprocess.run(self.command + ["--warmup", str(warmup), "--seconds",
+                                             str(TIMING["seconds"])],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            return {"error": out.stderr.strip()[-500:]}
+        result = json.loads(out.stdout)
+        figures = {"per_s": result["calls_per_s"], "p50_ms": result["p50_ms"],
+                   "p99_ms": result["p99_ms"]}
+        if result["errors"] or not result["calls"]:
+            figures["error"] = f"{result['errors']} error(s): {result['first_error']}"
+        return figures
+
+
+def wrk(url, connections, seconds, headers=(), env=None):
+    """wrk's figures for `url` (one thread, `connections` connections)."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+               "--timeout", "10s", "-s", WRK_SCRIPT]
+    for header in headers:
+        command += ["-H", header]
+    out = subprocess.run(command + [url], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, **(env or {})})
+    lines = [line for line in out.stdout.splitlines() if line.startswith("BENCH ")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed: {out.stderr.strip()[-500:]}")
+    result = json.loads(lines[-1][len("BENCH "):])
+    return {"per_s": round(result["requests"] / (result["duration_us"] / 1e6), 1),
+            "p50_ms": round(result["p50_us"] / 1000, 2),
+            "p99_ms": round(result["p99_us"] / 1000, 2),
+            "requests": result["requests"], "non_2xx": result["non_2xx"],
+            "socket_errors": result["socket_errors"]}
+
+
+class Http:
+    """wrk with `HTTP_CONNECTIONS` connections on one GET route."""
+
+    unit = "req/s"
+
+    def __init__(self, key, label, url, token=None):
+        self.key, self.label, self.url = key, label, url
+        self.headers = [f"Authorization: Bearer {token}"] if token else []
+
+    def run(self, warm):
+        try:
+            if warm:
+                wrk(self.url, HTTP_CONNECTIONS, TIMING["warmup"], self.headers)
+            figures = wrk(self.url, HTTP_CONNECTIONS, TIMING["seconds"], self.headers)
+        except RuntimeError as exc:
+            return {"error": str(exc)}
+        if figures["non_2xx"] or figures["socket_errors"] or not figures["requests"]:
+            figures["error"] = (f"{figures['non_2xx']} non-2xx answer(s), "
+                                f"{figures['socket_errors']} socket error(s)")
+        return figures
+
+
+class Orders:
+    """`POST /orders` from one customer on `ORDER_CONNECTIONS` connections, counted
+    once the orders it made have all settled: orders confirmed per second, end to
+    end, and each order's settle time (`updated_at - created_at`, as orders wrote them)."""
+
+    unit = "orders/s"
+
+    def __init__(self, key, label, mesh, store):
+        self.key, self.label, self.store = key, label, store
+        self.url = f"{mesh.api}/orders"
+        self.headers = [f"Authorization: Bearer {mesh.customer}"]
+        self.env = {"BENCH_METHOD": "POST",
+                    "BENCH_BODY": json.dumps(order_body(mesh.product_id))}
+
+    def post(self, seconds):
+        return wrk(self.url, ORDER_CONNECTIONS, seconds, self.headers, self.env)
+
+    def run(self, warm):
+        try:
+            if warm:
+                warmed_from = self.store.last_order_id()
+                self.post(TIMING["warmup"])
+                self.store.settled_after(warmed_from)
+            last = self.store.last_order_id()
+            posted = self.post(TIMING["seconds"])
+        except RuntimeError as exc:
+            return {"error": str(exc)}
+        rows = self.store.settled_after(last)
+        confirmed = [row for row in rows if row.status == "confirmed"]
+        figures = {"posted_per_s": posted["per_s"], "post_p50_ms": posted["p50_ms"],
+                   "post_p99_ms": posted["p99_ms"], "orders": len(rows),
+                   "confirmed": len(confirmed)}
+        if confirmed:
+            span = (max(r.updated_at for r in confirmed) -
+                    min(r.created_at for r in confirmed)).total_seconds()
+            settle = [(r.updated_at - r.created_at).total_seconds() for r in confirmed]
+            figures.update(per_s=round(len(confirmed) / max(span, 1e-3), 1),
+                           p50_ms=_ms(_percentile(settle, 0.5)),
+                           p99_ms=_ms(_percentile(settle, 0.99)))
+        if len(confirmed) != len(rows) or not rows or posted["non_2xx"] or \
+                posted["socket_errors"]:
+            figures["error"] = (f"{len(rows) - len(confirmed)} of {len(rows)} order(s) not "
+                                f"confirmed, {posted['non_2xx']} non-2xx answer(s)")
+        return figures
+
+
+def plan(uri, stock_url, mesh, store):
+    """Every case against the yardsticks and the mesh on SQLite, in the order run."""
+    product = {"product_id": mesh.product_id}
+    return [
+        Rpc("raw", "raw py-amqp request/reply (the limit)", uri, "raw.echo", product),
+        Rpc("stock_echo", "stock nameko: echo", uri, "stock.echo", product),
+        Rpc("stock_rpc", "stock nameko: get_product (SQLite)", uri, "stock.get_product",
+            {"product_id": 1}),
+        Rpc("mesh_rpc", "mesh: inventory.get_product", uri, "inventory.get_product",
+            product),
+        Http("stock_http", "stock gateway: GET /products/{id}", stock_url),
+        Http("mesh_http_product", "mesh gateway: GET /products/{id} (bearer)",
+             f"{mesh.api}/products/{mesh.product_id}", mesh.customer),
+        Http("mesh_http_order", "mesh gateway: GET /orders/{id} (bearer)",
+             f"{mesh.api}/orders/{mesh.order_id}", mesh.customer),
+        Orders("orders_sqlite", "mesh: POST /orders to confirmed (SQLite)", mesh, store),
+    ]
+
+
+def event_latency(uri, mesh, store, rate=EVENT_RATE):
+    """Outbox row to handler's inbox row, for every event of orders created at `rate`
+    a second by RPC (so the saga runs below saturation)."""
+    since = dt.datetime.now(dt.timezone.utc)
+    last = store.last_order_id()
+    kwargs = {"user_id": mesh.customer_id, "items": order_body(mesh.product_id)["items"],
+              "payment": {"card_token": "tok_bench"}, "idempotency_key": None}
+    out = subprocess.run([sys.executable, "-m", "bench.load", uri, "orders.create_order",
+                          json.dumps(kwargs), "--rate", str(rate), "--warmup", "0",
+                          "--seconds", str(TIMING["seconds"])],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()[-500:]}
+    store.settled_after(last)
+    time.sleep(0.5)  # the last handlers (notifications, inventory's commit) finish
+    latencies = store.event_latencies(since)
+    return {"rate_orders_per_s": rate, "events": len(latencies),
+            "p50_ms": _ms(_percentile(latencies, 0.5)),
+            "p99_ms": _ms(_percentile(latencies, 0.99)),
+            **({} if latencies else {"error": "no event was handled"})}
+
+
+def brief(result):
+    if result.get("error"):
+        return f"ERROR {result['error']}"
+    return f"{result.get('per_s')}/s p50 {result.get('p50_ms')} ms p99 {result.get('p99_ms')} ms"
+
+
+def _median(rounds, field):
+    values = [r[field] for r in rounds if r.get(field) is not None]
+    return round(statistics.median(values), 2) if values else None
+
+
+def report(results, events, targets, labels):
+    """Medians per case, the ratios, and whether each target is met."""
+    cases = {}
+    for key, rounds in results.items():
+        fields = sorted({f for r in rounds for f, v in r.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        cases[key] = {"label": labels[key][0], "unit": labels[key][1],
+                      **{f: _median(rounds, f) for f in fields},
+                      "rounds": rounds}
+
+    def ratio(a, b):
+        x, y = cases.get(a, {}).get("per_s"), cases.get(b, {}).get("per_s")
+        return round(x / y, 2) if x and y else None
+
+    ratios = {"mesh_rpc_vs_stock_rpc": ratio("mesh_rpc", "stock_rpc"),
+              "mesh_rpc_vs_raw": ratio("mesh_rpc", "raw"),
+              "stock_rpc_vs_raw": ratio("stock_rpc", "raw"),
+              "mesh_http_product_vs_stock_http": ratio("mesh_http_product", "stock_http"),
+              "mesh_http_order_vs_stock_http": ratio("mesh_http_order", "stock_http")}
+    orders = cases.get("orders_sqlite", {})
+    http = cases.get("mesh_http_product", {})
+
+    def at_least(value, floor):
+        return value is not None and value >= floor
+
+    def at_most(value, ceiling):
+        return value is not None and value <= ceiling
+
+    met = {
+        f"mesh RPC >= {targets['rpc_vs_stock']}x stock nameko":
+            at_least(ratios["mesh_rpc_vs_stock_rpc"], targets["rpc_vs_stock"]),
+        f"mesh GET /products/{{id}} >= {targets['http_vs_stock']}x stock gateway":
+            at_least(ratios["mesh_http_product_vs_stock_http"], targets["http_vs_stock"]),
+        f"mesh GET /products/{{id}} p99 <= {targets['http_p99_ms']} ms":
+            at_most(http.get("p99_ms"), targets["http_p99_ms"]),
+        f"orders confirmed >= {targets['orders_per_s']}/s (SQLite)":
+            at_least(orders.get("per_s"), targets["orders_per_s"]),
+        f"saga settle p99 <= {targets['settle_p99_ms']} ms (SQLite)":
+            at_most(orders.get("p99_ms"), targets["settle_p99_ms"]),
+    }
+    return {"cases": cases, "ratios": ratios, "event_latency": events, "targets": met}
+
+
+def render(report):
+    lines = [f"{'case':48} {'figure':>14} {'p50 ms':>8} {'p99 ms':>8}"]
+    for case in report["cases"].values():
+        figure = f"{case.get('per_s') or 0:,.0f} {case['unit']}"
+        lines.append(f"{case['label']:48} {figure:>14} {case.get('p50_ms') or '-':>8} "
+                     f"{case.get('p99_ms') or '-':>8}")
+        if "posted_per_s" in case:
+            lines.append(f"{'  (POSTs answered; p50/p99 above: settle time)':48} "
+                         f"{case['posted_per_s']:>8,.0f} req/s {case['post_p50_ms']:>8} "
+                         f"{case['post_p99_ms']:>8}")
+    lines.append("")
+    for backend, figures in report["event_latency"].items():
+        lines.append(f"event latency, outbox row to handler ({backend}, "
+                     f"{figures.get('rate_orders_per_s')} orders/s): "
+                     f"p50 {figures.get('p50_ms')} ms, p99 {figures.get('p99_ms')} ms "
+                     f"over {figures.get('events')} deliveries")
+    lines.append("")
+    for name, value in report["ratios"].items():
+        lines.append(f"{name:40} {value if value is not None else '-'}")
+    lines.append("")
+    for target, ok in report["targets"].items():
+        lines.append(f"[{'met' if ok else 'NOT met'}] {target}")
+    return "\n".join(lines)

@@ -1,0 +1,19 @@
+"""`make bench` still runs every case (a smoke run: short, one round, figures unchecked)."""
+import json
+import subprocess
+import sys
+
+
+def test_every_bench_case_runs(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["cases"]) == {
+        "raw", "stock_echo", "stock_rpc", "mesh_rpc", "stock_http", "mesh_http_product",
+        "mesh_http_order", "orders_sqlite", "orders_postgresql"}
+    for key, case in report["cases"].items():
+        assert case["per_s"], key
+    for backend in ("sqlite", "postgresql"):
+        assert report["event_latency"][backend]["events"] > 0, backend
