@@ -118,6 +118,8 @@ class Settings(Schema):
                                                 validate=_http_url)
     MESH_LOG_FORMAT = fields.String(load_default="json",
                                     validate=validate.OneOf(("json", "text")))
+    SLOW_CALL_SECONDS = fields.Float(load_default=1.0,
+                                     validate=validate.Range(min=0.001, max=3600))
     SERVICES = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z_]+$")),
                            values=fields.String(validate=_service_path), required=True)
 

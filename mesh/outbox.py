@@ -2,11 +2,13 @@
 
 A service records an event with ``self.outbox.add(session, "order_created", data)``
 before it commits; `OutboxRelay` publishes committed rows to the service's nameko
-events exchange (`<service>.events`, routing key = event type) with publisher
-confirms, and marks them sent. Publishing never happens inside the business
-transaction, and a broker outage only delays events: rows wait until it is back.
+events exchange (`<service>.events`, routing key = event type), a batch at a time,
+waits until the broker has confirmed the whole batch, and only then marks its rows
+sent. Publishing never happens inside the business transaction, and a broker
+outage only delays events: rows wait until it is back.
 """
 import datetime as dt
+import functools
 import json
 import logging
 import uuid
@@ -14,14 +16,16 @@ import uuid
 import eventlet
 from eventlet.queue import Empty, LightQueue
 from marshmallow import ValidationError
-from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.standalone.events import get_event_exchange
+from nameko_sqlalchemy.database import Session
 from prometheus_client import Counter
 from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, event,
                         func, insert, select, update)
 
+from mesh import codec
+from mesh.broker import ConfirmedPublisher
 from mesh.db import UtcDateTime, database_url, make_engine, utcnow
 from mesh.metrics import Metrics
 from mesh.tracing import TRACEPARENT
@@ -35,6 +39,7 @@ TRACE_HEADER = f"nameko.{TRACEPARENT}"
 BATCH = 100
 POLL_SECONDS = 2.0
 MAX_BACKOFF = 10.0
+WAKE = "mesh.outbox.wake"  # session.info key: the relay to wake after commit
 
 
 def outbox_table(metadata: MetaData):
@@ -54,12 +59,18 @@ def outbox_table(metadata: MetaData):
     )
 
 
+@functools.cache
+def _data_schema(declared):
+    # one instance per event type: marshmallow schemas hold no state between calls
+    return declared.data()
+
+
 def make_envelope(contract, event_type, data, correlation_id=None):
     """`{event_id, type, version, occurred_at, correlation_id, data}`, data checked."""
     declared = contract.events.get(event_type)
     if declared is None:
         raise ValueError(f"{contract.service} declares no event {event_type!r}")
-    schema = declared.data()
+    schema = _data_schema(declared)
     dumped = schema.dump(data)
     errors = schema.validate(dumped)
     if errors:
@@ -88,17 +99,26 @@ class OutboxWriter:
     def add(self, session, event_type, data):
         correlation_id = self.context_data.get("request_id")
         envelope = make_envelope(self.contract, event_type, data, correlation_id)
-        session.execute(insert(self.table).values(
-            event_id=envelope["event_id"], type=event_type, version=envelope["version"],
-            occurred_at=envelope["occurred_at"], correlation_id=correlation_id,
-            traceparent=self.context_data.get(TRACEPARENT),
-            data=json.dumps(envelope["data"])))
-        if not event.contains(session, "after_commit", self._committed):
-            event.listen(session, "after_commit", self._committed)
+        session.connection().execute(_insert(self.table), {
+            "event_id": envelope["event_id"], "type": event_type,
+            "version": envelope["version"], "occurred_at": envelope["occurred_at"],
+            "correlation_id": correlation_id,
+            "traceparent": self.context_data.get(TRACEPARENT),
+            "data": json.dumps(envelope["data"])})
+        session.info[WAKE] = self.wake
         return envelope
 
-    def _committed(self, session):
-        self.wake()
+
+@functools.cache
+def _insert(table):
+    return insert(table)
+
+
+def _wake_relay(session):
+    """After any commit: wake the relay of a session that recorded events."""
+    wake = session.info.pop(WAKE, None)
+    if wake is not None:
+        wake()
 
 
 class OutboxRelay(SharedExtension):
@@ -120,9 +140,8 @@ class OutboxRelay(SharedExtension):
         config = self.container.config
         self.url = database_url(config, self.container.service_name)
         self.exchange = get_event_exchange(self.container.service_name, config)
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[self.exchange],
-                                   use_confirms=True, retry=True,
-                                   retry_policy={"max_retries": 1})
+        self.publisher = ConfirmedPublisher(config[AMQP_URI_CONFIG_KEY],
+                                            declare=[self.exchange])
         self.published = Counter("mesh_events_published", "Events the outbox published, "
                                  "by type", ["service", "type"],
                                  registry=self.metrics.registry)
@@ -143,12 +162,14 @@ class OutboxRelay(SharedExtension):
         if self._thread is not None:
             with eventlet.Timeout(5, False):
                 self._thread.wait()
+        self.publisher.close()
         self.engine.dispose()
 
     def kill(self):
         self._running = False
         if self._thread is not None:
             self._thread.kill()
+        self.publisher.close()
         self.engine.dispose()
 
     def wake(self):
@@ -209,6 +230,8 @@ class OutboxRelay(SharedExtension):
                 .order_by(self.table.c.id).limit(BATCH))
 
     def _publish(self, rows):
+        """Send the rows as one batch; returns once the broker confirmed them all."""
+        batch = []
         for row in rows:
             body = {"event_id": row.event_id, "type": row.type, "version": row.version,
                     "occurred_at": row.occurred_at.astimezone(dt.timezone.utc)
@@ -216,9 +239,12 @@ class OutboxRelay(SharedExtension):
                     "correlation_id": row.correlation_id, "data": json.loads(row.data)}
             headers = {CORRELATION_HEADER: row.correlation_id,
                        TRACE_HEADER: row.traceparent}
-            self.publisher.publish(body, exchange=self.exchange, routing_key=row.type,
-                                   message_id=row.event_id,
-                                   extra_headers={k: v for k, v in headers.items() if v})
+            batch.append((codec.dumps(body), self.exchange.name, row.type,
+                          {"message_id": row.event_id, "application_headers":
+                           {k: v for k, v in headers.items() if v}}))
+        if batch:
+            self.publisher.publish_batch(batch)
+        for row in rows:
             self.published.labels(self.container.service_name, row.type).inc()
 
     def _mark(self, conn, rows):
@@ -240,6 +266,10 @@ class Outbox(DependencyProvider):
     def setup(self):
         self.table = self.declarative_base.metadata.tables["outbox"]
         self.relay.bind_table(self.table)
+        # one listener for every session (a listener per session costs a
+        # dispatcher each): it wakes the relay a session asked for
+        if not event.contains(Session, "after_commit", _wake_relay):
+            event.listen(Session, "after_commit", _wake_relay)
 
     def get_dependency(self, worker_ctx):
         # the worker's live context (context_data is a copy), so events carry its span

@@ -8,7 +8,7 @@ import sys
 import eventlet
 from nameko.runners import ServiceRunner
 
-from mesh import logs, migrations
+from mesh import codec, logs, migrations
 
 __all__ = ["serve", "import_service", "entrypoints_of", "STOP_GRACE_SECONDS"]
 
@@ -34,6 +34,7 @@ def entrypoints_of(service_cls):
 def serve(config, name):
     """Migrate the service's database, run it until SIGTERM/SIGINT, then drain."""
     logs.set_process_service(name)
+    codec.register()
     if "LOGGING" in config:
         logging.config.dictConfig(config["LOGGING"])
     service_cls = import_service(config["SERVICES"][name])

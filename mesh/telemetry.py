@@ -1,7 +1,11 @@
 """`telemetry = Telemetry()`: every worker of a service logged, measured and traced.
 
-Each worker gives one log line (entrypoint, request id, duration, outcome, error
-type), counts in `mesh_worker_*` metrics and, when tracing is on, one span. The
+Each worker counts in `mesh_worker_*` metrics, gives one log line (entrypoint,
+request id, duration, outcome, error type) and, when tracing is on, one span.
+The line of an error or of a call slower than SLOW_CALL_SECONDS is a WARNING and
+always shows; an answered call's is INFO on the `mesh.worker` logger, whose level
+(MESH_WORKER_LOG_LEVEL, WARNING by default) decides: a line per call costs about
+a tenth of a service's throughput. The
 same extension reports the depth of the service's queues and dead-letter queues
 at scrape time, and starts the service's ops port (/metrics, /health).
 """
@@ -24,6 +28,7 @@ from mesh.tracing import Tracing
 __all__ = ["Telemetry", "outcome_of"]
 
 log = logging.getLogger("mesh.worker")
+DEFAULT_SLOW_SECONDS = 1.0
 
 
 def outcome_of(entrypoint, exc_info):
@@ -46,6 +51,9 @@ class Telemetry(DependencyProvider):
         self.amqp_uri = self.container.config[AMQP_URI_CONFIG_KEY]
         self.started = WeakKeyDictionary()
         self.rpc_served = any(isinstance(e, Rpc) for e in self.container.entrypoints)
+        self.slow_seconds = float(self.container.config.get("SLOW_CALL_SECONDS",
+                                                            DEFAULT_SLOW_SECONDS))
+        self.series = {}
         self.metrics.add("queue depths", self.sample_queues)
 
     def get_dependency(self, worker_ctx):
@@ -63,20 +71,43 @@ class Telemetry(DependencyProvider):
         seconds = time.perf_counter() - started
         entrypoint = worker_ctx.entrypoint
         outcome = outcome_of(entrypoint, exc_info)
-        error_type = type(exc_info[1]).__name__ if exc_info else None
-        self.metrics.worker_calls.labels(self.service, entrypoint.method_name,
-                                         outcome).inc()
-        self.metrics.worker_seconds.labels(self.service, entrypoint.method_name) \
-            .observe(seconds)
+        calls, duration = self._series(entrypoint.method_name, outcome)
+        calls.inc()
+        duration.observe(seconds)
         self.tracing.end_span(span, outcome, exc_info)
-        level = logging.WARNING if outcome == "error" else logging.INFO
+        level = self._level(entrypoint, outcome, seconds)
+        if not log.isEnabledFor(level):
+            return
+        error_type = type(exc_info[1]).__name__ if exc_info else None
+        slow = outcome != "error" and seconds >= self.slow_seconds
+        log.log(level, "%s %s in %.1f ms%s%s", entrypoint.method_name, outcome,
+                seconds * 1000, f" ({error_type})" if error_type else "",
+                " (slow)" if slow else "",
+                extra={"duration_ms": round(seconds * 1000, 3), "outcome": outcome,
+                       **({"error_type": error_type} if error_type else {}),
+                       **({"slow": True} if slow else {})})
+
+    def _level(self, entrypoint, outcome, seconds):
+        """Errors and slow calls are news; an answered call is INFO, which the
+        `mesh.worker` logger shows only when MESH_WORKER_LOG_LEVEL asks for it;
+        a timer's tick or a probe is DEBUG."""
+        if outcome == "error" or seconds >= self.slow_seconds:
+            return logging.WARNING
         if outcome == "ok" and (isinstance(entrypoint, Timer) or
                                 getattr(entrypoint, "quiet", False)):
-            level = logging.DEBUG  # a timer's tick or a probe is not news
-        log.log(level, "%s %s in %.1f ms%s", entrypoint.method_name, outcome,
-                seconds * 1000, f" ({error_type})" if error_type else "",
-                extra={"duration_ms": round(seconds * 1000, 3), "outcome": outcome,
-                       **({"error_type": error_type} if error_type else {})})
+            return logging.DEBUG
+        return logging.INFO
+
+    def _series(self, entrypoint, outcome):
+        """The labelled counter and histogram of one entrypoint and outcome (kept:
+        looking a labelled child up on every call costs a lock and a dict)."""
+        key = (entrypoint, outcome)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = (
+                self.metrics.worker_calls.labels(self.service, entrypoint, outcome),
+                self.metrics.worker_seconds.labels(self.service, entrypoint))
+        return series
 
     def worker_teardown(self, worker_ctx):
         self.metrics.workers_busy.dec()

@@ -13,6 +13,10 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
+from mesh import codec  # noqa: E402
+
+codec.register()  # the services under test speak as `mesh serve` makes them
+
 import contextlib  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402

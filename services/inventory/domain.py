@@ -1,41 +1,54 @@
 """Inventory rules: stock is what can still be ordered and never goes below zero.
 
 Every change to stock is one conditional UPDATE, so concurrent reservations can
-never oversell, on SQLite or PostgreSQL alike. Functions here flush but do not
-commit: the RPC method or the event handler commits, with the events (outbox)
-and the inbox row in the same transaction.
+never oversell, on SQLite or PostgreSQL alike. Functions here take the worker's
+session and speak SQL through its connection (reads by id run on every order
+and every product page: the ORM's loading cost more than the query); products
+and reservations come back as contract dicts. Nothing here commits: the RPC
+method or the event handler commits, with the events (outbox) and the inbox row
+in the same transaction.
 """
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import Conflict, InvalidInput, NotFound
 from services.inventory.models import Product, Reservation, ReservationLine
 
 MAX_STOCK = 2**31 - 1
+PRODUCTS, RESERVATIONS = Product.__table__, Reservation.__table__
+LINES = ReservationLine.__table__
+PRODUCT = (PRODUCTS.c.id, PRODUCTS.c.sku, PRODUCTS.c.name, PRODUCTS.c.price_cents,
+           PRODUCTS.c.stock, PRODUCTS.c.created_at)
+PRODUCT_BY_ID = select(*PRODUCT).where(PRODUCTS.c.id == bindparam("product_id"))
+RESERVATION_BY_ORDER = select(RESERVATIONS.c.order_id, RESERVATIONS.c.status,
+                              RESERVATIONS.c.short_product_ids) \
+    .where(RESERVATIONS.c.order_id == bindparam("order_id"))
+LINES_BY_ORDER = select(LINES.c.product_id, LINES.c.quantity) \
+    .where(LINES.c.order_id == bindparam("order_id")).order_by(LINES.c.product_id)
 
 
 def create_product(session, sku, name, price_cents, stock):
-    product = Product(sku=sku, name=name, price_cents=price_cents, stock=stock)
-    session.add(product)
     try:
-        session.flush()
+        row = session.connection().execute(
+            insert(PRODUCTS).values(sku=sku, name=name, price_cents=price_cents,
+                                    stock=stock).returning(*PRODUCT)).one()
     except IntegrityError:
         session.rollback()
         raise Conflict(f"sku {sku} already exists") from None
-    return product
+    return row._asdict()
 
 
 def get_product(session, product_id):
-    product = session.get(Product, product_id)
-    if product is None:
+    row = session.connection().execute(PRODUCT_BY_ID, {"product_id": product_id}).first()
+    if row is None:
         raise NotFound(f"product {product_id} not found")
-    return product
+    return row._asdict()
 
 
 def get_prices(session, product_ids):
     """`{product_id: price_cents}`; NotFound naming every unknown id."""
-    rows = session.execute(select(Product.id, Product.price_cents)
-                           .where(Product.id.in_(product_ids))).all()
+    rows = session.connection().execute(select(PRODUCTS.c.id, PRODUCTS.c.price_cents)
+                                        .where(PRODUCTS.c.id.in_(product_ids))).all()
     prices = {row.id: row.price_cents for row in rows}
     missing = sorted(set(product_ids) - set(prices))
     if missing:
@@ -45,36 +58,48 @@ def get_prices(session, product_ids):
 
 def list_products(session, limit, offset):
     """One page of products, oldest first, and how many there are in all."""
-    total = session.scalar(select(func.count()).select_from(Product))
-    items = session.scalars(
-        select(Product).order_by(Product.id).limit(limit).offset(offset)).all()
-    return items, total
+    conn = session.connection()
+    total = conn.scalar(select(func.count()).select_from(PRODUCTS))
+    rows = conn.execute(select(*PRODUCT).order_by(PRODUCTS.c.id).limit(limit)
+                        .offset(offset)).all()
+    return [row._asdict() for row in rows], total
 
 
 def restock(session, product_id, quantity):
-    result = session.execute(
-        update(Product)
-        .where(Product.id == product_id, Product.stock <= MAX_STOCK - quantity)
-        .values(stock=Product.stock + quantity))
-    if result.rowcount == 0:
+    row = session.connection().execute(
+        update(PRODUCTS)
+        .where(PRODUCTS.c.id == product_id, PRODUCTS.c.stock <= MAX_STOCK - quantity)
+        .values(stock=PRODUCTS.c.stock + quantity).returning(*PRODUCT)).first()
+    if row is None:
         get_product(session, product_id)  # NotFound when absent
         raise InvalidInput(f"restocking would take product {product_id} past "
                            f"{MAX_STOCK} units", {"quantity": ["Too many units."]})
-    session.expire_all()
-    return get_product(session, product_id)
+    return row._asdict()
 
 
-def _add_stock(session, product_id, quantity):
-    session.execute(update(Product).where(Product.id == product_id)
-                    .values(stock=Product.stock + quantity))
+def _add_stock(conn, product_id, quantity):
+    conn.execute(update(PRODUCTS).where(PRODUCTS.c.id == product_id)
+                 .values(stock=PRODUCTS.c.stock + quantity))
 
 
-def _existing(session, order_id, lines):
-    reservation = session.get(Reservation, order_id)
+def _reservation(session, order_id):
+    """The reservation of `order_id` as a dict, or None."""
+    conn = session.connection()
+    row = conn.execute(RESERVATION_BY_ORDER, {"order_id": order_id}).first()
+    if row is None:
+        return None
+    lines = conn.execute(LINES_BY_ORDER, {"order_id": order_id}).all()
+    return {"order_id": row.order_id, "status": row.status,
+            "lines": [{"product_id": p, "quantity": q} for p, q in lines],
+            "short_product_ids": [int(x) for x in row.short_product_ids.split(",") if x]}
+
+
+def _existing(reservation, lines):
     asked = {(line["product_id"], line["quantity"]) for line in lines}
-    held = {(line.product_id, line.quantity) for line in reservation.lines}
-    if reservation.status != "rejected" and asked != held:
-        raise Conflict(f"order {order_id} already holds a different reservation")
+    held = {(line["product_id"], line["quantity"]) for line in reservation["lines"]}
+    if reservation["status"] != "rejected" and asked != held:
+        raise Conflict(f"order {reservation['order_id']} already holds a different "
+                       "reservation")
     return reservation, False
 
 
@@ -83,41 +108,42 @@ def reserve(session, order_id, lines):
 
     The same order asking again gets the same reservation, with created False.
     """
-    if session.get(Reservation, order_id) is not None:
-        return _existing(session, order_id, lines)
+    existing = _reservation(session, order_id)
+    if existing is not None:
+        return _existing(existing, lines)
     wanted = {line["product_id"]: line["quantity"] for line in lines}
     get_prices(session, list(wanted))  # NotFound for unknown products
+    conn = session.connection()
     try:
         # the header first: a concurrent call for this order waits on it and fails
-        reservation = Reservation(order_id=order_id, status="reserved")
-        session.add(reservation)
-        session.flush()
+        conn.execute(insert(RESERVATIONS).values(order_id=order_id, status="reserved"))
     except IntegrityError:
         session.rollback()
-        return _existing(session, order_id, lines)
+        return _existing(_reservation(session, order_id), lines)
     taken, short = [], []
     # one lock order for every transaction, so two orders cannot deadlock
     for product_id in sorted(wanted):
-        result = session.execute(
-            update(Product)
-            .where(Product.id == product_id, Product.stock >= wanted[product_id])
-            .values(stock=Product.stock - wanted[product_id]))
+        result = conn.execute(
+            update(PRODUCTS)
+            .where(PRODUCTS.c.id == product_id, PRODUCTS.c.stock >= wanted[product_id])
+            .values(stock=PRODUCTS.c.stock - wanted[product_id]))
         (taken if result.rowcount else short).append(product_id)
     if short:
         for product_id in taken:  # all or nothing
-            _add_stock(session, product_id, wanted[product_id])
-        reservation.status = "rejected"
-        reservation.short_product_ids = ",".join(map(str, short))
-    else:
-        session.add_all(ReservationLine(order_id=order_id, product_id=p, quantity=q)
-                        for p, q in wanted.items())
-    session.flush()
-    session.expire(reservation)
-    return reservation, True
+            _add_stock(conn, product_id, wanted[product_id])
+        conn.execute(update(RESERVATIONS).where(RESERVATIONS.c.order_id == order_id)
+                     .values(status="rejected",
+                             short_product_ids=",".join(map(str, short))))
+        return {"order_id": order_id, "status": "rejected", "lines": [],
+                "short_product_ids": short}, True
+    held = [{"product_id": p, "quantity": wanted[p]} for p in sorted(wanted)]
+    conn.execute(insert(LINES), [{"order_id": order_id, **line} for line in held])
+    return {"order_id": order_id, "status": "reserved", "lines": held,
+            "short_product_ids": []}, True
 
 
-def _reservation(session, order_id):
-    reservation = session.get(Reservation, order_id)
+def _required(session, order_id):
+    reservation = _reservation(session, order_id)
     if reservation is None:
         raise NotFound(f"no reservation for order {order_id}")
     return reservation
@@ -128,28 +154,25 @@ def release(session, order_id):
 
     `released` is True only for the call that gave the units back.
     """
-    claimed = session.execute(
-        update(Reservation)
-        .where(Reservation.order_id == order_id,
-               Reservation.status.in_(("reserved", "committed")))
+    conn = session.connection()
+    claimed = conn.execute(
+        update(RESERVATIONS)
+        .where(RESERVATIONS.c.order_id == order_id,
+               RESERVATIONS.c.status.in_(("reserved", "committed")))
         .values(status="released"))
     if claimed.rowcount:
-        for line in session.scalars(
-                select(ReservationLine).where(ReservationLine.order_id == order_id)
-                .order_by(ReservationLine.product_id)):
-            _add_stock(session, line.product_id, line.quantity)
-    session.expire_all()
-    return _reservation(session, order_id), bool(claimed.rowcount)
+        for product_id, quantity in conn.execute(LINES_BY_ORDER, {"order_id": order_id}):
+            _add_stock(conn, product_id, quantity)
+    return _required(session, order_id), bool(claimed.rowcount)
 
 
 def commit(session, order_id):
     """Make a reservation final; idempotent; Conflict once it was released or rejected."""
-    session.execute(
-        update(Reservation)
-        .where(Reservation.order_id == order_id, Reservation.status == "reserved")
+    session.connection().execute(
+        update(RESERVATIONS)
+        .where(RESERVATIONS.c.order_id == order_id, RESERVATIONS.c.status == "reserved")
         .values(status="committed"))
-    session.expire_all()
-    reservation = _reservation(session, order_id)
-    if reservation.status != "committed":
-        raise Conflict(f"the reservation of order {order_id} is {reservation.status}")
+    reservation = _required(session, order_id)
+    if reservation["status"] != "committed":
+        raise Conflict(f"the reservation of order {order_id} is {reservation['status']}")
     return reservation

@@ -1,6 +1,6 @@
 """The inventory database: products, their orderable stock and reservations."""
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
 from mesh.handlers import inbox_table
@@ -28,11 +28,6 @@ class Product(Base):
     stock: Mapped[int] = mapped_column(Integer, default=0)
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
 
-    def to_dict(self):
-        return {"id": self.id, "sku": self.sku, "name": self.name,
-                "price_cents": self.price_cents, "stock": self.stock,
-                "created_at": self.created_at}
-
 
 class Reservation(Base):
     """One order's claim on stock; its status moves reserved → committed → released."""
@@ -50,15 +45,6 @@ class Reservation(Base):
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
     updated_at = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow,
                                nullable=False)
-    lines = relationship("ReservationLine", order_by="ReservationLine.product_id",
-                         lazy="selectin")
-
-    def to_dict(self):
-        short = [int(x) for x in self.short_product_ids.split(",") if x]
-        return {"order_id": self.order_id, "status": self.status,
-                "lines": [{"product_id": line.product_id, "quantity": line.quantity}
-                          for line in self.lines],
-                "short_product_ids": short}
 
 
 class ReservationLine(Base):

@@ -29,11 +29,11 @@ class InventoryService:
     def create_product(self, sku, name, price_cents, stock):
         product = domain.create_product(self.db.session, sku, name, price_cents, stock)
         self.db.session.commit()
-        return product.to_dict()
+        return product
 
     @rpc
     def get_product(self, product_id):
-        return domain.get_product(self.db.session, product_id).to_dict()
+        return domain.get_product(self.db.session, product_id)
 
     @rpc
     def get_prices(self, product_ids):
@@ -43,35 +43,34 @@ class InventoryService:
     @rpc
     def list_products(self, limit, offset):
         items, total = domain.list_products(self.db.session, limit, offset)
-        return {"items": [p.to_dict() for p in items], "total": total,
-                "limit": limit, "offset": offset}
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @rpc
     def restock(self, product_id, quantity):
         # a request redelivered after a crash must not add the units twice
         if not claim_request(self.db.session, rpc_requests, self.request_key):
-            return domain.get_product(self.db.session, product_id).to_dict()
+            return domain.get_product(self.db.session, product_id)
         product = domain.restock(self.db.session, product_id, quantity)
         self.db.session.commit()
-        return product.to_dict()
+        return product
 
     @rpc
     def reserve_stock(self, order_id, lines):
         reservation, _ = domain.reserve(self.db.session, order_id, lines)
         self.db.session.commit()
-        return reservation.to_dict()
+        return reservation
 
     @rpc
     def release_stock(self, order_id):
         reservation, _ = domain.release(self.db.session, order_id)
         self.db.session.commit()
-        return reservation.to_dict()
+        return reservation
 
     @rpc
     def commit_stock(self, order_id):
         reservation = domain.commit(self.db.session, order_id)
         self.db.session.commit()
-        return reservation.to_dict()
+        return reservation
 
     # The order saga. Handlers write without committing: @handle_event commits
     # their writes, their events and their inbox row together.
@@ -89,13 +88,13 @@ class InventoryService:
             return
         if not created:
             return
-        if reservation.status == "reserved":
+        if reservation["status"] == "reserved":
             self.outbox.add(self.db.session, "stock_reserved",
                             {"order_id": data["order_id"]})
         else:
             self.outbox.add(self.db.session, "stock_rejected", {
                 "order_id": data["order_id"],
-                "short_product_ids": reservation.to_dict()["short_product_ids"]})
+                "short_product_ids": reservation["short_product_ids"]})
 
     @handle_event(orders.CONTRACT, "order_confirmed")
     def on_order_confirmed(self, event):

@@ -1,7 +1,15 @@
-"""What a user is told, and when: one notification per domain event."""
-from sqlalchemy import func, select
+"""What a user is told, and when: one notification per domain event.
+
+Functions take the worker's session and speak SQL through its connection;
+notifications come back as contract dicts. Nothing here commits.
+"""
+from sqlalchemy import func, insert, select
 
 from services.notifications.models import Notification
+
+NOTIFICATIONS = Notification.__table__
+VIEW = (NOTIFICATIONS.c.id, NOTIFICATIONS.c.kind, NOTIFICATIONS.c.subject,
+        NOTIFICATIONS.c.body, NOTIFICATIONS.c.order_id, NOTIFICATIONS.c.created_at)
 
 MESSAGES = {
     "welcome": ("Welcome, {name}", "Your account {email} is ready."),
@@ -22,21 +30,23 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
     An order's saga may announce the same outcome twice (say, a timeout racing a
     late reply); the user hears it once.
     """
-    if order_id is not None and session.scalar(select(Notification.id).where(
-            Notification.order_id == order_id, Notification.kind == kind)):
+    conn = session.connection()
+    if order_id is not None and conn.scalar(select(NOTIFICATIONS.c.id).where(
+            NOTIFICATIONS.c.order_id == order_id, NOTIFICATIONS.c.kind == kind)):
         return
     subject, body = MESSAGES[kind]
     values = dict(facts, order_id=order_id)
-    session.add(Notification(user_id=user_id, kind=kind, order_id=order_id,
-                             event_id=event_id, subject=subject.format(**values),
-                             body=body.format(**values)))
+    conn.execute(insert(NOTIFICATIONS).values(
+        user_id=user_id, kind=kind, order_id=order_id, event_id=event_id,
+        subject=subject.format(**values), body=body.format(**values)))
 
 
 def page(session, user_id, limit, offset):
-    total = session.scalar(select(func.count()).select_from(Notification)
-                           .where(Notification.user_id == user_id))
-    items = session.scalars(select(Notification).where(Notification.user_id == user_id)
-                            .order_by(Notification.created_at.desc(),
-                                      Notification.id.desc())
-                            .limit(limit).offset(offset)).all()
-    return items, total
+    conn = session.connection()
+    total = conn.scalar(select(func.count()).select_from(NOTIFICATIONS)
+                        .where(NOTIFICATIONS.c.user_id == user_id))
+    rows = conn.execute(select(*VIEW).where(NOTIFICATIONS.c.user_id == user_id)
+                        .order_by(NOTIFICATIONS.c.created_at.desc(),
+                                  NOTIFICATIONS.c.id.desc())
+                        .limit(limit).offset(offset)).all()
+    return [row._asdict() for row in rows], total

@@ -23,10 +23,5 @@ class Notification(Base):
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
 
-    def to_dict(self):
-        return {"id": self.id, "kind": self.kind, "subject": self.subject,
-                "body": self.body, "order_id": self.order_id,
-                "created_at": self.created_at}
-
 
 inbox = inbox_table(Base.metadata)

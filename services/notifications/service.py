@@ -19,8 +19,7 @@ class NotificationsService:
     @rpc
     def list_notifications(self, user_id, limit, offset):
         items, total = domain.page(self.db.session, user_id, limit, offset)
-        return {"items": [n.to_dict() for n in items], "total": total,
-                "limit": limit, "offset": offset}
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @handle_event(accounts.CONTRACT, "user_registered")
     def on_user_registered(self, event):

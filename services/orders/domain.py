@@ -6,15 +6,19 @@
        └──stuck past the timeout──────────────────────────────────────► rejected (timeout)
     confirmed ──cancel──► cancelling ──stock released + payment refunded──► cancelled
 
-Every transition is a conditional UPDATE on the current status, so two
-deliveries, two instances or a timeout racing a handler cannot both apply one.
-Each records its events in the outbox in the same transaction. Nothing here
-commits: the RPC method or the event handler does.
+Every transition is one conditional UPDATE on the current status that returns
+what the next step needs, so two deliveries, two instances or a timeout racing a
+handler cannot both apply one. Each records its events in the outbox in the same
+transaction. Nothing here commits: the RPC method or the event handler does.
+
+Functions take the worker's session and speak SQL through its connection: the
+saga runs several steps per order, and the ORM's loading and identity map cost
+several times the statements themselves. Orders come back as contract dicts.
 """
 import hashlib
 import json
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import NotFound
@@ -22,7 +26,18 @@ from contracts.orders import IdempotencyKeyReused, NotCancellable
 from mesh.db import utcnow
 from services.orders.models import Order, OrderLine
 
+ORDERS, LINES = Order.__table__, OrderLine.__table__
 IN_FLIGHT = ("pending", "cancelling")  # the saga still has steps to take
+# what a saga step reads of an order, and what its announcements carry
+SAGA = (ORDERS.c.id, ORDERS.c.user_id, ORDERS.c.status, ORDERS.c.reason,
+        ORDERS.c.total_cents, ORDERS.c.card_token, ORDERS.c.stock_state,
+        ORDERS.c.payment_state)
+VIEW = (ORDERS.c.id, ORDERS.c.user_id, ORDERS.c.status, ORDERS.c.reason,
+        ORDERS.c.total_cents, ORDERS.c.created_at, ORDERS.c.updated_at)
+ITEMS = select(LINES.c.order_id, LINES.c.product_id, LINES.c.quantity,
+               LINES.c.unit_price_cents).order_by(LINES.c.order_id, LINES.c.product_id)
+BY_ID = select(*VIEW).where(ORDERS.c.id == bindparam("order_id"))
+SAGA_BY_ID = select(*SAGA).where(ORDERS.c.id == bindparam("order_id"))
 
 
 def request_hash(items, payment):
@@ -32,62 +47,92 @@ def request_hash(items, payment):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _views(conn, rows):
+    """Orders as the contract shows them, with their lines."""
+    if not rows:
+        return []
+    items = {}
+    for line in conn.execute(ITEMS.where(LINES.c.order_id.in_([r.id for r in rows]))):
+        items.setdefault(line.order_id, []).append(
+            {"product_id": line.product_id, "quantity": line.quantity,
+             "unit_price_cents": line.unit_price_cents})
+    return [{**row._asdict(), "items": items.get(row.id, [])} for row in rows]
+
+
 def find_by_key(session, user_id, key, digest):
     """The order an idempotency key already made, or None; raises on a new body."""
-    order = session.scalars(select(Order).where(
-        Order.user_id == user_id, Order.idempotency_key == key)).one_or_none()
-    if order is not None and order.request_hash != digest:
+    conn = session.connection()
+    row = conn.execute(select(*VIEW, ORDERS.c.request_hash).where(
+        ORDERS.c.user_id == user_id, ORDERS.c.idempotency_key == key)).first()
+    if row is None:
+        return None
+    if row.request_hash != digest:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used with a different request body")
+    (order,) = _views(conn, [row])
+    order.pop("request_hash")
     return order
 
 
 def create(session, outbox, user_id, items, card_token, prices, key=None, digest=None):
     """A pending order at `prices`, announced as `order_created`."""
-    lines = [OrderLine(product_id=i["product_id"], quantity=i["quantity"],
-                       unit_price_cents=prices[i["product_id"]]) for i in items]
-    order = Order(user_id=user_id, status="pending", card_token=card_token,
-                  total_cents=sum(line.quantity * line.unit_price_cents for line in lines),
-                  idempotency_key=key, request_hash=digest, lines=lines)
-    session.add(order)
+    conn = session.connection()
+    lines = sorted(({"product_id": i["product_id"], "quantity": i["quantity"],
+                     "unit_price_cents": prices[i["product_id"]]} for i in items),
+                   key=lambda line: line["product_id"])
+    total = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
+    now = utcnow()
     try:
-        session.flush()
+        order_id = conn.execute(insert(ORDERS).values(
+            user_id=user_id, status="pending", card_token=card_token, total_cents=total,
+            idempotency_key=key, request_hash=digest, created_at=now, updated_at=now)
+            .returning(ORDERS.c.id)).scalar_one()
     except IntegrityError:
         # the same key raced us and won: answer with its order
         session.rollback()
         return find_by_key(session, user_id, key, digest)
+    conn.execute(insert(LINES), [{"order_id": order_id, **line} for line in lines])
     outbox.add(session, "order_created", {
-        "order_id": order.id, "user_id": user_id, "total_cents": order.total_cents,
+        "order_id": order_id, "user_id": user_id, "total_cents": total,
         "lines": [{"product_id": i["product_id"], "quantity": i["quantity"]}
                   for i in items]})
-    return order
+    return {"id": order_id, "user_id": user_id, "status": "pending", "reason": None,
+            "total_cents": total, "created_at": now, "updated_at": now, "items": lines}
 
 
 def get(session, order_id, owner_id=None):
     """The order; NotFound also when it is not `owner_id`'s."""
-    order = session.get(Order, order_id)
-    if order is None or (owner_id is not None and order.user_id != owner_id):
+    conn = session.connection()
+    row = conn.execute(BY_ID, {"order_id": order_id}).first()
+    if row is None or (owner_id is not None and row.user_id != owner_id):
         raise NotFound(f"order {order_id} not found")
-    return order
+    return _views(conn, [row])[0]
 
 
 def page(session, user_id, limit, offset):
-    total = session.scalar(select(func.count()).select_from(Order)
-                           .where(Order.user_id == user_id))
-    items = session.scalars(select(Order).where(Order.user_id == user_id)
-                            .order_by(Order.created_at.desc(), Order.id.desc())
-                            .limit(limit).offset(offset)).all()
-    return items, total
+    conn = session.connection()
+    total = conn.scalar(select(func.count()).select_from(ORDERS)
+                        .where(ORDERS.c.user_id == user_id))
+    rows = conn.execute(select(*VIEW).where(ORDERS.c.user_id == user_id)
+                        .order_by(ORDERS.c.created_at.desc(), ORDERS.c.id.desc())
+                        .limit(limit).offset(offset)).all()
+    return _views(conn, rows), total
+
+
+def _saga_row(session, order_id):
+    row = session.connection().execute(SAGA_BY_ID, {"order_id": order_id}).first()
+    if row is None:
+        raise NotFound(f"order {order_id} not found")
+    return row
 
 
 def _move(session, order_id, from_status, **values):
-    """Apply a transition if the order is still in `from_status`; True if applied."""
+    """Apply a transition if the order is still in `from_status`: the order as it
+    is then, or None when it was not in that status."""
     statuses = (from_status,) if isinstance(from_status, str) else tuple(from_status)
-    result = session.execute(update(Order)
-                             .where(Order.id == order_id, Order.status.in_(statuses))
-                             .values(updated_at=utcnow(), **values))
-    session.expire_all()
-    return result.rowcount == 1
+    return session.connection().execute(
+        update(ORDERS).where(ORDERS.c.id == order_id, ORDERS.c.status.in_(statuses))
+        .values(updated_at=utcnow(), **values).returning(*SAGA)).first()
 
 
 def _announce(session, outbox, event_type, order):
@@ -96,20 +141,23 @@ def _announce(session, outbox, event_type, order):
                                      "reason": order.reason})
 
 
-def _reject(session, outbox, order_id, reason, from_status="pending"):
-    if _move(session, order_id, from_status, status="rejected", reason=reason):
-        _announce(session, outbox, "order_rejected", get(session, order_id))
-        return True
-    return False
+def _reject(session, outbox, order_id, reason, from_status="pending", **values):
+    order = _move(session, order_id, from_status, status="rejected", reason=reason,
+                  **values)
+    if order is not None:
+        _announce(session, outbox, "order_rejected", order)
+    return order is not None
 
 
 def on_stock_reserved(session, outbox, order_id):
-    order = get(session, order_id)
-    if _move(session, order_id, "pending", stock_state="reserved"):
+    order = _move(session, order_id, "pending", stock_state="reserved")
+    if order is not None:
         outbox.add(session, "payment_requested", {
             "order_id": order.id, "user_id": order.user_id,
             "amount_cents": order.total_cents, "card_token": order.card_token})
-    elif order.status == "rejected":
+        return
+    order = _saga_row(session, order_id)
+    if order.status == "rejected":
         # reserved after a timeout rejected the order: have it released again
         _announce(session, outbox, "order_rejected", order)
 
@@ -119,10 +167,12 @@ def on_stock_rejected(session, outbox, order_id):
 
 
 def on_payment_captured(session, outbox, order_id):
-    if _move(session, order_id, "pending", status="confirmed", payment_state="captured"):
-        _announce(session, outbox, "order_confirmed", get(session, order_id))
+    order = _move(session, order_id, "pending", status="confirmed",
+                  payment_state="captured")
+    if order is not None:
+        _announce(session, outbox, "order_confirmed", order)
         return
-    order = get(session, order_id)
+    order = _saga_row(session, order_id)
     if order.status == "rejected":
         # captured after a timeout rejected the order: have it refunded
         _move(session, order_id, "rejected", payment_state="captured")
@@ -130,35 +180,36 @@ def on_payment_captured(session, outbox, order_id):
 
 
 def on_payment_declined(session, outbox, order_id):
-    if _reject(session, outbox, order_id, "payment_declined"):
-        _move(session, order_id, "rejected", payment_state="declined")
+    _reject(session, outbox, order_id, "payment_declined", payment_state="declined")
 
 
 def cancel(session, outbox, order_id, owner_id=None):
     order = get(session, order_id, owner_id)
-    if not _move(session, order_id, "confirmed", status="cancelling"):
-        raise NotCancellable(f"order {order_id} is {order.status}; only a confirmed "
+    moved = _move(session, order_id, "confirmed", status="cancelling")
+    if moved is None:
+        raise NotCancellable(f"order {order_id} is {order['status']}; only a confirmed "
                              "order can be cancelled")
-    order = get(session, order_id)
-    _announce(session, outbox, "order_cancelling", order)
-    return order
+    _announce(session, outbox, "order_cancelling", moved)
+    return get(session, order_id)
 
 
-def _finish_cancelling(session, outbox, order_id):
-    order = get(session, order_id)
-    if order.stock_state == "released" and order.payment_state == "refunded" and \
-            _move(session, order_id, "cancelling", status="cancelled"):
-        _announce(session, outbox, "order_cancelled", get(session, order_id))
+def _finish_cancelling(session, outbox, order):
+    if order.stock_state == "released" and order.payment_state == "refunded":
+        done = _move(session, order.id, "cancelling", status="cancelled")
+        if done is not None:
+            _announce(session, outbox, "order_cancelled", done)
 
 
 def on_stock_released(session, outbox, order_id):
-    if _move(session, order_id, "cancelling", stock_state="released"):
-        _finish_cancelling(session, outbox, order_id)
+    order = _move(session, order_id, "cancelling", stock_state="released")
+    if order is not None:
+        _finish_cancelling(session, outbox, order)
 
 
 def on_payment_refunded(session, outbox, order_id):
-    if _move(session, order_id, ("cancelling", "rejected"), payment_state="refunded"):
-        _finish_cancelling(session, outbox, order_id)
+    order = _move(session, order_id, ("cancelling", "rejected"), payment_state="refunded")
+    if order is not None:
+        _finish_cancelling(session, outbox, order)
 
 
 def expire(session, outbox, older_than):
@@ -167,20 +218,24 @@ def expire(session, outbox, older_than):
     Returns the ids it acted on.
     """
     acted = []
-    stuck = session.scalars(select(Order.id).where(
-        Order.status.in_(IN_FLIGHT), Order.updated_at < older_than)
-        .order_by(Order.id).limit(100)).all()
+    stuck = session.connection().execute(
+        select(ORDERS.c.id).where(ORDERS.c.status.in_(IN_FLIGHT),
+                                  ORDERS.c.updated_at < older_than)
+        .order_by(ORDERS.c.id).limit(100)).scalars().all()
     for order_id in stuck:
         if _reject(session, outbox, order_id, "timeout"):
             acted.append(order_id)
-        elif _move(session, order_id, "cancelling"):  # touch, then ask again
-            _announce(session, outbox, "order_cancelling", get(session, order_id))
-            acted.append(order_id)
+        else:
+            touched = _move(session, order_id, "cancelling")  # touch, then ask again
+            if touched is not None:
+                _announce(session, outbox, "order_cancelling", touched)
+                acted.append(order_id)
     return acted
 
 
 def saga_states():
     """Orders whose saga is running, counted by where it is (for a gauge)."""
-    return (select(Order.status, Order.stock_state, Order.payment_state, func.count())
-            .where(Order.status.in_(IN_FLIGHT))
-            .group_by(Order.status, Order.stock_state, Order.payment_state))
+    return (select(ORDERS.c.status, ORDERS.c.stock_state, ORDERS.c.payment_state,
+                   func.count())
+            .where(ORDERS.c.status.in_(IN_FLIGHT))
+            .group_by(ORDERS.c.status, ORDERS.c.stock_state, ORDERS.c.payment_state))

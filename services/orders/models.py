@@ -1,6 +1,6 @@
 """The orders database: orders, their lines and the saga's state."""
 from sqlalchemy import (CheckConstraint, ForeignKey, Integer, String, UniqueConstraint)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
 from mesh.handlers import inbox_table
@@ -33,16 +33,6 @@ class Order(Base):
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
     updated_at = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow,
                                nullable=False, index=True)
-    lines = relationship("OrderLine", order_by="OrderLine.product_id", lazy="selectin")
-
-    def to_dict(self):
-        return {"id": self.id, "user_id": self.user_id, "status": self.status,
-                "reason": self.reason,
-                "items": [{"product_id": line.product_id, "quantity": line.quantity,
-                           "unit_price_cents": line.unit_price_cents}
-                          for line in self.lines],
-                "total_cents": self.total_cents, "created_at": self.created_at,
-                "updated_at": self.updated_at}
 
 
 class OrderLine(Base):

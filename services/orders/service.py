@@ -45,7 +45,7 @@ class OrdersService:
         idempotency_key = idempotency_key or f"rpc:{self.request_key}"
         existing = domain.find_by_key(session, user_id, idempotency_key, digest)
         if existing is not None:
-            return existing.to_dict()
+            return existing
         session.rollback()  # end the read: no transaction stays open across the call
         try:
             prices = self.inventory.get_prices(
@@ -59,23 +59,22 @@ class OrdersService:
                               {int(k): v for k, v in prices.items()},
                               idempotency_key, digest)
         session.commit()
-        return order.to_dict()
+        return order
 
     @rpc
     def get_order(self, order_id, user_id):
-        return domain.get(self.db.session, order_id, user_id).to_dict()
+        return domain.get(self.db.session, order_id, user_id)
 
     @rpc
     def list_orders(self, user_id, limit, offset):
         items, total = domain.page(self.db.session, user_id, limit, offset)
-        return {"items": [o.to_dict() for o in items], "total": total,
-                "limit": limit, "offset": offset}
+        return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @rpc
     def cancel_order(self, order_id, user_id):
         order = domain.cancel(self.db.session, self.outbox, order_id, user_id)
         self.db.session.commit()
-        return order.to_dict()
+        return order
 
     # The saga: each handler moves one order one step; @handle_event commits.
 

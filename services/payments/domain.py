@@ -1,31 +1,44 @@
-"""Payment rules: one payment per order; capture and refund are idempotent per order."""
-from sqlalchemy import select
+"""Payment rules: one payment per order; capture and refund are idempotent per order.
+
+Functions take the worker's session and speak SQL through its connection, like
+every saga step; payments come back as contract dicts. Nothing here commits.
+"""
+from sqlalchemy import bindparam, insert, select, update
 
 from contracts.errors import NotFound
 from services.payments.models import Payment
 
+PAYMENTS = Payment.__table__
+PAYMENT = (PAYMENTS.c.id, PAYMENTS.c.order_id, PAYMENTS.c.amount_cents, PAYMENTS.c.status,
+           PAYMENTS.c.provider_ref, PAYMENTS.c.created_at, PAYMENTS.c.updated_at)
+BY_ORDER = select(*PAYMENT).where(PAYMENTS.c.order_id == bindparam("order_id"))
+
+
+def _find(session, order_id):
+    return session.connection().execute(BY_ORDER, {"order_id": order_id}).first()
+
 
 def get(session, order_id):
-    payment = session.scalars(select(Payment).where(Payment.order_id == order_id)) \
-        .one_or_none()
+    payment = _find(session, order_id)
     if payment is None:
         raise NotFound(f"no payment for order {order_id}")
-    return payment
+    return payment._asdict()
 
 
 def capture(session, outbox, provider, order_id, amount_cents, card_token):
     """Charge an order once; announces `payment_captured` or `payment_declined`."""
-    if session.scalars(select(Payment).where(Payment.order_id == order_id)).first():
+    if _find(session, order_id) is not None:
         return  # already decided; the order saw its event then
     outcome = provider.capture(f"capture-{order_id}", amount_cents, card_token)
     status = "captured" if outcome.ok else "declined"
-    payment = Payment(order_id=order_id, amount_cents=amount_cents, status=status,
-                      provider_ref=outcome.reference, decline_reason=outcome.reason)
-    session.add(payment)
-    session.flush()
+    payment_id = session.connection().execute(
+        insert(PAYMENTS).values(order_id=order_id, amount_cents=amount_cents,
+                                status=status, provider_ref=outcome.reference,
+                                decline_reason=outcome.reason)
+        .returning(PAYMENTS.c.id)).scalar_one()
     if outcome.ok:
         outbox.add(session, "payment_captured", {
-            "order_id": order_id, "payment_id": payment.id, "amount_cents": amount_cents})
+            "order_id": order_id, "payment_id": payment_id, "amount_cents": amount_cents})
     else:
         outbox.add(session, "payment_declined",
                    {"order_id": order_id, "reason": outcome.reason})
@@ -33,8 +46,7 @@ def capture(session, outbox, provider, order_id, amount_cents, card_token):
 
 def refund(session, outbox, provider, order_id, announce_if_done=False):
     """Pay a captured order back once; announces `payment_refunded`."""
-    payment = session.scalars(select(Payment).where(Payment.order_id == order_id)) \
-        .one_or_none()
+    payment = _find(session, order_id)
     if payment is None or payment.status == "declined":
         return
     if payment.status == "captured":
@@ -42,10 +54,10 @@ def refund(session, outbox, provider, order_id, announce_if_done=False):
                                   payment.amount_cents)
         if not outcome.ok:
             raise RuntimeError(f"refund of order {order_id} failed: {outcome.reason}")
-        payment.status = "refunded"
+        session.connection().execute(update(PAYMENTS).where(PAYMENTS.c.id == payment.id)
+                                     .values(status="refunded"))
     elif not announce_if_done:
         return
-    session.flush()
     outbox.add(session, "payment_refunded", {
         "order_id": order_id, "payment_id": payment.id,
         "amount_cents": payment.amount_cents})

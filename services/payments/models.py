@@ -28,12 +28,6 @@ class Payment(Base):
     updated_at = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow,
                                nullable=False)
 
-    def to_dict(self):
-        return {"id": self.id, "order_id": self.order_id,
-                "amount_cents": self.amount_cents, "status": self.status,
-                "provider_ref": self.provider_ref, "created_at": self.created_at,
-                "updated_at": self.updated_at}
-
 
 outbox = outbox_table(Base.metadata)
 inbox = inbox_table(Base.metadata)

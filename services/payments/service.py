@@ -34,7 +34,7 @@ class PaymentsService:
 
     @rpc
     def get_payment(self, order_id):
-        return domain.get(self.db.session, order_id).to_dict()
+        return domain.get(self.db.session, order_id)
 
     @handle_event(orders.CONTRACT, "payment_requested")
     def on_payment_requested(self, event):

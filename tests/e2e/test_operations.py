@@ -2,6 +2,7 @@
 import http.server
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -48,7 +49,9 @@ def value(page, name, **labels):
                if n == name and set(labels.items()) <= found)
 
 
-def test_one_request_id_finds_the_whole_story_in_every_service_log(mesh):
+def test_one_request_id_finds_the_whole_story_in_every_service_log(start_mesh):
+    mesh = start_mesh(MESH_WORKER_LOG_LEVEL="INFO")  # a line for every worker
+    mesh.wait_for("ready: the gateway is serving on", timeout=30)
     request_id = f"story-{uuid.uuid4().hex[:12]}"
     place_order(mesh, headers={"X-Request-ID": request_id})
 
@@ -68,6 +71,19 @@ def test_one_request_id_finds_the_whole_story_in_every_service_log(mesh):
         assert record["level"] == "INFO" and record["timestamp"].endswith("Z")
     (access,) = [r for r in lines if r["logger"] == "mesh.http.access"]
     assert (access["status"], access["route"]) == (202, "/api/v1/orders")
+
+
+def test_by_default_the_logs_show_answers_only_as_access_lines(mesh):
+    request_id = f"quiet-{uuid.uuid4().hex[:12]}"
+    assert mesh.http("GET", "/api/v1/products/987654321",
+                     headers={"X-Request-ID": request_id}).status_code == 404
+    def lines():
+        return [r for r in mesh.records() if r.get("request_id") == request_id]
+
+    wait_until(lines, 10, "the access line")
+    time.sleep(1)  # inventory's line, were there one, would be written by now
+    (access,) = lines()
+    assert access["logger"] == "mesh.http.access" and access["status"] == 404
 
 
 def test_metrics_move_with_calls(mesh):
