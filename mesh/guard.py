@@ -54,7 +54,8 @@ class Guard:
 
     def __init__(self, service, amqp_uri, fail_max=5, reset_seconds=10.0):
         self.service, self.amqp_uri = service, amqp_uri
-        self.present = True  # until the watcher learns otherwise
+        # None until the watcher first looks: a call before then asks the broker
+        self.present = None
         self.reset_seconds = reset_seconds
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_seconds, exclude=[_an_answer],
@@ -107,7 +108,7 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
                 connection.connect()
             for guard in guards:
                 count = consumers(connection, guard.service)
-                if guard.present != bool(count):
+                if guard.present is not None and guard.present != bool(count):
                     log.warning("%s is %s", guard.service,
                                 "back" if count else "gone: no running instance")
                 guard.present = bool(count)

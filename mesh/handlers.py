@@ -21,7 +21,7 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 from nameko.exceptions import ConfigurationError, ContainerBeingKilled
 from nameko.messaging import QueueConsumer
-from sqlalchemy import Column, MetaData, String, Table, insert, select
+from sqlalchemy import Column, MetaData, String, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
@@ -109,7 +109,11 @@ class MeshEventHandler(EventHandler):
         self.handler_name = f"{self.container.service_name}.{self.method_name}"
         # its metadata holds the `inbox` table; its session commits the handler's writes
         self.database = service_database(self.container, f"@handle_event {self.handler_name}")
-        self.inbox = self.database.declarative_base.metadata.tables["inbox"]
+        self.inbox = inbox = self.database.declarative_base.metadata.tables["inbox"]
+        # built once: building a statement costs more than running it
+        self.seen_query = select(inbox.c.event_id).where(
+            inbox.c.handler == self.handler_name, inbox.c.event_id == bindparam("event_id"))
+        self.record = insert(inbox)
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
 
@@ -142,18 +146,16 @@ class MeshEventHandler(EventHandler):
 
     def seen(self, event_id):
         with self.database.engine.connect() as conn:
-            return conn.execute(select(self.inbox.c.event_id).where(
-                self.inbox.c.handler == self.handler_name,
-                self.inbox.c.event_id == event_id)).first() is not None
+            return conn.execute(self.seen_query, {"event_id": event_id}).first() is not None
 
     def finish(self, message, event, worker_ctx, result, exc_info):
         """Commit the handler's writes with its inbox row, or retry/park the event."""
         session = getattr(worker_ctx.service, self.database.attr_name).session
         if exc_info is None:
             try:
-                session.execute(insert(self.inbox).values(
-                    handler=self.handler_name, event_id=event["event_id"],
-                    processed_at=utcnow()))
+                session.connection().execute(self.record, {
+                    "handler": self.handler_name, "event_id": event["event_id"],
+                    "processed_at": utcnow()})
                 session.commit()
             except IntegrityError:
                 # a concurrent delivery of the same event committed first

@@ -7,14 +7,15 @@ event it causes, so one id finds the whole story across services.
 """
 import datetime as dt
 import functools
+import json
 import logging
 import warnings
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 __all__ = ["QuietExpectedErrors", "WorkerContext", "MeshJsonFormatter", "MeshTextFormatter",
            "bind", "unbind", "set_process_service", "utc_timestamp",
-           "quiet_eventlet_deprecation", "CONTEXT_FIELDS"]
+           "quiet_eventlet_deprecation", "skip_unused_record_fields", "CONTEXT_FIELDS"]
 
 CONTEXT_FIELDS = ("service", "entrypoint", "request_id")
 _process = {"service": None}
@@ -60,8 +61,13 @@ class WorkerContext(logging.Filter):
         return True
 
 
-class MeshJsonFormatter(JsonFormatter):
-    """One JSON object per line: timestamp (UTC), level, logger, message, context, extras."""
+class MeshJsonFormatter(OrjsonFormatter):
+    """One JSON object per line: timestamp (UTC), level, logger, message, context, extras.
+
+    orjson writes it (a line per request adds up); what orjson refuses, such as
+    a lone surrogate a client sent, is written by the standard library instead,
+    so no line is ever lost.
+    """
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("rename_fields", {"levelname": "level", "name": "logger"})
@@ -73,6 +79,12 @@ class MeshJsonFormatter(JsonFormatter):
         for name in CONTEXT_FIELDS:
             if log_record.get(name) is None:
                 log_record.pop(name, None)
+
+    def jsonify_log_record(self, log_data):
+        try:
+            return super().jsonify_log_record(log_data)
+        except TypeError:
+            return json.dumps(log_data, default=str)
 
 
 class MeshTextFormatter(logging.Formatter):
@@ -97,6 +109,11 @@ class QuietExpectedErrors(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+def skip_unused_record_fields():
+    """No log line shows the thread or process: do not look them up for each record."""
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def quiet_eventlet_deprecation():

@@ -21,8 +21,8 @@ from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.standalone.events import get_event_exchange
 from nameko_sqlalchemy.database import Session
 from prometheus_client import Counter
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, event,
-                        func, insert, select, update)
+from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, bindparam,
+                        event, func, insert, select, update)
 
 from mesh import codec
 from mesh.broker import ConfirmedPublisher
@@ -135,6 +135,12 @@ class OutboxRelay(SharedExtension):
 
     def bind_table(self, table):
         self.table = table
+        # built once: building a statement costs more than running it
+        self.unsent = (select(table).where(table.c.published_at.is_(None))
+                       .order_by(table.c.id).limit(BATCH))
+        self.unsent_skip_locked = self.unsent.with_for_update(skip_locked=True)
+        self.mark_sent = update(table).where(
+            table.c.id.in_(bindparam("b_ids", expanding=True)))
 
     def setup(self):
         config = self.container.config
@@ -203,13 +209,13 @@ class OutboxRelay(SharedExtension):
         if self.engine.dialect.name == "postgresql":
             # several instances share the table: each takes rows no other holds
             with self.engine.begin() as conn:
-                rows = conn.execute(self._unsent().with_for_update(skip_locked=True)).all()
+                rows = conn.execute(self.unsent_skip_locked).all()
                 self._publish(rows)
                 self._mark(conn, rows)
             return len(rows)
         # SQLite: one process per file; never hold its write lock across I/O
         with self.engine.connect() as conn:
-            rows = conn.execute(self._unsent()).all()
+            rows = conn.execute(self.unsent).all()
         self._publish(rows)
         with self.engine.begin() as conn:
             self._mark(conn, rows)
@@ -224,10 +230,6 @@ class OutboxRelay(SharedExtension):
         backlog.add_metric([self.metrics.service], count)
         oldest.add_metric([self.metrics.service], age)
         return [backlog, oldest]
-
-    def _unsent(self):
-        return (select(self.table).where(self.table.c.published_at.is_(None))
-                .order_by(self.table.c.id).limit(BATCH))
 
     def _publish(self, rows):
         """Send the rows as one batch; returns once the broker confirmed them all."""
@@ -249,9 +251,8 @@ class OutboxRelay(SharedExtension):
 
     def _mark(self, conn, rows):
         if rows:
-            conn.execute(update(self.table)
-                         .where(self.table.c.id.in_([row.id for row in rows]))
-                         .values(published_at=utcnow()))
+            conn.execute(self.mark_sent, {"b_ids": [row.id for row in rows],
+                                          "published_at": utcnow()})
 
 
 class Outbox(DependencyProvider):

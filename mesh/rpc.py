@@ -190,9 +190,11 @@ class RequestKey(DependencyProvider):
 class ContractServiceProxy(HeaderEncoder):
     """Calls only what the target's contract declares, and waits at most `timeout`."""
 
-    def __init__(self, worker_ctx, contract, reply_listener, timeout, guard=None):
+    def __init__(self, worker_ctx, contract, reply_listener, timeout, guard=None,
+                 exchange=None):
         self.worker_ctx, self.contract = worker_ctx, contract
         self.reply_listener, self.timeout, self.guard = reply_listener, timeout, guard
+        self.exchange = exchange or get_rpc_exchange(worker_ctx.container.config)
 
     def __getattr__(self, name):
         return ContractCall(self, name, self.contract.method(name))  # AttributeError
@@ -227,12 +229,16 @@ class ContractCall:
             with eventlet.Timeout(proxy.timeout, RpcTimeout(
                     f"{self.service}.{self.name} did not answer within "
                     f"{proxy.timeout:g} s")):
+                # Unguarded, the broker must confirm the request, so that a service
+                # no queue stands for fails at once (mandatory); a guard has
+                # already refused a service with no running instance, and a
+                # request lost on the way is answered by the timeout.
+                confirmed = proxy.guard is None
                 try:
-                    # mandatory + confirms: a service no queue stands for fails at once
                     publish(container.config[AMQP_URI_CONFIG_KEY],
-                            {"args": (), "kwargs": kwargs},
-                            exchange=get_rpc_exchange(container.config),
-                            routing_key=f"{self.service}.{self.name}", mandatory=True,
+                            {"args": (), "kwargs": kwargs}, confirms=confirmed,
+                            mandatory=confirmed, exchange=proxy.exchange,
+                            routing_key=f"{self.service}.{self.name}",
                             reply_to=proxy.reply_listener.routing_key,
                             correlation_id=correlation_id,
                             headers=proxy.get_message_headers(proxy.worker_ctx))
@@ -270,6 +276,7 @@ class ServiceRpc(RpcProxy):
         config = self.container.config
         if self.timeout is None:
             self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
+        self.exchange = get_rpc_exchange(config)
         if self.guarded:
             self.guards = {name: Guard(name, config[AMQP_URI_CONFIG_KEY],
                                        int(config.get("CIRCUIT_FAIL_MAX", 5)),
@@ -293,7 +300,7 @@ class ServiceRpc(RpcProxy):
             ["target"])
         for name, guard in self.guards.items():
             circuits.add_metric([self.metrics.service, name], CIRCUIT_STATES[guard.state])
-            present.add_metric([self.metrics.service, name], int(guard.present))
+            present.add_metric([self.metrics.service, name], int(bool(guard.present)))
         return [circuits, present]
 
     def get_dependency(self, worker_ctx):
@@ -302,7 +309,8 @@ class ServiceRpc(RpcProxy):
 
     def proxy(self, worker_ctx, contract):
         return ContractServiceProxy(worker_ctx, contract, self.rpc_reply_listener,
-                                    self.timeout, self.guards.get(contract.service))
+                                    self.timeout, self.guards.get(contract.service),
+                                    self.exchange)
 
 
 class ServiceRpcs(ServiceRpc):

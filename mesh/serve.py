@@ -34,6 +34,7 @@ def entrypoints_of(service_cls):
 def serve(config, name):
     """Migrate the service's database, run it until SIGTERM/SIGINT, then drain."""
     logs.set_process_service(name)
+    logs.skip_unused_record_fields()
     codec.register()
     if "LOGGING" in config:
         logging.config.dictConfig(config["LOGGING"])

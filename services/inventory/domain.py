@@ -25,6 +25,19 @@ RESERVATION_BY_ORDER = select(RESERVATIONS.c.order_id, RESERVATIONS.c.status,
     .where(RESERVATIONS.c.order_id == bindparam("order_id"))
 LINES_BY_ORDER = select(LINES.c.product_id, LINES.c.quantity) \
     .where(LINES.c.order_id == bindparam("order_id")).order_by(LINES.c.product_id)
+# built once, as building a statement costs more than running it
+PRICES = select(PRODUCTS.c.id, PRODUCTS.c.price_cents) \
+    .where(PRODUCTS.c.id.in_(bindparam("b_ids", expanding=True)))
+TAKE = update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id"),
+                              PRODUCTS.c.stock >= bindparam("b_quantity")) \
+    .values(stock=PRODUCTS.c.stock - bindparam("b_quantity"))
+GIVE_BACK = update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id")) \
+    .values(stock=PRODUCTS.c.stock + bindparam("b_quantity"))
+HOLD = insert(RESERVATIONS)
+HOLD_LINES = insert(LINES)
+SET_STATUS = update(RESERVATIONS).where(
+    RESERVATIONS.c.order_id == bindparam("b_order"),
+    RESERVATIONS.c.status.in_(bindparam("b_from", expanding=True)))
 
 
 def create_product(session, sku, name, price_cents, stock):
@@ -47,8 +60,7 @@ def get_product(session, product_id):
 
 def get_prices(session, product_ids):
     """`{product_id: price_cents}`; NotFound naming every unknown id."""
-    rows = session.connection().execute(select(PRODUCTS.c.id, PRODUCTS.c.price_cents)
-                                        .where(PRODUCTS.c.id.in_(product_ids))).all()
+    rows = session.connection().execute(PRICES, {"b_ids": list(product_ids)}).all()
     prices = {row.id: row.price_cents for row in rows}
     missing = sorted(set(product_ids) - set(prices))
     if missing:
@@ -78,8 +90,7 @@ def restock(session, product_id, quantity):
 
 
 def _add_stock(conn, product_id, quantity):
-    conn.execute(update(PRODUCTS).where(PRODUCTS.c.id == product_id)
-                 .values(stock=PRODUCTS.c.stock + quantity))
+    conn.execute(GIVE_BACK, {"b_id": product_id, "b_quantity": quantity})
 
 
 def _reservation(session, order_id):
@@ -116,28 +127,25 @@ def reserve(session, order_id, lines):
     conn = session.connection()
     try:
         # the header first: a concurrent call for this order waits on it and fails
-        conn.execute(insert(RESERVATIONS).values(order_id=order_id, status="reserved"))
+        conn.execute(HOLD, {"order_id": order_id, "status": "reserved"})
     except IntegrityError:
         session.rollback()
         return _existing(_reservation(session, order_id), lines)
     taken, short = [], []
     # one lock order for every transaction, so two orders cannot deadlock
     for product_id in sorted(wanted):
-        result = conn.execute(
-            update(PRODUCTS)
-            .where(PRODUCTS.c.id == product_id, PRODUCTS.c.stock >= wanted[product_id])
-            .values(stock=PRODUCTS.c.stock - wanted[product_id]))
+        result = conn.execute(TAKE, {"b_id": product_id, "b_quantity": wanted[product_id]})
         (taken if result.rowcount else short).append(product_id)
     if short:
         for product_id in taken:  # all or nothing
             _add_stock(conn, product_id, wanted[product_id])
-        conn.execute(update(RESERVATIONS).where(RESERVATIONS.c.order_id == order_id)
-                     .values(status="rejected",
-                             short_product_ids=",".join(map(str, short))))
+        conn.execute(SET_STATUS, {"b_order": order_id, "b_from": ["reserved"],
+                                  "status": "rejected",
+                                  "short_product_ids": ",".join(map(str, short))})
         return {"order_id": order_id, "status": "rejected", "lines": [],
                 "short_product_ids": short}, True
     held = [{"product_id": p, "quantity": wanted[p]} for p in sorted(wanted)]
-    conn.execute(insert(LINES), [{"order_id": order_id, **line} for line in held])
+    conn.execute(HOLD_LINES, [{"order_id": order_id, **line} for line in held])
     return {"order_id": order_id, "status": "reserved", "lines": held,
             "short_product_ids": []}, True
 
@@ -155,11 +163,9 @@ def release(session, order_id):
     `released` is True only for the call that gave the units back.
     """
     conn = session.connection()
-    claimed = conn.execute(
-        update(RESERVATIONS)
-        .where(RESERVATIONS.c.order_id == order_id,
-               RESERVATIONS.c.status.in_(("reserved", "committed")))
-        .values(status="released"))
+    claimed = conn.execute(SET_STATUS, {"b_order": order_id,
+                                        "b_from": ["reserved", "committed"],
+                                        "status": "released"})
     if claimed.rowcount:
         for product_id, quantity in conn.execute(LINES_BY_ORDER, {"order_id": order_id}):
             _add_stock(conn, product_id, quantity)
@@ -168,10 +174,8 @@ def release(session, order_id):
 
 def commit(session, order_id):
     """Make a reservation final; idempotent; Conflict once it was released or rejected."""
-    session.connection().execute(
-        update(RESERVATIONS)
-        .where(RESERVATIONS.c.order_id == order_id, RESERVATIONS.c.status == "reserved")
-        .values(status="committed"))
+    session.connection().execute(SET_STATUS, {"b_order": order_id, "b_from": ["reserved"],
+                                              "status": "committed"})
     reservation = _required(session, order_id)
     if reservation["status"] != "committed":
         raise Conflict(f"the reservation of order {order_id} is {reservation['status']}")

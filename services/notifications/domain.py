@@ -3,13 +3,16 @@
 Functions take the worker's session and speak SQL through its connection;
 notifications come back as contract dicts. Nothing here commits.
 """
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from services.notifications.models import Notification
 
 NOTIFICATIONS = Notification.__table__
 VIEW = (NOTIFICATIONS.c.id, NOTIFICATIONS.c.kind, NOTIFICATIONS.c.subject,
         NOTIFICATIONS.c.body, NOTIFICATIONS.c.order_id, NOTIFICATIONS.c.created_at)
+TOLD = select(NOTIFICATIONS.c.id).where(NOTIFICATIONS.c.order_id == bindparam("b_order"),
+                                        NOTIFICATIONS.c.kind == bindparam("b_kind"))
+TELL = insert(NOTIFICATIONS)
 
 MESSAGES = {
     "welcome": ("Welcome, {name}", "Your account {email} is ready."),
@@ -31,14 +34,13 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
     late reply); the user hears it once.
     """
     conn = session.connection()
-    if order_id is not None and conn.scalar(select(NOTIFICATIONS.c.id).where(
-            NOTIFICATIONS.c.order_id == order_id, NOTIFICATIONS.c.kind == kind)):
+    if order_id is not None and conn.scalar(TOLD, {"b_order": order_id, "b_kind": kind}):
         return
     subject, body = MESSAGES[kind]
     values = dict(facts, order_id=order_id)
-    conn.execute(insert(NOTIFICATIONS).values(
-        user_id=user_id, kind=kind, order_id=order_id, event_id=event_id,
-        subject=subject.format(**values), body=body.format(**values)))
+    conn.execute(TELL, {"user_id": user_id, "kind": kind, "order_id": order_id,
+                        "event_id": event_id, "subject": subject.format(**values),
+                        "body": body.format(**values)})
 
 
 def page(session, user_id, limit, offset):

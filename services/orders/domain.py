@@ -36,8 +36,17 @@ VIEW = (ORDERS.c.id, ORDERS.c.user_id, ORDERS.c.status, ORDERS.c.reason,
         ORDERS.c.total_cents, ORDERS.c.created_at, ORDERS.c.updated_at)
 ITEMS = select(LINES.c.order_id, LINES.c.product_id, LINES.c.quantity,
                LINES.c.unit_price_cents).order_by(LINES.c.order_id, LINES.c.product_id)
+# Statements are built once: building one costs more than running it. An UPDATE
+# without .values() sets the columns named by the parameters it is run with.
 BY_ID = select(*VIEW).where(ORDERS.c.id == bindparam("order_id"))
 SAGA_BY_ID = select(*SAGA).where(ORDERS.c.id == bindparam("order_id"))
+BY_KEY = select(*VIEW, ORDERS.c.request_hash).where(
+    ORDERS.c.user_id == bindparam("b_user"), ORDERS.c.idempotency_key == bindparam("b_key"))
+CREATE = insert(ORDERS).returning(ORDERS.c.id)
+ADD_LINES = insert(LINES)
+MOVE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
+                            ORDERS.c.status.in_(bindparam("b_from", expanding=True))) \
+    .returning(*SAGA)
 
 
 def request_hash(items, payment):
@@ -62,8 +71,7 @@ def _views(conn, rows):
 def find_by_key(session, user_id, key, digest):
     """The order an idempotency key already made, or None; raises on a new body."""
     conn = session.connection()
-    row = conn.execute(select(*VIEW, ORDERS.c.request_hash).where(
-        ORDERS.c.user_id == user_id, ORDERS.c.idempotency_key == key)).first()
+    row = conn.execute(BY_KEY, {"b_user": user_id, "b_key": key}).first()
     if row is None:
         return None
     if row.request_hash != digest:
@@ -83,15 +91,15 @@ def create(session, outbox, user_id, items, card_token, prices, key=None, digest
     total = sum(line["quantity"] * line["unit_price_cents"] for line in lines)
     now = utcnow()
     try:
-        order_id = conn.execute(insert(ORDERS).values(
-            user_id=user_id, status="pending", card_token=card_token, total_cents=total,
-            idempotency_key=key, request_hash=digest, created_at=now, updated_at=now)
-            .returning(ORDERS.c.id)).scalar_one()
+        order_id = conn.execute(CREATE, {
+            "user_id": user_id, "status": "pending", "card_token": card_token,
+            "total_cents": total, "idempotency_key": key, "request_hash": digest,
+            "created_at": now, "updated_at": now}).scalar_one()
     except IntegrityError:
         # the same key raced us and won: answer with its order
         session.rollback()
         return find_by_key(session, user_id, key, digest)
-    conn.execute(insert(LINES), [{"order_id": order_id, **line} for line in lines])
+    conn.execute(ADD_LINES, [{"order_id": order_id, **line} for line in lines])
     outbox.add(session, "order_created", {
         "order_id": order_id, "user_id": user_id, "total_cents": total,
         "lines": [{"product_id": i["product_id"], "quantity": i["quantity"]}
@@ -129,10 +137,9 @@ def _saga_row(session, order_id):
 def _move(session, order_id, from_status, **values):
     """Apply a transition if the order is still in `from_status`: the order as it
     is then, or None when it was not in that status."""
-    statuses = (from_status,) if isinstance(from_status, str) else tuple(from_status)
-    return session.connection().execute(
-        update(ORDERS).where(ORDERS.c.id == order_id, ORDERS.c.status.in_(statuses))
-        .values(updated_at=utcnow(), **values).returning(*SAGA)).first()
+    statuses = [from_status] if isinstance(from_status, str) else list(from_status)
+    return session.connection().execute(MOVE, {
+        "b_id": order_id, "b_from": statuses, "updated_at": utcnow(), **values}).first()
 
 
 def _announce(session, outbox, event_type, order):

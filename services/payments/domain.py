@@ -12,6 +12,8 @@ PAYMENTS = Payment.__table__
 PAYMENT = (PAYMENTS.c.id, PAYMENTS.c.order_id, PAYMENTS.c.amount_cents, PAYMENTS.c.status,
            PAYMENTS.c.provider_ref, PAYMENTS.c.created_at, PAYMENTS.c.updated_at)
 BY_ORDER = select(*PAYMENT).where(PAYMENTS.c.order_id == bindparam("order_id"))
+RECORD = insert(PAYMENTS).returning(PAYMENTS.c.id)
+SET_STATUS = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("b_id"))
 
 
 def _find(session, order_id):
@@ -31,11 +33,9 @@ def capture(session, outbox, provider, order_id, amount_cents, card_token):
         return  # already decided; the order saw its event then
     outcome = provider.capture(f"capture-{order_id}", amount_cents, card_token)
     status = "captured" if outcome.ok else "declined"
-    payment_id = session.connection().execute(
-        insert(PAYMENTS).values(order_id=order_id, amount_cents=amount_cents,
-                                status=status, provider_ref=outcome.reference,
-                                decline_reason=outcome.reason)
-        .returning(PAYMENTS.c.id)).scalar_one()
+    payment_id = session.connection().execute(RECORD, {
+        "order_id": order_id, "amount_cents": amount_cents, "status": status,
+        "provider_ref": outcome.reference, "decline_reason": outcome.reason}).scalar_one()
     if outcome.ok:
         outbox.add(session, "payment_captured", {
             "order_id": order_id, "payment_id": payment_id, "amount_cents": amount_cents})
@@ -54,8 +54,8 @@ def refund(session, outbox, provider, order_id, announce_if_done=False):
                                   payment.amount_cents)
         if not outcome.ok:
             raise RuntimeError(f"refund of order {order_id} failed: {outcome.reason}")
-        session.connection().execute(update(PAYMENTS).where(PAYMENTS.c.id == payment.id)
-                                     .values(status="refunded"))
+        session.connection().execute(SET_STATUS, {"b_id": payment.id,
+                                                  "status": "refunded"})
     elif not announce_if_done:
         return
     outbox.add(session, "payment_refunded", {

@@ -94,3 +94,12 @@ def test_a_slow_service_gets_504_then_its_circuit_opens_then_closes(start_mesh,
     # after CIRCUIT_RESET_SECONDS one probe goes through; its success closes it
     wait_until(lambda: mesh("GET", "/api/v1/products").status_code == 200)
     assert all(mesh("GET", "/api/v1/products").status_code == 200 for _ in range(3))
+
+
+def test_a_service_never_started_gets_503_at_once(start_mesh):
+    mesh = start_mesh(["accounts", "gateway"], RPC_TIMEOUT=5)
+    for _ in range(3):  # before and after the presence watcher's first look
+        response, seconds = timed(mesh)
+        assert response.status_code == 503 and seconds < 2.5, response.text
+        assert response.json()["error"]["code"] == "service_unavailable"
+        time.sleep(0.6)

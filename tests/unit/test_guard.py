@@ -9,6 +9,13 @@ from contracts.errors import InvalidInput, NotFound
 from mesh.guard import Guard, ServiceUnavailable
 
 
+def present_guard(**options):
+    """A guard that has seen the service running (no broker needed)."""
+    guard = Guard("inventory", "amqp://unused", **options)
+    guard.present = True
+    return guard
+
+
 def fail(exc):
     def call():
         raise exc
@@ -16,7 +23,7 @@ def fail(exc):
 
 
 def test_only_an_unwell_service_counts_toward_the_circuit():
-    guard = Guard("inventory", "amqp://unused", fail_max=2, reset_seconds=60)
+    guard = present_guard(fail_max=2, reset_seconds=60)
     # answers, however often: expected errors, and errors a client can provoke
     for exc in (NotFound("x"), InvalidInput("x"), RemoteError("UnicodeEncodeError", "x"),
                 ValueError("x")) * 3:
@@ -33,7 +40,7 @@ def test_only_an_unwell_service_counts_toward_the_circuit():
 
 
 def test_calls_run_concurrently_through_a_closed_circuit():
-    guard = Guard("inventory", "amqp://unused")
+    guard = present_guard()
     running, release = [], Event()
 
     def slow_call():
@@ -49,7 +56,7 @@ def test_calls_run_concurrently_through_a_closed_circuit():
 
 
 def test_a_half_open_circuit_lets_one_probe_through_and_its_success_closes_it():
-    guard = Guard("inventory", "amqp://unused", fail_max=1, reset_seconds=0.05)
+    guard = present_guard(fail_max=1, reset_seconds=0.05)
     with pytest.raises(RpcTimeout):
         guard.call(fail(RpcTimeout("slow")))
     eventlet.sleep(0.1)
@@ -66,7 +73,7 @@ def test_a_half_open_circuit_lets_one_probe_through_and_its_success_closes_it():
 
 
 def test_a_failed_probe_opens_the_circuit_again():
-    guard = Guard("inventory", "amqp://unused", fail_max=1, reset_seconds=0.05)
+    guard = present_guard(fail_max=1, reset_seconds=0.05)
     with pytest.raises(RpcTimeout):
         guard.call(fail(RpcTimeout("slow")))
     eventlet.sleep(0.1)
@@ -75,3 +82,9 @@ def test_a_failed_probe_opens_the_circuit_again():
     assert guard.state == pybreaker.STATE_OPEN
     with pytest.raises(ServiceUnavailable):
         guard.call(lambda: "refused")
+
+
+def test_before_the_watcher_looks_a_call_asks_the_broker():
+    guard = Guard("inventory", "amqp://guest:guest@127.0.0.1:1/")  # nobody answers there
+    with pytest.raises(ServiceUnavailable, match="no running instance"):
+        guard.call(lambda: "never called")

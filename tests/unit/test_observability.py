@@ -145,3 +145,10 @@ def test_status_table_names_what_is_wrong():
     gateway = next(line for line in table if line.startswith("gateway"))
     assert gateway.split() == ["gateway", "yes", "1", "-", "-", "-", "-"]
     assert table[-1].split() == ["2", "evt-a--orders.on_a.dlq"]
+
+
+def test_a_line_orjson_refuses_is_written_all_the_same():
+    record = logging.LogRecord("mesh.http.access", logging.INFO, __file__, 1,
+                               "GET %s", ("/\ud800",), None)
+    line = json.loads(logs.MeshJsonFormatter().format(record))
+    assert line["message"] == "GET /\ud800" and line["level"] == "INFO"
