@@ -3,20 +3,27 @@ and confirmed batches for the outbox.
 
 nameko's `Publisher` builds a kombu `Connection` on every publish just to find
 its producer pool, and waits for a publisher confirm after every message. Here
-the pools are found once per broker and confirms mode, and a batch of messages
-waits for its confirms once.
+the pools are found once per broker and confirms mode, a message that needs no
+confirm is one write on a connection kept for the process, and a batch of
+messages waits for its confirms once.
 """
 import functools
+import logging
 import time
 
 import amqp
+from eventlet.semaphore import Semaphore
 from kombu import Connection
 from kombu.exceptions import ChannelError
 from kombu.pools import producers
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import DEFAULT_RETRY_POLICY, DEFAULT_TRANSPORT_OPTIONS, PERSISTENT
 
+from mesh import codec
+
 __all__ = ["publish", "ConfirmedPublisher", "Unconfirmed"]
+
+log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT = 10.0
 
@@ -37,9 +44,13 @@ def publish(amqp_uri, payload, confirms=True, **options):
 
     With `confirms` the broker has taken the message when this returns, and a
     `mandatory` message no queue takes raises nameko's `UndeliverableMessage`.
+    Without, the message has been written to the broker's socket.
     """
     options.setdefault("delivery_mode", PERSISTENT)
     options.setdefault("serializer", "json")
+    if not confirms and options["serializer"] == "json" and not options.get("mandatory"):
+        _unconfirmed(amqp_uri).publish(payload, **options)
+        return
     with _producers(amqp_uri, confirms).acquire(block=True) as producer:
         try:
             producer.publish(payload, retry=True, retry_policy=DEFAULT_RETRY_POLICY,
@@ -48,6 +59,71 @@ def publish(amqp_uri, payload, confirms=True, **options):
             if "NO_ROUTE" in str(exc):
                 raise UndeliverableMessage() from None
             raise
+
+
+@functools.cache
+def _unconfirmed(amqp_uri):
+    return UnconfirmedPublisher(amqp_uri)
+
+
+class UnconfirmedPublisher:
+    """One connection per process and broker for messages that need no confirm:
+    each is a single write, made under a green lock (two greenthreads writing at
+    once could interleave their frames). A failed write reconnects and tries once
+    more; the exchanges it writes to are declared on each new connection."""
+
+    PROPERTIES = ("correlation_id", "reply_to", "message_id", "expiration", "priority")
+
+    def __init__(self, amqp_uri):
+        self.amqp_uri = amqp_uri
+        self.lock = Semaphore(1)
+        self.connection = self.channel = None
+        self.declared = set()
+
+    def publish(self, payload, exchange, routing_key, headers=None, delivery_mode=PERSISTENT,
+                serializer="json", **properties):
+        message = amqp.Message(codec.dumps(payload), content_type="application/json",
+                               content_encoding="utf-8", delivery_mode=delivery_mode,
+                               application_headers=headers or {},
+                               **{k: v for k, v in properties.items()
+                                  if k in self.PROPERTIES and v is not None})
+        with self.lock:
+            for attempt in (1, 2):
+                try:
+                    channel = self._channel(exchange)
+                    channel.basic_publish(message, exchange=getattr(exchange, "name",
+                                                                    exchange),
+                                          routing_key=routing_key)
+                    return
+                except (OSError, amqp.exceptions.AMQPError) as exc:
+                    self.close()
+                    if attempt == 2:
+                        raise
+                    log.info("broker connection lost (%s); reconnecting", exc)
+
+    def _channel(self, exchange):
+        if self.channel is None:
+            self.connection = Connection(self.amqp_uri, connect_timeout=5)
+            self.channel = self.connection.channel()
+            # py-amqp drains the socket before every publish to hear of a
+            # blocked connection; nothing else is ever read here, and a blocked
+            # broker shows as writes that wait (and the callers' timeouts)
+            self.connection.connection.client_properties.get(
+                "capabilities", {})["connection.blocked"] = False
+            self.declared = set()
+        name = getattr(exchange, "name", exchange)
+        if name and name not in self.declared and hasattr(exchange, "declare"):
+            exchange.bind(self.channel).declare()
+            self.declared.add(name)
+        return self.channel
+
+    def close(self):
+        if self.connection is not None:
+            try:
+                self.connection.release()
+            except Exception:  # closing what already failed
+                pass
+        self.connection = self.channel = None
 
 
 class ConfirmedPublisher:

@@ -3,8 +3,9 @@
 Every change to stock is one conditional UPDATE, so concurrent reservations can
 never oversell, on SQLite or PostgreSQL alike. Functions here take the worker's
 session and speak SQL through its connection (reads by id run on every order
-and every product page: the ORM's loading cost more than the query); products
-and reservations come back as contract dicts. Nothing here commits: the RPC
+and every product page: the ORM's loading cost more than the query), and reads
+that change nothing take a connection; products and reservations come back as
+contract dicts. Nothing here commits: the RPC
 method or the event handler commits, with the events (outbox) and the inbox row
 in the same transaction.
 """
@@ -51,16 +52,16 @@ def create_product(session, sku, name, price_cents, stock):
     return row._asdict()
 
 
-def get_product(session, product_id):
-    row = session.connection().execute(PRODUCT_BY_ID, {"product_id": product_id}).first()
+def get_product(conn, product_id):
+    row = conn.execute(PRODUCT_BY_ID, {"product_id": product_id}).first()
     if row is None:
         raise NotFound(f"product {product_id} not found")
     return row._asdict()
 
 
-def get_prices(session, product_ids):
+def get_prices(conn, product_ids):
     """`{product_id: price_cents}`; NotFound naming every unknown id."""
-    rows = session.connection().execute(PRICES, {"b_ids": list(product_ids)}).all()
+    rows = conn.execute(PRICES, {"b_ids": list(product_ids)}).all()
     prices = {row.id: row.price_cents for row in rows}
     missing = sorted(set(product_ids) - set(prices))
     if missing:
@@ -68,9 +69,8 @@ def get_prices(session, product_ids):
     return prices
 
 
-def list_products(session, limit, offset):
+def list_products(conn, limit, offset):
     """One page of products, oldest first, and how many there are in all."""
-    conn = session.connection()
     total = conn.scalar(select(func.count()).select_from(PRODUCTS))
     rows = conn.execute(select(*PRODUCT).order_by(PRODUCTS.c.id).limit(limit)
                         .offset(offset)).all()
@@ -83,7 +83,7 @@ def restock(session, product_id, quantity):
         .where(PRODUCTS.c.id == product_id, PRODUCTS.c.stock <= MAX_STOCK - quantity)
         .values(stock=PRODUCTS.c.stock + quantity).returning(*PRODUCT)).first()
     if row is None:
-        get_product(session, product_id)  # NotFound when absent
+        get_product(session.connection(), product_id)  # NotFound when absent
         raise InvalidInput(f"restocking would take product {product_id} past "
                            f"{MAX_STOCK} units", {"quantity": ["Too many units."]})
     return row._asdict()
@@ -123,8 +123,8 @@ def reserve(session, order_id, lines):
     if existing is not None:
         return _existing(existing, lines)
     wanted = {line["product_id"]: line["quantity"] for line in lines}
-    get_prices(session, list(wanted))  # NotFound for unknown products
     conn = session.connection()
+    get_prices(conn, list(wanted))  # NotFound for unknown products
     try:
         # the header first: a concurrent call for this order waits on it and fails
         conn.execute(HOLD, {"order_id": order_id, "status": "reserved"})

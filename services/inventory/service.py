@@ -33,23 +33,26 @@ class InventoryService:
 
     @rpc
     def get_product(self, product_id):
-        return domain.get_product(self.db.session, product_id)
+        with self.db.reading() as conn:
+            return domain.get_product(conn, product_id)
 
     @rpc
     def get_prices(self, product_ids):
-        prices = domain.get_prices(self.db.session, product_ids)
+        with self.db.reading() as conn:
+            prices = domain.get_prices(conn, product_ids)
         return {"prices": {str(k): v for k, v in prices.items()}}
 
     @rpc
     def list_products(self, limit, offset):
-        items, total = domain.list_products(self.db.session, limit, offset)
+        with self.db.reading() as conn:
+            items, total = domain.list_products(conn, limit, offset)
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @rpc
     def restock(self, product_id, quantity):
         # a request redelivered after a crash must not add the units twice
         if not claim_request(self.db.session, rpc_requests, self.request_key):
-            return domain.get_product(self.db.session, product_id)
+            return domain.get_product(self.db.session.connection(), product_id)
         product = domain.restock(self.db.session, product_id, quantity)
         self.db.session.commit()
         return product

@@ -1,7 +1,8 @@
 """What a user is told, and when: one notification per domain event.
 
-Functions take the worker's session and speak SQL through its connection;
-notifications come back as contract dicts. Nothing here commits.
+Functions take the worker's session and speak SQL through its connection; reads
+that change nothing take a connection. Notifications come back as contract dicts.
+Nothing here commits.
 """
 from sqlalchemy import bindparam, func, insert, select
 
@@ -43,8 +44,7 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
                         "body": body.format(**values)})
 
 
-def page(session, user_id, limit, offset):
-    conn = session.connection()
+def page(conn, user_id, limit, offset):
     total = conn.scalar(select(func.count()).select_from(NOTIFICATIONS)
                         .where(NOTIFICATIONS.c.user_id == user_id))
     rows = conn.execute(select(*VIEW).where(NOTIFICATIONS.c.user_id == user_id)

@@ -18,7 +18,8 @@ class NotificationsService:
 
     @rpc
     def list_notifications(self, user_id, limit, offset):
-        items, total = domain.page(self.db.session, user_id, limit, offset)
+        with self.db.reading() as conn:
+            items, total = domain.page(conn, user_id, limit, offset)
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @handle_event(accounts.CONTRACT, "user_registered")

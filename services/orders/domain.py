@@ -13,7 +13,8 @@ transaction. Nothing here commits: the RPC method or the event handler does.
 
 Functions take the worker's session and speak SQL through its connection: the
 saga runs several steps per order, and the ORM's loading and identity map cost
-several times the statements themselves. Orders come back as contract dicts.
+several times the statements themselves. Reads that change nothing take a
+connection. Orders come back as contract dicts.
 """
 import hashlib
 import json
@@ -108,17 +109,15 @@ def create(session, outbox, user_id, items, card_token, prices, key=None, digest
             "total_cents": total, "created_at": now, "updated_at": now, "items": lines}
 
 
-def get(session, order_id, owner_id=None):
+def get(conn, order_id, owner_id=None):
     """The order; NotFound also when it is not `owner_id`'s."""
-    conn = session.connection()
     row = conn.execute(BY_ID, {"order_id": order_id}).first()
     if row is None or (owner_id is not None and row.user_id != owner_id):
         raise NotFound(f"order {order_id} not found")
     return _views(conn, [row])[0]
 
 
-def page(session, user_id, limit, offset):
-    conn = session.connection()
+def page(conn, user_id, limit, offset):
     total = conn.scalar(select(func.count()).select_from(ORDERS)
                         .where(ORDERS.c.user_id == user_id))
     rows = conn.execute(select(*VIEW).where(ORDERS.c.user_id == user_id)
@@ -191,13 +190,13 @@ def on_payment_declined(session, outbox, order_id):
 
 
 def cancel(session, outbox, order_id, owner_id=None):
-    order = get(session, order_id, owner_id)
+    order = get(session.connection(), order_id, owner_id)
     moved = _move(session, order_id, "confirmed", status="cancelling")
     if moved is None:
         raise NotCancellable(f"order {order_id} is {order['status']}; only a confirmed "
                              "order can be cancelled")
     _announce(session, outbox, "order_cancelling", moved)
-    return get(session, order_id)
+    return get(session.connection(), order_id)
 
 
 def _finish_cancelling(session, outbox, order):

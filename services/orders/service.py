@@ -63,11 +63,13 @@ class OrdersService:
 
     @rpc
     def get_order(self, order_id, user_id):
-        return domain.get(self.db.session, order_id, user_id)
+        with self.db.reading() as conn:
+            return domain.get(conn, order_id, user_id)
 
     @rpc
     def list_orders(self, user_id, limit, offset):
-        items, total = domain.page(self.db.session, user_id, limit, offset)
+        with self.db.reading() as conn:
+            items, total = domain.page(conn, user_id, limit, offset)
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     @rpc

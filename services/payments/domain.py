@@ -1,7 +1,8 @@
 """Payment rules: one payment per order; capture and refund are idempotent per order.
 
 Functions take the worker's session and speak SQL through its connection, like
-every saga step; payments come back as contract dicts. Nothing here commits.
+every saga step; reads that change nothing take a connection. Payments come back
+as contract dicts. Nothing here commits.
 """
 from sqlalchemy import bindparam, insert, select, update
 
@@ -16,12 +17,12 @@ RECORD = insert(PAYMENTS).returning(PAYMENTS.c.id)
 SET_STATUS = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("b_id"))
 
 
-def _find(session, order_id):
-    return session.connection().execute(BY_ORDER, {"order_id": order_id}).first()
+def _find(conn, order_id):
+    return conn.execute(BY_ORDER, {"order_id": order_id}).first()
 
 
-def get(session, order_id):
-    payment = _find(session, order_id)
+def get(conn, order_id):
+    payment = _find(conn, order_id)
     if payment is None:
         raise NotFound(f"no payment for order {order_id}")
     return payment._asdict()
@@ -29,7 +30,7 @@ def get(session, order_id):
 
 def capture(session, outbox, provider, order_id, amount_cents, card_token):
     """Charge an order once; announces `payment_captured` or `payment_declined`."""
-    if _find(session, order_id) is not None:
+    if _find(session.connection(), order_id) is not None:
         return  # already decided; the order saw its event then
     outcome = provider.capture(f"capture-{order_id}", amount_cents, card_token)
     status = "captured" if outcome.ok else "declined"
@@ -46,7 +47,7 @@ def capture(session, outbox, provider, order_id, amount_cents, card_token):
 
 def refund(session, outbox, provider, order_id, announce_if_done=False):
     """Pay a captured order back once; announces `payment_refunded`."""
-    payment = _find(session, order_id)
+    payment = _find(session.connection(), order_id)
     if payment is None or payment.status == "declined":
         return
     if payment.status == "captured":

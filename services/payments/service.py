@@ -34,7 +34,8 @@ class PaymentsService:
 
     @rpc
     def get_payment(self, order_id):
-        return domain.get(self.db.session, order_id)
+        with self.db.reading() as conn:
+            return domain.get(conn, order_id)
 
     @handle_event(orders.CONTRACT, "payment_requested")
     def on_payment_requested(self, event):

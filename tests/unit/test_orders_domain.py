@@ -41,12 +41,13 @@ def place(session, outbox, key=None, items=ITEMS, card="tok_visa"):
 
 
 def status(session, order_id):
-    order = domain.get(session, order_id)
+    order = domain.get(session.connection(), order_id)
     return order["status"], order["reason"]
 
 
 def test_created_pending_at_fixed_prices(session, outbox):
-    order = domain.get(session, place(session, outbox))
+    order_id = place(session, outbox)
+    order = domain.get(session.connection(), order_id)
     assert (order["status"], order["total_cents"]) == ("pending", 500)
     assert order["items"] == [{"product_id": 7, "quantity": 2, "unit_price_cents": 250}]
     assert outbox.events == [("order_created", {
@@ -116,5 +117,5 @@ def test_idempotency_keys(session, outbox):
 
 def test_pages_are_newest_first(session, outbox):
     ids = [place(session, outbox) for _ in range(3)]
-    items, total = domain.page(session, 1, limit=2, offset=0)
+    items, total = domain.page(session.connection(), 1, limit=2, offset=0)
     assert total == 3 and [o["id"] for o in items] == ids[::-1][:2]
