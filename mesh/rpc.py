@@ -22,13 +22,13 @@ from kombu.exceptions import EncodeError
 from kombu.serialization import registry
 from marshmallow import ValidationError
 from nameko.amqp.publish import UndeliverableMessage
-from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.constants import AMQP_URI_CONFIG_KEY, NON_PERSISTENT
 from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
                                RpcTimeout, UnknownService, UnserializableValueError,
                                deserialize, serialize)
 from nameko.extensions import DependencyProvider
-from nameko.messaging import HeaderEncoder
-from nameko.rpc import Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
+from nameko.messaging import HeaderEncoder, QueueConsumer
+from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
 from sqlalchemy import Column, String, Table, insert
 from sqlalchemy.exc import IntegrityError
 
@@ -65,9 +65,11 @@ class ContractRpcConsumer(RpcConsumer):
     def handle_result(self, message, result, exc_info):
         properties = message.properties
         # answer in the request's own encoding, as nameko's Responder does
+        # transient: a reply outlives neither its caller's wait nor a broker restart
         options = dict(serializer=registry.type_to_name[properties["content_type"]],
                        exchange=self.exchange, routing_key=properties["reply_to"],
-                       correlation_id=properties.get("correlation_id"))
+                       correlation_id=properties.get("correlation_id"),
+                       delivery_mode=NON_PERSISTENT)
         error = serialize(exc_info[1]) if exc_info is not None else None
         try:
             publish(self.amqp_uri, {"result": result, "error": error}, confirms=False,
@@ -253,6 +255,18 @@ class ContractCall:
         return body["result"]
 
 
+class ReplyConsumer(QueueConsumer):
+    """nameko's QueueConsumer for reply queues, without acknowledgements: a reply
+    is read once, by the caller waiting for it, and acking it cost a write per call."""
+
+    def get_consumers(self, consumer_cls, channel):
+        return super().get_consumers(functools.partial(consumer_cls, no_ack=True), channel)
+
+
+class ContractReplyListener(ReplyListener):
+    queue_consumer = ReplyConsumer()
+
+
 class ServiceRpc(RpcProxy):
     """A dependency calling one service through its contract.
 
@@ -264,6 +278,7 @@ class ServiceRpc(RpcProxy):
     """
 
     metrics = Metrics()
+    rpc_reply_listener = ContractReplyListener()
 
     def __init__(self, contract, timeout=None, guarded=False):
         super().__init__(contract.service)
