@@ -61,6 +61,14 @@ def publish(amqp_uri, payload, confirms=True, **options):
             raise
 
 
+def _no_drain_before_publish(connection):
+    """py-amqp reads the socket before every publish (a syscall and a timeout) to
+    hear whether the broker blocked the connection. A broker that blocks shows
+    here as writes that wait, and the waiting callers time out as they would."""
+    connection.connection.client_properties.setdefault(
+        "capabilities", {})["connection.blocked"] = False
+
+
 @functools.cache
 def _unconfirmed(amqp_uri):
     return UnconfirmedPublisher(amqp_uri)
@@ -105,11 +113,7 @@ class UnconfirmedPublisher:
         if self.channel is None:
             self.connection = Connection(self.amqp_uri, connect_timeout=5)
             self.channel = self.connection.channel()
-            # py-amqp drains the socket before every publish to hear of a
-            # blocked connection; nothing else is ever read here, and a blocked
-            # broker shows as writes that wait (and the callers' timeouts)
-            self.connection.connection.client_properties.get(
-                "capabilities", {})["connection.blocked"] = False
+            _no_drain_before_publish(self.connection)
             self.declared = set()
         name = getattr(exchange, "name", exchange)
         if name and name not in self.declared and hasattr(exchange, "declare"):
@@ -143,6 +147,7 @@ class ConfirmedPublisher:
         if self.channel is None:
             self.connection = Connection(self.amqp_uri, connect_timeout=5)
             self.channel = self.connection.channel()
+            _no_drain_before_publish(self.connection)
             for entity in self.declare:
                 entity.bind(self.channel).declare()
             self.channel.confirm_select()

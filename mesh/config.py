@@ -114,6 +114,12 @@ class Settings(Schema):
         values=fields.Integer(strict=True, validate=validate.Range(min=0, max=65535),
                               error_messages={"invalid": "must be an integer from 0 to "
                                                          "65535"}))
+    WORKERS = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        values=fields.Integer(strict=True, validate=validate.Range(
+            min=1, max=1000, error="must be an integer from 1 to 1000"),
+                              error_messages={"invalid": "must be an integer from 1 to "
+                                                         "1000"}))
     OTEL_EXPORTER_OTLP_ENDPOINT = fields.String(load_default=None, allow_none=True,
                                                 validate=_http_url)
     MESH_LOG_FORMAT = fields.String(load_default="json",

@@ -144,7 +144,8 @@ class OutboxRelay(SharedExtension):
 
     def setup(self):
         config = self.container.config
-        self.url = database_url(config, self.container.service_name)
+        self.service = self.container.service_name
+        self.url = database_url(config, self.service)
         self.exchange = get_event_exchange(self.container.service_name, config)
         self.publisher = ConfirmedPublisher(config[AMQP_URI_CONFIG_KEY],
                                             declare=[self.exchange])
@@ -247,7 +248,7 @@ class OutboxRelay(SharedExtension):
         if batch:
             self.publisher.publish_batch(batch)
         for row in rows:
-            self.published.labels(self.container.service_name, row.type).inc()
+            self.published.labels(self.service, row.type).inc()
 
     def _mark(self, conn, rows):
         if rows:

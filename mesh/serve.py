@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 # nameko waits for in-flight workers on stop; past this we kill instead, so
 # `mesh up` (which allows 10 s in all) is never left waiting on us.
 STOP_GRACE_SECONDS = 7
+DEFAULT_WORKERS = 10  # nameko's own default
 
 
 def import_service(path):
@@ -42,6 +43,9 @@ def serve(config, name):
     if migrations.upgrade(config, name):
         log.info("%s database is at the latest schema", name)
 
+    # nameko reads max_workers (and takes its prefetch from it) for every container
+    config = {**config, "max_workers": (config.get("WORKERS") or {}).get(
+        name, DEFAULT_WORKERS)}
     runner = ServiceRunner(config)
     runner.add_service(service_cls)
     stopping = []
