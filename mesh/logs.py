@@ -102,13 +102,12 @@ class MeshTextFormatter(logging.Formatter):
 
 
 class QuietExpectedErrors(logging.Filter):
-    """Drop the traceback of errors a contract expects (a 404 is not a bug)."""
+    """Drop nameko's own line for an error a contract expects (a 404 is not a bug):
+    the worker's `mesh.worker` line already tells it, as `expected_error`."""
 
     def filter(self, record):
-        if record.levelno < logging.ERROR and str(record.msg).startswith("(expected)"):
-            record.exc_info = None
-            record.exc_text = None
-        return True
+        return not (record.levelno < logging.ERROR and record.name == "nameko.containers"
+                    and str(record.msg).startswith("(expected)"))
 
 
 def skip_unused_record_fields():

@@ -152,3 +152,12 @@ def test_a_line_orjson_refuses_is_written_all_the_same():
                                "GET %s", ("/\ud800",), None)
     line = json.loads(logs.MeshJsonFormatter().format(record))
     assert line["message"] == "GET /\ud800" and line["level"] == "INFO"
+
+
+def test_nameko_s_line_for_an_expected_error_is_dropped_and_others_kept():
+    quiet = logs.QuietExpectedErrors()
+    expected = logging.LogRecord("nameko.containers", logging.WARNING, __file__, 1,
+                                 "(expected) error handling worker %s: %s", ("w", "x"), None)
+    unexpected = logging.LogRecord("nameko.containers", logging.ERROR, __file__, 1,
+                                   "error handling worker %s: %s", ("w", "x"), None)
+    assert not quiet.filter(expected) and quiet.filter(unexpected)
