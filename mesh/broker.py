@@ -61,65 +61,35 @@ def publish(amqp_uri, payload, confirms=True, **options):
             raise
 
 
-def _no_drain_before_publish(connection):
-    """py-amqp reads the socket before every publish (a syscall and a timeout) to
-    hear whether the broker blocked the connection. A broker that blocks shows
-    here as writes that wait, and the waiting callers time out as they would."""
-    connection.connection.client_properties.setdefault(
-        "capabilities", {})["connection.blocked"] = False
-
-
-@functools.cache
-def _unconfirmed(amqp_uri):
-    return UnconfirmedPublisher(amqp_uri)
-
-
-class UnconfirmedPublisher:
-    """One connection per process and broker for messages that need no confirm:
-    each is a single write, made under a green lock (two greenthreads writing at
-    once could interleave their frames). A failed write reconnects and tries once
-    more; the exchanges it writes to are declared on each new connection."""
-
-    PROPERTIES = ("correlation_id", "reply_to", "message_id", "expiration", "priority")
+class _OwnChannel:
+    """A connection and channel of a publisher's own, opened on first use and
+    dropped after a failure (the next use opens new ones); exchanges are declared
+    once on each new channel."""
 
     def __init__(self, amqp_uri):
         self.amqp_uri = amqp_uri
-        self.lock = Semaphore(1)
         self.connection = self.channel = None
         self.declared = set()
 
-    def publish(self, payload, exchange, routing_key, headers=None, delivery_mode=PERSISTENT,
-                serializer="json", **properties):
-        message = amqp.Message(codec.dumps(payload), content_type="application/json",
-                               content_encoding="utf-8", delivery_mode=delivery_mode,
-                               application_headers=headers or {},
-                               **{k: v for k, v in properties.items()
-                                  if k in self.PROPERTIES and v is not None})
-        with self.lock:
-            for attempt in (1, 2):
-                try:
-                    channel = self._channel(exchange)
-                    channel.basic_publish(message, exchange=getattr(exchange, "name",
-                                                                    exchange),
-                                          routing_key=routing_key)
-                    return
-                except (OSError, amqp.exceptions.AMQPError) as exc:
-                    self.close()
-                    if attempt == 2:
-                        raise
-                    log.info("broker connection lost (%s); reconnecting", exc)
-
-    def _channel(self, exchange):
+    def _open(self, declare=()):
         if self.channel is None:
             self.connection = Connection(self.amqp_uri, connect_timeout=5)
             self.channel = self.connection.channel()
-            _no_drain_before_publish(self.connection)
+            # py-amqp reads the socket before every publish (a syscall and a
+            # timeout) to hear whether the broker blocked the connection; a
+            # blocked broker shows here as writes that wait, and callers time out
+            self.connection.connection.client_properties.setdefault(
+                "capabilities", {})["connection.blocked"] = False
             self.declared = set()
-        name = getattr(exchange, "name", exchange)
-        if name and name not in self.declared and hasattr(exchange, "declare"):
-            exchange.bind(self.channel).declare()
-            self.declared.add(name)
+            self.opened(self.channel)
+        for exchange in declare:
+            if exchange.name not in self.declared:
+                exchange.bind(self.channel).declare()
+                self.declared.add(exchange.name)
         return self.channel
+
+    def opened(self, channel):
+        """What a new channel needs before its first message."""
 
     def close(self):
         if self.connection is not None:
@@ -130,7 +100,46 @@ class UnconfirmedPublisher:
         self.connection = self.channel = None
 
 
-class ConfirmedPublisher:
+@functools.cache
+def _unconfirmed(amqp_uri):
+    return UnconfirmedPublisher(amqp_uri)
+
+
+class UnconfirmedPublisher(_OwnChannel):
+    """One connection per process and broker for messages that need no confirm:
+    each is a single write, made under a green lock (two greenthreads writing at
+    once could interleave their frames). A failed write reconnects and tries once
+    more."""
+
+    PROPERTIES = ("correlation_id", "reply_to", "message_id", "expiration", "priority")
+
+    def __init__(self, amqp_uri):
+        super().__init__(amqp_uri)
+        self.lock = Semaphore(1)
+
+    def publish(self, payload, exchange, routing_key, headers=None, delivery_mode=PERSISTENT,
+                serializer="json", **properties):
+        message = amqp.Message(codec.dumps(payload), content_type="application/json",
+                               content_encoding="utf-8", delivery_mode=delivery_mode,
+                               application_headers=headers or {},
+                               **{k: v for k, v in properties.items()
+                                  if k in self.PROPERTIES and v is not None})
+        declare = [exchange] if hasattr(exchange, "declare") else []
+        with self.lock:
+            for attempt in (1, 2):
+                try:
+                    self._open(declare).basic_publish(
+                        message, exchange=getattr(exchange, "name", exchange),
+                        routing_key=routing_key)
+                    return
+                except (OSError, amqp.exceptions.AMQPError) as exc:
+                    self.close()
+                    if attempt == 2:
+                        raise
+                    log.info("broker connection lost (%s); reconnecting", exc)
+
+
+class ConfirmedPublisher(_OwnChannel):
     """A channel of its own in confirm mode: `publish_batch` sends every message of
     a batch, then waits once until the broker has confirmed them all.
 
@@ -140,21 +149,14 @@ class ConfirmedPublisher:
     """
 
     def __init__(self, amqp_uri, declare=()):
-        self.amqp_uri, self.declare = amqp_uri, list(declare)
-        self.connection = self.channel = None
+        super().__init__(amqp_uri)
+        self.declare = list(declare)
 
-    def _open(self):
-        if self.channel is None:
-            self.connection = Connection(self.amqp_uri, connect_timeout=5)
-            self.channel = self.connection.channel()
-            _no_drain_before_publish(self.connection)
-            for entity in self.declare:
-                entity.bind(self.channel).declare()
-            self.channel.confirm_select()
-            self.tag, self.pending, self.refused = 0, set(), 0
-            self.channel.events["basic_ack"].add(self._acked)
-            self.channel.events["basic_nack"].add(self._nacked)
-        return self.channel
+    def opened(self, channel):
+        channel.confirm_select()
+        self.tag, self.pending, self.refused = 0, set(), 0
+        channel.events["basic_ack"].add(self._acked)
+        channel.events["basic_nack"].add(self._nacked)
 
     def _acked(self, tag, multiple):
         # one confirm may cover every earlier message (multiple), and need not
@@ -169,7 +171,7 @@ class ConfirmedPublisher:
     def publish_batch(self, messages, timeout=CONFIRM_TIMEOUT):
         """`messages`: `(body bytes, exchange, routing key, properties)` each."""
         try:
-            channel = self._open()
+            channel = self._open(self.declare)
             for body, exchange, routing_key, properties in messages:
                 channel.basic_publish(
                     amqp.Message(body, content_type="application/json",
@@ -190,11 +192,3 @@ class ConfirmedPublisher:
         except Exception:
             self.close()
             raise
-
-    def close(self):
-        if self.connection is not None:
-            try:
-                self.connection.release()
-            except Exception:  # closing what already failed
-                pass
-        self.connection = self.channel = None

@@ -1,0 +1,67 @@
+"""Publishing (mesh.broker) against the real RabbitMQ, on a vhost of the test's own."""
+import json
+
+import pytest
+from kombu import Connection, Exchange, Queue
+from nameko.amqp.publish import UndeliverableMessage
+
+from mesh.broker import ConfirmedPublisher, _unconfirmed, publish
+
+EXCHANGE = Exchange("test.events", type="topic", durable=True)
+
+
+@pytest.fixture
+def uri(mesh_config):
+    return mesh_config["AMQP_URI"]
+
+
+@pytest.fixture
+def queue(uri):
+    """A queue bound to EXCHANGE for every routing key; yields a reader of it."""
+    with Connection(uri) as connection:
+        bound = Queue("broker-test", exchange=EXCHANGE, routing_key="#")
+        bound(connection.default_channel).declare()
+
+        def read():
+            messages = []
+            while (message := connection.default_channel.basic_get("broker-test",
+                                                                   no_ack=True)):
+                messages.append(message)
+            return messages
+        yield read
+
+
+def test_a_batch_returns_once_the_broker_confirmed_all_of_it(uri, queue):
+    publisher = ConfirmedPublisher(uri, declare=[EXCHANGE])
+    batch = [(json.dumps({"n": n}).encode(), EXCHANGE.name, "thing_happened",
+              {"message_id": str(n)}) for n in range(50)]
+    publisher.publish_batch(batch)
+    assert not publisher.pending and not publisher.refused
+    publisher.publish_batch(batch[:3])  # tags keep counting on the same channel
+    received = queue()
+    assert [json.loads(m.body)["n"] for m in received] == list(range(50)) + [0, 1, 2]
+    assert received[0].properties["delivery_mode"] == 2  # persistent
+    publisher.close()
+
+
+def test_a_failed_batch_raises_and_the_next_one_reconnects(uri, queue):
+    publisher = ConfirmedPublisher(uri, declare=[EXCHANGE])
+    with pytest.raises(Exception):  # no such exchange: the broker closes the channel
+        publisher.publish_batch([(b"{}", "no-such-exchange", "x", {})])
+    assert publisher.connection is None
+    publisher.publish_batch([(b'{"n": 1}', EXCHANGE.name, "x", {})])
+    assert [json.loads(m.body) for m in queue()] == [{"n": 1}]
+    publisher.close()
+
+
+def test_unconfirmed_messages_survive_a_lost_connection(uri, queue):
+    publish(uri, {"n": 1}, confirms=False, exchange=EXCHANGE, routing_key="x")
+    _unconfirmed(uri).connection.connection.sock.close()  # the socket dies under it
+    publish(uri, {"n": 2}, confirms=False, exchange=EXCHANGE, routing_key="x")
+    assert [json.loads(m.body) for m in queue()] == [{"n": 1}, {"n": 2}]
+
+
+def test_a_confirmed_mandatory_message_nobody_takes_is_undeliverable(uri):
+    with pytest.raises(UndeliverableMessage):
+        publish(uri, {"n": 1}, exchange=EXCHANGE, routing_key="nobody.listens",
+                mandatory=True, declare=[EXCHANGE])
