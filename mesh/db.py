@@ -112,6 +112,13 @@ class Database(nameko_sqlalchemy.Database):
         db = self.dbs[worker_ctx] = DatabaseWrapper(self.Session, self.engine)
         return db
 
+    def worker_setup(self, worker_ctx):
+        # an entrypoint with a first write of its own in the worker's transaction
+        # (an event handler's inbox row) makes it before the method runs
+        begin_work = getattr(worker_ctx.entrypoint, "begin_work", None)
+        if begin_work is not None:
+            begin_work(worker_ctx, self)
+
     def setup(self):
         self.db_uri = database_url(self.container.config, self.container.service_name)
         self.engine = make_engine(self.db_uri, **self.engine_options)

@@ -2,8 +2,11 @@
 
 ``@handle_event(contracts.orders.CONTRACT, "order_created")`` marks a method that
 gets the checked envelope. It writes through the service's `Database` session and
-does not commit: the entrypoint records `(handler, event_id)` in the `inbox` table
-and commits both together, so an event delivered twice changes nothing the second
+does not commit. The worker's transaction begins by recording `(handler,
+event_id)` in the `inbox` table; the entrypoint commits that row with the
+handler's writes. An event already recorded is acknowledged without running its
+handler (on PostgreSQL a concurrent second delivery waits for the first to
+commit, then finds it), so an event delivered twice changes nothing the second
 time. A handler that raises is retried after each of EVENT_RETRY_DELAYS seconds
 (a queue per delay, whose messages expire back into the handler's queue), then
 parked in `<queue>.dlq` with its error. A malformed message (undecodable, or not
@@ -21,7 +24,7 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 from nameko.exceptions import ConfigurationError, ContainerBeingKilled
 from nameko.messaging import QueueConsumer
-from sqlalchemy import Column, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy import Column, MetaData, String, Table, insert
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
@@ -109,11 +112,8 @@ class MeshEventHandler(EventHandler):
         self.handler_name = f"{self.container.service_name}.{self.method_name}"
         # its metadata holds the `inbox` table; its session commits the handler's writes
         self.database = service_database(self.container, f"@handle_event {self.handler_name}")
-        self.inbox = inbox = self.database.declarative_base.metadata.tables["inbox"]
-        # built once: building a statement costs more than running it
-        self.seen_query = select(inbox.c.event_id).where(
-            inbox.c.handler == self.handler_name, inbox.c.event_id == bindparam("event_id"))
-        self.record = insert(inbox)
+        self.inbox = self.database.declarative_base.metadata.tables["inbox"]
+        self.record = insert(self.inbox)  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
 
@@ -122,9 +122,6 @@ class MeshEventHandler(EventHandler):
             event = self.load(body)
         except (ValidationError, TypeError) as exc:
             self.park_malformed(message, f"malformed: {exc}")
-            return
-        if self.seen(event["event_id"]):
-            self.queue_consumer.ack_message(message)
             return
         context_data = self.unpack_message_headers(message)
         try:
@@ -144,22 +141,33 @@ class MeshEventHandler(EventHandler):
         event["event_id"] = str(event["event_id"])
         return event
 
-    def seen(self, event_id):
-        with self.database.engine.connect() as conn:
-            return conn.execute(self.seen_query, {"event_id": event_id}).first() is not None
+    def begin_work(self, worker_ctx, database):
+        """Called by the service's `Database` as the worker starts: record the
+        event in the inbox as the transaction's first write. The handler then
+        gets `ALREADY_HANDLED` for an event recorded before, or the error that
+        kept the inbox from answering (raised in the worker, so the event is
+        retried, and the container lives on)."""
+        if database is not self.database:
+            return
+        (event,) = worker_ctx.args
+        session = database.dbs[worker_ctx].session
+        try:
+            session.connection().execute(self.record, {
+                "handler": self.handler_name, "event_id": event["event_id"],
+                "processed_at": utcnow()})
+        except IntegrityError:
+            session.rollback()
+            worker_ctx.args = (ALREADY_HANDLED,)
+        except Exception as exc:
+            session.rollback()
+            worker_ctx.args = (InboxUnavailable(f"{type(exc).__name__}: {exc}"),)
 
     def finish(self, message, event, worker_ctx, result, exc_info):
         """Commit the handler's writes with its inbox row, or retry/park the event."""
-        session = getattr(worker_ctx.service, self.database.attr_name).session
-        if exc_info is None:
+        session = self.database.dbs[worker_ctx].session
+        if exc_info is None and worker_ctx.args[0] is not ALREADY_HANDLED:
             try:
-                session.connection().execute(self.record, {
-                    "handler": self.handler_name, "event_id": event["event_id"],
-                    "processed_at": utcnow()})
                 session.commit()
-            except IntegrityError:
-                # a concurrent delivery of the same event committed first
-                session.rollback()
             except Exception:
                 session.rollback()
                 exc_info = sys.exc_info()
@@ -207,4 +215,22 @@ class MeshEventHandler(EventHandler):
         self.queue_consumer.ack_message(message)
 
 
-handle_event = MeshEventHandler.decorator
+class InboxUnavailable(Exception):
+    """The inbox could not be asked whether an event was handled; it is retried."""
+
+
+ALREADY_HANDLED = object()  # what a handler gets instead of an event it has handled
+
+
+def handle_event(contract, event_type, **kwargs):
+    """Mark a method as the idempotent handler of one contract event (see above)."""
+    def register(method):
+        @functools.wraps(method)
+        def handler(service, event):
+            if event is ALREADY_HANDLED:
+                return None
+            if isinstance(event, InboxUnavailable):
+                raise event
+            return method(service, event)
+        return MeshEventHandler.decorator(contract, event_type, **kwargs)(handler)
+    return register

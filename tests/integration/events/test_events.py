@@ -120,6 +120,23 @@ def test_the_same_event_twice_is_handled_once(flaky, mesh_config):
     assert flaky() == 2
 
 
+def test_an_inbox_that_cannot_answer_retries_the_event_and_the_service_lives_on(
+        flaky, mesh_config, tmp_path):
+    uri = mesh_config["AMQP_URI"]
+    engine = create_engine(f"sqlite:///{tmp_path}/flaky.sqlite")
+    with engine.begin() as conn:  # the inbox goes missing under the running service
+        conn.exec_driver_sql("ALTER TABLE inbox RENAME TO inbox_away")
+    publish(uri, envelope())
+    wait_until(lambda: len(dlq.messages(uri, QUEUE)) == 1)  # retried, then parked
+    (parked,) = dlq.messages(uri, QUEUE)
+    assert parked["attempts"] == 2 and "InboxUnavailable" in parked["error"]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE inbox_away RENAME TO inbox")
+    assert "replayed 1" in operator("replay", QUEUE, uri=uri).stdout
+    wait_until(lambda: flaky() == 1)  # the same container handles it
+    engine.dispose()
+
+
 def test_a_handler_that_always_fails_is_parked_then_replayed(flaky, mesh_config):
     uri = mesh_config["AMQP_URI"]
     FlakyService.failures_left = 10**6
