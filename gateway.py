@@ -2,7 +2,7 @@
 from werkzeug.wrappers import Response
 
 from contracts import accounts, inventory, notifications, orders
-from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
+from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable, UnknownProduct
 from mesh.health import Readiness
 from mesh.http.auth import KnownUsers
@@ -14,9 +14,9 @@ from mesh.telemetry import Telemetry
 
 ROUTES = RouteTable("/api/v1", [
     Route("POST", "/auth/register", accounts.CONTRACT, "register", status=201,
-          summary="Register a customer"),
-    Route("POST", "/auth/token", accounts.CONTRACT, "issue_token", auth_limit_by="email",
-          summary="Exchange email and password for a bearer token"),
+          password_work=True, summary="Register a customer"),
+    Route("POST", "/auth/token", accounts.CONTRACT, "issue_token", password_work=True,
+          auth_limit_by="email", summary="Exchange email and password for a bearer token"),
     Route("GET", "/me", accounts.CONTRACT, "get_user", access=USER,
           identity={"user_id": "user_id"}, summary="The caller's own user"),
     Route("GET", "/products", inventory.CONTRACT, "list_products",
@@ -50,6 +50,7 @@ ERRORS = {
     InvalidInput: (422, "validation_error"),
     UnknownProduct: (422, "unknown_product"),
     InvalidCredentials: (401, "invalid_credentials"),
+    Busy: (503, "service_unavailable"),
 }
 
 

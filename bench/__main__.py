@@ -19,7 +19,6 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -101,7 +100,9 @@ class Mesh:
                "MESH_LOG_FORMAT": "json", "JWT_SECRET": "bench-secret-" + "x" * 32,
                "MESH_ADMIN_EMAIL": ADMIN[0], "MESH_ADMIN_PASSWORD": ADMIN[1],
                # the bench floods on purpose: the rate limits are not what it measures
-               "API_RATE_LIMIT": "100000000/60", "AUTH_RATE_LIMIT": "100000000/60"}
+               "API_RATE_LIMIT": "100000000/60", "AUTH_RATE_LIMIT": "100000000/60",
+               "AUTH_ACCOUNT_RATE_LIMIT": "100000000/60",
+               "AUTH_ADDRESS_RATE_LIMIT": "100000000/60"}
         for name in stores.SERVICES:
             env[f"OPS_PORT_{name.upper()}"] = "0"  # a running mesh may hold them
             env[f"DATABASE_URL_{name.upper()}"] = self.databases.get(name, "")

@@ -11,8 +11,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 from nameko.exceptions import deserialize_to_instance
 
 __all__ = [
-    "ContractError", "Event", "Method", "ServiceContract", "Int", "UtcDateTime",
-    "Page", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
+    "ContractError", "Event", "Method", "ServiceContract", "Int", "Text", "EmailAddress",
+    "UtcDateTime", "Page", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
+    "normalise_email",
 ]
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -65,6 +66,46 @@ class Int(fields.Integer):
         if value is not None and not -INT64 <= value < INT64:
             raise self.make_error("range")
         return value
+
+
+class Text(fields.String):
+    """A string every database, driver and library can take: valid Unicode (no lone
+    surrogate, which JSON's `\\ud800` can smuggle in) and no NUL character."""
+
+    default_error_messages = {
+        "not_text": "Not valid text: it holds a NUL character or a lone surrogate."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in value:
+            raise self.make_error("not_text")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("not_text") from None
+        return value
+
+
+def normalise_email(email):
+    """The one form of an email address: lookups, storage and rate limits all use it."""
+    return email.strip().lower()
+
+
+class EmailAddress(Text):
+    """An email address, stripped (Unicode whitespace too) and lower-cased as it is
+    loaded; checked as an address unless `check_format=False` (a login's email only
+    has to match one, and must not say which do not exist)."""
+
+    def __init__(self, *, check_format=True, **kwargs):
+        validators = kwargs.pop("validate", None)
+        validators = list(validators) if isinstance(validators, (list, tuple)) else \
+            [validators] if validators else []
+        if check_format:
+            validators.append(validate.Email())
+        super().__init__(validate=validators, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return normalise_email(super()._deserialize(value, attr, data, **kwargs))
 
 
 class UtcDateTime(fields.DateTime):

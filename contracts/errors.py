@@ -1,7 +1,7 @@
 """Typed errors shared by every service contract."""
 from contracts.base import ContractError
 
-__all__ = ["NotFound", "Conflict", "InvalidInput", "InvalidCredentials",
+__all__ = ["NotFound", "Conflict", "InvalidInput", "InvalidCredentials", "Busy",
            "ContractViolation"]
 
 
@@ -23,6 +23,12 @@ class InvalidInput(ContractError):
 class InvalidCredentials(ContractError):
     """Wrong email or wrong password: deliberately indistinguishable."""
     code = "invalid_credentials"
+
+
+class Busy(ContractError):
+    """The service is at its limit for this kind of work; try again shortly."""
+    code = "service_unavailable"
+    retry_after = 2  # seconds
 
 
 class ContractViolation(ContractError):

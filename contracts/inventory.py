@@ -2,7 +2,7 @@
 from marshmallow import Schema, fields, validate
 
 from contracts.base import (SAFE_ID, Event, Int, Method, Page, PageArgs,
-                            ServiceContract, UtcDateTime, distinct_products)
+                            ServiceContract, Text, UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Product", "ProductPage", "CreateProductArgs", "RestockArgs",
@@ -15,8 +15,8 @@ RESERVATION_STATUSES = ("reserved", "rejected", "committed", "released")
 
 class Product(Schema):
     id = Int(required=True)
-    sku = fields.String(required=True)
-    name = fields.String(required=True)
+    sku = Text(required=True)
+    name = Text(required=True)
     price_cents = Int(required=True)
     stock = Int(required=True, validate=validate.Range(min=0))
     created_at = UtcDateTime(required=True)
@@ -30,9 +30,9 @@ class GetProductArgs(Schema):
 
 
 class CreateProductArgs(Schema):
-    sku = fields.String(required=True, validate=[validate.Length(min=1, max=64),
+    sku = Text(required=True, validate=[validate.Length(min=1, max=64),
                                                  validate.Regexp(SAFE_ID)])
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = Text(required=True, validate=validate.Length(min=1, max=200))
     price_cents = Int(required=True, validate=validate.Range(min=1, max=2**31 - 1))
     stock = Int(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
 
@@ -59,7 +59,7 @@ class OrderRef(Schema):
 
 class Reservation(Schema):
     order_id = Int(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
+    status = Text(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
     lines = fields.List(fields.Nested(Line), required=True)
     short_product_ids = fields.List(Int(), required=True)
 
@@ -79,7 +79,7 @@ class PricesArgs(Schema):
 
 
 class Prices(Schema):
-    prices = fields.Dict(keys=fields.String(), values=Int(), required=True)
+    prices = fields.Dict(keys=Text(), values=Int(), required=True)
 
 
 CONTRACT = ServiceContract(

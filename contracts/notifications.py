@@ -1,7 +1,7 @@
 """The `notifications` service: messages to users, one per domain event."""
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, validate
 
-from contracts.base import Int, Method, Page, PageArgs, ServiceContract, UtcDateTime
+from contracts.base import Int, Method, Page, PageArgs, ServiceContract, Text, UtcDateTime
 
 __all__ = ["CONTRACT", "Notification", "NotificationPage", "KINDS"]
 
@@ -10,9 +10,9 @@ KINDS = ("welcome", "order_confirmed", "order_rejected", "order_cancelled")
 
 class Notification(Schema):
     id = Int(required=True)
-    kind = fields.String(required=True, validate=validate.OneOf(KINDS))
-    subject = fields.String(required=True)
-    body = fields.String(required=True)
+    kind = Text(required=True, validate=validate.OneOf(KINDS))
+    subject = Text(required=True)
+    body = Text(required=True)
     order_id = Int(required=True, allow_none=True)
     created_at = UtcDateTime(required=True)
 

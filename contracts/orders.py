@@ -1,7 +1,7 @@
 """The `orders` service: orders, their lines and the saga that moves them on."""
 from marshmallow import Schema, fields, validate
 
-from contracts.base import (Event, Int, Method, Page, PageArgs, ServiceContract,
+from contracts.base import (Event, Int, Method, Page, PageArgs, ServiceContract, Text,
                             UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
@@ -38,8 +38,8 @@ class OrderLine(Schema):
 class Order(Schema):
     id = Int(required=True)
     user_id = Int(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(STATUSES))
-    reason = fields.String(required=True, allow_none=True)
+    status = Text(required=True, validate=validate.OneOf(STATUSES))
+    reason = Text(required=True, allow_none=True)
     items = fields.List(fields.Nested(OrderLine), required=True)
     total_cents = Int(required=True)
     created_at = UtcDateTime(required=True)
@@ -55,7 +55,7 @@ class ItemArgs(Schema):
 
 
 class PaymentArgs(Schema):
-    card_token = fields.String(required=True, validate=validate.Regexp(CARD_TOKEN))
+    card_token = Text(required=True, validate=validate.Regexp(CARD_TOKEN))
 
 
 class CreateOrderArgs(Schema):
@@ -63,7 +63,7 @@ class CreateOrderArgs(Schema):
     items = fields.List(fields.Nested(ItemArgs), required=True,
                         validate=[validate.Length(min=1, max=50), distinct_products])
     payment = fields.Nested(PaymentArgs, required=True)
-    idempotency_key = fields.String(load_default=None, allow_none=True,
+    idempotency_key = Text(load_default=None, allow_none=True,
                                     validate=validate.Length(min=1, max=128))
 
 
@@ -87,14 +87,14 @@ class PaymentRequested(Schema):
     order_id = Int(required=True)
     user_id = Int(required=True)
     amount_cents = Int(required=True)
-    card_token = fields.String(required=True, validate=validate.Regexp(CARD_TOKEN))
+    card_token = Text(required=True, validate=validate.Regexp(CARD_TOKEN))
 
 
 class OrderOutcome(Schema):
     order_id = Int(required=True)
     user_id = Int(required=True)
     total_cents = Int(required=True)
-    reason = fields.String(load_default=None, allow_none=True)
+    reason = Text(load_default=None, allow_none=True)
 
 
 CONTRACT = ServiceContract(

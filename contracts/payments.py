@@ -1,7 +1,7 @@
 """The `payments` service: payment capture and refunds (a simulated provider)."""
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, validate
 
-from contracts.base import Event, Int, Method, ServiceContract, UtcDateTime
+from contracts.base import Event, Int, Method, ServiceContract, Text, UtcDateTime
 from contracts.errors import InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Payment", "PaymentCaptured", "PaymentDeclined", "PaymentRefunded"]
@@ -11,9 +11,9 @@ class Payment(Schema):
     id = Int(required=True)
     order_id = Int(required=True)
     amount_cents = Int(required=True)
-    status = fields.String(required=True,
+    status = Text(required=True,
                            validate=validate.OneOf(("captured", "declined", "refunded")))
-    provider_ref = fields.String(required=True, allow_none=True)
+    provider_ref = Text(required=True, allow_none=True)
     created_at = UtcDateTime(required=True)
     updated_at = UtcDateTime(required=True)
 
@@ -30,7 +30,7 @@ class PaymentCaptured(Schema):
 
 class PaymentDeclined(Schema):
     order_id = Int(required=True)
-    reason = fields.String(required=True)
+    reason = Text(required=True)
 
 
 class PaymentRefunded(Schema):

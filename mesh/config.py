@@ -94,6 +94,8 @@ class Settings(Schema):
                                         validate=validate.Length(min=8, max=128))
     AUTH_RATE_LIMIT = fields.String(load_default="10/60", validate=parse_rate)
     API_RATE_LIMIT = fields.String(load_default="1200/60", validate=parse_rate)
+    AUTH_ACCOUNT_RATE_LIMIT = fields.String(load_default="20/60", validate=parse_rate)
+    AUTH_ADDRESS_RATE_LIMIT = fields.String(load_default="30/60", validate=parse_rate)
     CIRCUIT_FAIL_MAX = fields.Integer(strict=True, load_default=5,
                                       validate=validate.Range(min=1, max=1000))
     CIRCUIT_RESET_SECONDS = fields.Float(load_default=10.0,

@@ -75,11 +75,9 @@ class Api(HttpEntrypoint):
 
     def handle(self, route, request, path_values, request_id):
         claims = authenticate(request, route.access, self.tokens)
-        if not route.auth_limit_by:  # counted before the body, so bad ones count too
-            self.limits.check(route, request, claims)
+        self.limits.before_body(route, request, claims)  # bad bodies count too
         kwargs = route.arguments(request, path_values, claims)
-        if route.auth_limit_by:  # keyed by an argument: counted once it is known
-            self.limits.check(route, request, claims, kwargs)
+        self.limits.after_body(route, request, kwargs)
         context = {"request_id": request_id}
         traceparent = valid_traceparent(request.headers.get("traceparent"))
         if traceparent:  # the client's trace continues through the mesh

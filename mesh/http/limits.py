@@ -1,9 +1,13 @@
 """Rate limits for gateway routes (the `limits` library): in memory, or shared in Redis.
 
-Every route is limited by API_RATE_LIMIT per user, or per client address when
-anonymous; a route with `auth_limit_by` instead by AUTH_RATE_LIMIT per client
-address and that argument (the email of a login), so one client guessing one
-account's password is slowed while other accounts from the same address are not.
+Before a request's body is read, every route counts against API_RATE_LIMIT per user,
+or per client address when anonymous, and a route that makes a service hash or
+verify a password (`password_work`) also against AUTH_ADDRESS_RATE_LIMIT per
+client address, whatever the email: a client spraying emails is stopped before
+any argon2 work. Once a login's email is known (`auth_limit_by`, normalised by
+the contract exactly as accounts looks it up), it counts against AUTH_RATE_LIMIT
+per address and email (one client guessing one account is slowed, other accounts
+from that address are not) and AUTH_ACCOUNT_RATE_LIMIT per email from any address.
 The client address is the TCP peer's: the gateway trusts no forwarding header.
 """
 import math
@@ -16,7 +20,10 @@ from limits.strategies import MovingWindowRateLimiter
 from mesh.config import parse_rate
 from mesh.http.errors import HttpError
 
-__all__ = ["RateLimits"]
+__all__ = ["RateLimits", "DEFAULTS"]
+
+DEFAULTS = {"API_RATE_LIMIT": "1200/60", "AUTH_RATE_LIMIT": "10/60",
+            "AUTH_ACCOUNT_RATE_LIMIT": "20/60", "AUTH_ADDRESS_RATE_LIMIT": "30/60"}
 
 
 def _item(text):
@@ -25,35 +32,49 @@ def _item(text):
 
 
 class RateLimits:
-    """Checks and counts one request against its route's limit."""
+    """Checks and counts one request against the limits of its route."""
 
-    def __init__(self, api, auth, storage_url="memory://", prefix="mesh", rejected=None):
-        self.api, self.auth = _item(api), _item(auth)
+    def __init__(self, api, auth, storage_url="memory://", prefix="mesh", rejected=None,
+                 auth_account=DEFAULTS["AUTH_ACCOUNT_RATE_LIMIT"],
+                 auth_address=DEFAULTS["AUTH_ADDRESS_RATE_LIMIT"]):
+        self.items = {"api": _item(api), "auth": _item(auth),
+                      "auth_account": _item(auth_account),
+                      "auth_address": _item(auth_address)}
         self.rejected = rejected  # a prometheus Counter labelled by limit, or None
         options = {"key_prefix": prefix} if storage_url.startswith("redis") else {}
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url, **options))
 
     @classmethod
     def from_config(cls, config, rejected=None):
-        return cls(config.get("API_RATE_LIMIT", "1200/60"),
-                   config.get("AUTH_RATE_LIMIT", "10/60"),
-                   config.get("REDIS_URL") or "memory://",
-                   config.get("RATE_LIMIT_PREFIX") or "mesh", rejected)
+        def setting(name):
+            return config.get(name) or DEFAULTS[name]
 
-    def check(self, route, request, claims, kwargs=None):
-        """Count this request; HttpError 429 with Retry-After when over the limit."""
+        return cls(setting("API_RATE_LIMIT"), setting("AUTH_RATE_LIMIT"),
+                   config.get("REDIS_URL") or "memory://",
+                   config.get("RATE_LIMIT_PREFIX") or "mesh", rejected,
+                   setting("AUTH_ACCOUNT_RATE_LIMIT"), setting("AUTH_ADDRESS_RATE_LIMIT"))
+
+    def before_body(self, route, request, claims):
+        """Count a request before its body is read; 429 when over a limit."""
         address = request.remote_addr or "unknown"
+        self._hit("api", f"user:{claims.user_id}" if claims else f"addr:{address}")
+        if route.password_work:
+            self._hit("auth_address", address)
+
+    def after_body(self, route, request, kwargs):
+        """Count a login once its (normalised) email is known; 429 when over a limit."""
         if route.auth_limit_by:
-            item = self.auth
-            key = ("auth", address, str((kwargs or {}).get(route.auth_limit_by, "")).lower())
-        else:
-            item = self.api
-            key = ("api", f"user:{claims.user_id}" if claims else f"addr:{address}")
-        if self.limiter.hit(item, *key):
+            email = str(kwargs.get(route.auth_limit_by, ""))
+            self._hit("auth", request.remote_addr or "unknown", email)
+            self._hit("auth_account", email)
+
+    def _hit(self, limit, *key):
+        item = self.items[limit]
+        if self.limiter.hit(item, limit, *key):
             return
         if self.rejected is not None:
-            self.rejected.labels(key[0]).inc()
-        reset_at = self.limiter.get_window_stats(item, *key).reset_time
+            self.rejected.labels(limit).inc()
+        reset_at = self.limiter.get_window_stats(item, limit, *key).reset_time
         wait = max(1, math.ceil(reset_at - time.time()))
         raise HttpError(429, "rate_limited", f"too many requests; try again in {wait} s",
                         headers={"Retry-After": str(wait)})

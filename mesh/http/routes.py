@@ -70,8 +70,10 @@ class Route:
     ``{"user_id": "user_id"}`` for "the caller's own" or ``{"user_id": "owner_id"}``
     for "the caller's own, or anyone's for an admin". `headers` maps an RPC argument
     to a request header, e.g. ``{"idempotency_key": "Idempotency-Key"}``.
-    `auth_limit_by` names the argument (a login's email) that, with the client
-    address, keys AUTH_RATE_LIMIT for this route instead of API_RATE_LIMIT.
+    `password_work` marks a route whose call hashes or verifies a password: it
+    also counts against AUTH_ADDRESS_RATE_LIMIT before its body is read.
+    `auth_limit_by` names the argument (a login's email) that keys
+    AUTH_RATE_LIMIT (with the client address) and AUTH_ACCOUNT_RATE_LIMIT.
     """
 
     method: str
@@ -82,6 +84,7 @@ class Route:
     status: int = 200
     identity: dict = dataclasses.field(default_factory=dict)
     headers: dict = dataclasses.field(default_factory=dict)
+    password_work: bool = False
     auth_limit_by: str | None = None
     summary: str = ""
 

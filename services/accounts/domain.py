@@ -2,12 +2,9 @@
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from contracts.base import normalise_email
 from contracts.errors import Conflict, NotFound
 from services.accounts.models import User
-
-
-def normalise_email(email):
-    return email.strip().lower()
 
 
 def create_user(session, email, name, password_hash, role="customer", outbox=None):

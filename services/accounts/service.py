@@ -4,11 +4,11 @@ import logging
 from nameko.dependency_providers import Config
 
 from contracts.accounts import CONTRACT
-from contracts.errors import InvalidCredentials
+from contracts.errors import Conflict, InvalidCredentials
 from mesh.db import Database
 from mesh.lifecycle import on_start
 from mesh.outbox import Outbox
-from mesh.passwords import DUMMY_HASH, hash_password, verify_password
+from mesh.passwords import DUMMY_HASH, Passwords
 from mesh.rpc import rpc
 from mesh.telemetry import Telemetry
 from mesh.tokens import TokenKeys
@@ -27,18 +27,23 @@ class AccountsService:
     telemetry = Telemetry()
     outbox = Outbox(Base, CONTRACT)
     tokens = TokenKeys()
+    passwords = Passwords()
 
     @rpc
     def register(self, email, password, name):
-        user = domain.create_user(self.db.session, email, name, hash_password(password),
-                                  outbox=self.outbox)
+        # a taken email is refused before any hashing: it costs the caller nothing
+        if domain.find_by_email(self.db.session, email) is not None:
+            raise Conflict(f"email {email} is already registered")
+        self.db.session.rollback()  # no read stays open while the hash is computed
+        user = domain.create_user(self.db.session, email, name,
+                                  self.passwords.hash(password), outbox=self.outbox)
         return user.to_dict()
 
     @rpc
     def issue_token(self, email, password):
         user = domain.find_by_email(self.db.session, email)
         # verify even for an unknown email, so both failures take as long
-        matches = verify_password(user.password_hash if user else DUMMY_HASH, password)
+        matches = self.passwords.verify(user.password_hash if user else DUMMY_HASH, password)
         if user is None or not matches:
             raise InvalidCredentials("wrong email or password")
         return {"access_token": self.tokens.issue(user.id, user.role),
@@ -53,5 +58,5 @@ class AccountsService:
         email = self.config.get("MESH_ADMIN_EMAIL")
         password = self.config.get("MESH_ADMIN_PASSWORD")
         if email and password and domain.ensure_admin(
-                self.db.session, email, lambda: hash_password(password)):
+                self.db.session, email, lambda: self.passwords.hash(password)):
             log.info("created the admin account %s", email)

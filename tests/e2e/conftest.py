@@ -121,7 +121,9 @@ def mesh_env(tmp_path_factory):
             env.update(AMQP_URI=vhosts.enter_context(temporary_vhost()),
                        GATEWAY_PORT=str(free_port()),
                        MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),
-                       MESH_ADMIN_EMAIL=ADMIN_EMAIL, MESH_ADMIN_PASSWORD=ADMIN_PASSWORD)
+                       MESH_ADMIN_EMAIL=ADMIN_EMAIL, MESH_ADMIN_PASSWORD=ADMIN_PASSWORD,
+                       # every test's client is 127.0.0.1, many logging in a minute
+                       AUTH_ADDRESS_RATE_LIMIT="1000/60")
             env.update(extra)
             return env
         yield make

@@ -21,7 +21,9 @@ def mesh(mesh_env):
 
     # fuzzing is a flood on purpose: the limits are not what it tests
     running = RunningMesh(mesh_env(API_RATE_LIMIT="1000000/60",
-                                   AUTH_RATE_LIMIT="1000000/60"))
+                                   AUTH_RATE_LIMIT="1000000/60",
+                                   AUTH_ACCOUNT_RATE_LIMIT="1000000/60",
+                                   AUTH_ADDRESS_RATE_LIMIT="1000000/60"))
     running.wait_for("ready:", timeout=30)
     yield running
     running.kill()

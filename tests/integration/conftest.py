@@ -78,6 +78,8 @@ def start_mesh(start_service, mesh_config):
         # logins repeat while the admin is being created: not what limits are for here
         overrides = {"GATEWAY_PORT": port, "MESH_ADMIN_EMAIL": ADMIN_EMAIL,
                      "MESH_ADMIN_PASSWORD": ADMIN_PASSWORD, "AUTH_RATE_LIMIT": "1000/60",
+                     "AUTH_ACCOUNT_RATE_LIMIT": "1000/60",
+                     "AUTH_ADDRESS_RATE_LIMIT": "1000/60",
                      **overrides}
         names = names or list(mesh_config["SERVICES"])
         for name in names:

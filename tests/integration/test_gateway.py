@@ -249,3 +249,36 @@ def test_a_token_whose_user_no_longer_exists_is_refused(mesh):
     refused = mesh("GET", "/api/v1/orders", token)
     assert_error(refused, 401, "unauthorized")
     assert "no longer exists" in refused.json()["error"]["message"]
+
+
+def test_unstorable_text_is_a_422_and_never_opens_a_circuit(start_mesh):
+    mesh = start_mesh(CIRCUIT_FAIL_MAX=2)
+    email = mesh.register()
+    hostile = [  # raw JSON: a lone surrogate, a NUL
+        ("/api/v1/auth/token", f'{{"email": "{email}", "password": "\\ud800\\ud800"}}'),
+        ("/api/v1/auth/token", f'{{"email": "\\ud800{email}", "password": "x"}}'),
+        ("/api/v1/auth/register",
+         '{"email": "n@example.com", "password": "correct horse", "name": "a\\u0000b"}'),
+        ("/api/v1/auth/register",
+         '{"email": "s@example.com", "password": "\\udfff correct horse", "name": "S"}'),
+    ]
+    for path, body in hostile * 2:
+        response = mesh("POST", path, data=body, headers={"Content-Type": "application/json"})
+        error = assert_error(response, 422, "validation_error")
+        assert "lone surrogate" in json.dumps(error["fields"])
+    assert mesh.token(email)  # accounts' circuit is still closed
+
+
+def test_an_email_is_one_account_however_it_is_written(start_mesh):
+    mesh = start_mesh(AUTH_RATE_LIMIT="3/60")
+    email = mesh.register()
+    for variant in (email, email.upper(), f" {email}", f"{email}\u2003"):
+        response = mesh("POST", "/api/v1/auth/token",
+                        json={"email": variant, "password": "wrong horse"})
+        expected = (401, "invalid_credentials") if variant != f"{email}\u2003" else \
+            (429, "rate_limited")
+        assert_error(response, *expected)
+    # the right password, from the same address, is refused too until the window ends
+    assert_error(mesh("POST", "/api/v1/auth/token",
+                      json={"email": f" {email.upper()} ", "password": "correct horse"}),
+                 429, "rate_limited")

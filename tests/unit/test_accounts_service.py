@@ -3,6 +3,7 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import text
 
 from contracts.errors import Conflict, InvalidCredentials, NotFound
+from mesh.passwords import PasswordSlots
 from mesh.tokens import Tokens
 from services.accounts.service import AccountsService
 
@@ -17,7 +18,7 @@ class FakeDb:
 @pytest.fixture
 def service(session_for):
     return worker_factory(AccountsService, db=FakeDb(session_for("accounts")),
-                          tokens=TOKENS)
+                          tokens=TOKENS, passwords=PasswordSlots())
 
 
 def test_register_lowercases_email_and_makes_customers(service):
@@ -59,3 +60,21 @@ def test_admin_is_created_once(service):
     service.ensure_admin()
     token = service.issue_token("root@example.com", "admin password")
     assert TOKENS.verify(token["access_token"]).role == "admin"
+
+
+class CountingSlots(PasswordSlots):
+    hashed = 0
+
+    def hash(self, password):
+        CountingSlots.hashed += 1
+        return super().hash(password)
+
+
+def test_a_taken_email_is_refused_before_any_hashing(session_for):
+    service = worker_factory(AccountsService, db=FakeDb(session_for("accounts")),
+                             tokens=TOKENS, passwords=CountingSlots())
+    service.register("dup@example.com", "correct horse", "Dup")
+    CountingSlots.hashed = 0
+    with pytest.raises(Conflict):
+        service.register("dup@example.com", "correct horse", "Dup again")
+    assert CountingSlots.hashed == 0

@@ -17,3 +17,19 @@ def test_odd_hashes_do_not_raise():
 def test_dummy_hash_costs_what_a_real_one_does():
     # unknown-email logins verify against it: same parameters, same time
     assert not PasswordHasher().check_needs_rehash(DUMMY_HASH)
+
+
+def test_password_work_beyond_the_cap_is_refused_as_busy():
+    import eventlet
+    import pytest
+
+    from contracts.errors import Busy
+    from mesh.passwords import PasswordSlots
+
+    slots = PasswordSlots(concurrency=1, wait=0.05)
+    hashed = slots.hash("correct horse")
+    with slots._turn():  # the one slot is taken
+        with pytest.raises(Busy):
+            slots.verify(hashed, "correct horse")
+        eventlet.sleep(0)
+    assert slots.verify(hashed, "correct horse")

@@ -8,7 +8,7 @@ from mesh.http.limits import RateLimits
 from mesh.tokens import Claims
 
 LOGIN = Route("POST", "/auth/token", accounts.CONTRACT, "issue_token",
-              auth_limit_by="email")
+              password_work=True, auth_limit_by="email")
 PRODUCTS = Route("GET", "/products", inventory.CONTRACT, "list_products")
 
 
@@ -16,9 +16,15 @@ def request(address="10.0.0.1"):
     return Request(EnvironBuilder(environ_base={"REMOTE_ADDR": address}).get_environ())
 
 
+def check(limits, route, request, claims, kwargs=None):
+    limits.before_body(route, request, claims)
+    if kwargs is not None:
+        limits.after_body(route, request, LOGIN.loader.load(kwargs))
+
+
 def refused(limits, *args):
     with pytest.raises(HttpError) as caught:
-        limits.check(*args)
+        check(limits, *args)
     assert (caught.value.status, caught.value.code) == (429, "rate_limited")
     assert int(caught.value.headers["Retry-After"]) in range(1, 61)
     return caught.value
@@ -28,20 +34,38 @@ def test_logins_are_limited_per_address_and_email():
     limits = RateLimits(api="100/60", auth="3/60")
     ann = {"email": "ann@example.com", "password": "x"}
     for _ in range(3):
-        limits.check(LOGIN, request(), None, ann)
-    refused(limits, LOGIN, request(), None, {**ann, "email": "ANN@example.com"})
+        check(limits, LOGIN, request(), None, ann)
+    # the same account, however its address is written
+    for email in ("ANN@example.com", " ann@example.com ", "ann@example.com\u2003"):
+        refused(limits, LOGIN, request(), None, {**ann, "email": email})
     # another account from the same address, or the same account from elsewhere
-    limits.check(LOGIN, request(), None, {"email": "bob@example.com", "password": "x"})
-    limits.check(LOGIN, request("10.0.0.2"), None, ann)
+    check(limits, LOGIN, request(), None, {"email": "bob@example.com", "password": "x"})
+    check(limits, LOGIN, request("10.0.0.2"), None, ann)
 
 
 def test_the_api_is_limited_per_user_or_per_address():
     limits = RateLimits(api="2/60", auth="100/60")
     for _ in range(2):
-        limits.check(PRODUCTS, request(), None)
+        check(limits, PRODUCTS, request(), None)
     refused(limits, PRODUCTS, request(), None)
     # a signed-in user has an allowance of their own, wherever they come from
     for _ in range(2):
-        limits.check(PRODUCTS, request(), Claims(1, "customer"))
+        check(limits, PRODUCTS, request(), Claims(1, "customer"))
     refused(limits, PRODUCTS, request("10.9.9.9"), Claims(1, "customer"))
-    limits.check(PRODUCTS, request(), Claims(2, "customer"))
+    check(limits, PRODUCTS, request(), Claims(2, "customer"))
+
+
+def test_one_account_is_limited_from_every_address_together():
+    limits = RateLimits(api="100/60", auth="100/60", auth_account="3/60")
+    ann = {"email": "ann@example.com", "password": "x"}
+    for n in range(3):
+        check(limits, LOGIN, request(f"10.0.1.{n}"), None, ann)
+    refused(limits, LOGIN, request("10.0.1.99"), None, ann)
+
+
+def test_password_work_is_capped_per_address_before_the_body_is_read():
+    limits = RateLimits(api="100/60", auth="100/60", auth_address="3/60")
+    for n in range(3):
+        check(limits, LOGIN, request(), None, {"email": f"u{n}@example.com", "password": "x"})
+    refused(limits, LOGIN, request(), None)  # no body needed to be refused
+    check(limits, LOGIN, request("10.0.0.2"), None)
