@@ -1,7 +1,7 @@
 """The `inventory` service: products, stock and reservations."""
 from marshmallow import Schema, fields, validate
 
-from contracts.base import (SAFE_ID, Event, Int, Method, Page, PageArgs,
+from contracts.base import (MAX_LINES, SAFE_ID, BoundedList, Event, Int, Method, Page, PageArgs,
                             ServiceContract, Text, UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
@@ -49,8 +49,8 @@ class Line(Schema):
 
 class ReserveArgs(Schema):
     order_id = Int(required=True, validate=validate.Range(min=1))
-    lines = fields.List(fields.Nested(Line), required=True,
-                        validate=[validate.Length(min=1, max=50), distinct_products])
+    lines = BoundedList(fields.Nested(Line), required=True,
+                        validate=[validate.Length(min=1, max=MAX_LINES), distinct_products])
 
 
 class OrderRef(Schema):
@@ -60,8 +60,10 @@ class OrderRef(Schema):
 class Reservation(Schema):
     order_id = Int(required=True)
     status = Text(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
-    lines = fields.List(fields.Nested(Line), required=True)
-    short_product_ids = fields.List(Int(), required=True)
+    lines = BoundedList(fields.Nested(Line), required=True,
+                        validate=validate.Length(max=MAX_LINES))
+    short_product_ids = BoundedList(Int(), required=True,
+                                    validate=validate.Length(max=MAX_LINES))
 
 
 class OrderStock(Schema):
@@ -70,11 +72,12 @@ class OrderStock(Schema):
 
 class StockRejected(Schema):
     order_id = Int(required=True)
-    short_product_ids = fields.List(Int(), required=True)
+    short_product_ids = BoundedList(Int(), required=True,
+                                    validate=validate.Length(max=MAX_LINES))
 
 
 class PricesArgs(Schema):
-    product_ids = fields.List(Int(), required=True,
+    product_ids = BoundedList(Int(), required=True,
                               validate=validate.Length(min=1, max=100))
 
 

@@ -1,8 +1,8 @@
 """The `orders` service: orders, their lines and the saga that moves them on."""
 from marshmallow import Schema, fields, validate
 
-from contracts.base import (Event, Int, Method, Page, PageArgs, ServiceContract, Text,
-                            UtcDateTime, distinct_products)
+from contracts.base import (MAX_LINES, BoundedList, Event, Int, Method, Page, PageArgs,
+                            ServiceContract, Text, UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Order", "OrderPage", "CreateOrderArgs", "OrderRef",
@@ -40,7 +40,8 @@ class Order(Schema):
     user_id = Int(required=True)
     status = Text(required=True, validate=validate.OneOf(STATUSES))
     reason = Text(required=True, allow_none=True)
-    items = fields.List(fields.Nested(OrderLine), required=True)
+    items = BoundedList(fields.Nested(OrderLine), required=True,
+                        validate=validate.Length(max=MAX_LINES))
     total_cents = Int(required=True)
     created_at = UtcDateTime(required=True)
     updated_at = UtcDateTime(required=True)
@@ -60,8 +61,8 @@ class PaymentArgs(Schema):
 
 class CreateOrderArgs(Schema):
     user_id = Int(required=True)
-    items = fields.List(fields.Nested(ItemArgs), required=True,
-                        validate=[validate.Length(min=1, max=50), distinct_products])
+    items = BoundedList(fields.Nested(ItemArgs), required=True,
+                        validate=[validate.Length(min=1, max=MAX_LINES), distinct_products])
     payment = fields.Nested(PaymentArgs, required=True)
     idempotency_key = Text(load_default=None, allow_none=True,
                                     validate=validate.Length(min=1, max=128))
@@ -79,7 +80,8 @@ class ListOrdersArgs(PageArgs):
 class OrderCreated(Schema):
     order_id = Int(required=True)
     user_id = Int(required=True)
-    lines = fields.List(fields.Nested(ItemArgs), required=True)
+    lines = BoundedList(fields.Nested(ItemArgs), required=True,
+                        validate=validate.Length(min=1, max=MAX_LINES))
     total_cents = Int(required=True)
 
 

@@ -13,6 +13,7 @@ __all__ = ["HttpError", "ErrorTable", "json_response", "payload_too_large",
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
+MAX_FIELDS, MAX_MESSAGE = 20, 200  # the most an error body says
 
 
 class HttpError(Exception):
@@ -21,7 +22,7 @@ class HttpError(Exception):
     def __init__(self, status, code, message, fields=None, headers=None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-        self.fields = fields
+        self.fields = _bounded(fields)
         self.headers = headers or {}
 
     def response(self, request_id):
@@ -31,9 +32,29 @@ class HttpError(Exception):
         return json_response({"error": body}, self.status, self.headers)
 
 
-def payload_too_large():
-    return HttpError(413, "payload_too_large",
-                     f"the body is larger than {MAX_BODY_BYTES // 2**20} MiB")
+def _bounded(fields):
+    """At most MAX_FIELDS fields and MAX_MESSAGE characters a message: an answer
+    to a body of a thousand unknown keys stays small."""
+    if not isinstance(fields, dict):
+        return fields
+    names = list(fields)
+    bounded = {str(name)[:MAX_MESSAGE]: _short(fields[name]) for name in names[:MAX_FIELDS]}
+    if len(names) > MAX_FIELDS:
+        bounded["_more"] = [f"{len(names) - MAX_FIELDS} more field(s) not shown"]
+    return bounded
+
+
+def _short(messages):
+    if isinstance(messages, dict):
+        return _bounded(messages)
+    if isinstance(messages, list):
+        return [_short(m) for m in messages[:MAX_FIELDS]]
+    return str(messages)[:MAX_MESSAGE]
+
+
+def payload_too_large(limit=MAX_BODY_BYTES):
+    size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit // 1024} KiB"
+    return HttpError(413, "payload_too_large", f"the body is larger than {size}")
 
 
 def json_response(payload, status=200, headers=None):

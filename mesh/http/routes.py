@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from contracts.base import Int, ServiceContract
-from mesh.http.errors import HttpError, payload_too_large
+from mesh.http.errors import MAX_BODY_BYTES, HttpError, payload_too_large
 
 __all__ = ["PUBLIC", "USER", "ADMIN", "Route", "RouteTable"]
 
@@ -18,18 +18,24 @@ BODY_METHODS = ("POST", "PUT", "PATCH")
 PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
 INTEGER = re.compile(r"^-?\d{1,18}$")
 MAX_DEPTH = 32  # no request of this API nests beyond a few levels
+ROUTE_BODY_BYTES = 16 * 1024  # the largest request (50 order lines) is ~3 KiB
 
 
 def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
-def read_json_object(request):
-    """The request's JSON object body ({} when empty); 413, 415, 400 or 422 otherwise."""
+def read_json_object(request, max_bytes=MAX_BODY_BYTES):
+    """The request's JSON object body ({} when empty); 413, 415, 400 or 422 otherwise.
+
+    A body over `max_bytes` is refused before it is read or parsed."""
+    if (request.content_length or 0) > max_bytes:
+        raise payload_too_large(max_bytes)
+    request.max_content_length = max_bytes  # a chunked body is cut off there too
     try:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise payload_too_large() from None
+        raise payload_too_large(max_bytes) from None
     if not raw:
         return {}
     if not (request.mimetype == "application/json" or request.mimetype.endswith("+json")):
@@ -86,6 +92,7 @@ class Route:
     headers: dict = dataclasses.field(default_factory=dict)
     password_work: bool = False
     auth_limit_by: str | None = None
+    max_body: int = ROUTE_BODY_BYTES
     summary: str = ""
 
     def __post_init__(self):
@@ -126,7 +133,8 @@ class Route:
 
     def arguments(self, request, path_values, claims):
         """Load the RPC's keyword arguments from the request; HttpError when bad."""
-        supplied = read_json_object(request) if self.has_body else self._query(request)
+        supplied = read_json_object(request, self.max_body) if self.has_body \
+            else self._query(request)
         fixed = dict(path_values)
         fixed.update({arg: getattr(claims, claim) for arg, claim in self.identity.items()})
         fixed.update({arg: request.headers[name] for arg, name in self.headers.items()
