@@ -10,7 +10,8 @@ from nameko.runners import ServiceRunner
 
 from mesh import codec, logs, migrations
 
-__all__ = ["serve", "import_service", "entrypoints_of", "STOP_GRACE_SECONDS"]
+__all__ = ["serve", "container_config", "import_service", "entrypoints_of",
+           "STOP_GRACE_SECONDS"]
 
 log = logging.getLogger(__name__)
 # nameko waits for in-flight workers on stop; past this we kill instead, so
@@ -32,6 +33,13 @@ def entrypoints_of(service_cls):
             yield attr, entrypoint
 
 
+def container_config(config, name):
+    """`config` for `name`'s container: its WORKERS become nameko's max_workers
+    (from which nameko also takes its prefetch)."""
+    return {**config, "max_workers": (config.get("WORKERS") or {}).get(
+        name, DEFAULT_WORKERS)}
+
+
 def serve(config, name):
     """Migrate the service's database, run it until SIGTERM/SIGINT, then drain."""
     logs.set_process_service(name)
@@ -43,10 +51,7 @@ def serve(config, name):
     if migrations.upgrade(config, name):
         log.info("%s database is at the latest schema", name)
 
-    # nameko reads max_workers (and takes its prefetch from it) for every container
-    config = {**config, "max_workers": (config.get("WORKERS") or {}).get(
-        name, DEFAULT_WORKERS)}
-    runner = ServiceRunner(config)
+    runner = ServiceRunner(container_config(config, name))
     runner.add_service(service_cls)
     stopping = []
 

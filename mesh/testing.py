@@ -151,10 +151,12 @@ def start_service(mesh_containers, mesh_config):
     """
     from mesh import migrations
 
+    from mesh.serve import container_config
+
     def start(service_cls, **overrides):
         config = {**mesh_config, **overrides}
         migrations.upgrade(config, service_cls.name)
-        container = mesh_containers(service_cls, config)
+        container = mesh_containers(service_cls, container_config(config, service_cls.name))
         container.start()
         start.started.append(container)
         return container

@@ -2,6 +2,7 @@
 import functools
 
 from eventlet.event import Event
+from eventlet.semaphore import Semaphore
 from nameko.exceptions import ContainerBeingKilled, RpcTimeout, UnknownService
 from nameko.extensions import Entrypoint
 from werkzeug.routing import Rule
@@ -16,7 +17,9 @@ from mesh.http.server import MeshWebServer
 from mesh.tokens import Tokens, signing_key
 from mesh.tracing import TRACEPARENT, valid_traceparent
 
-__all__ = ["api", "operation"]
+__all__ = ["api", "operation", "KEPT_FOR_OPERATIONS"]
+
+KEPT_FOR_OPERATIONS = 5  # workers only /health, /ready, /metrics and docs may use
 
 
 class HttpEntrypoint(Entrypoint):
@@ -66,6 +69,9 @@ class Api(HttpEntrypoint):
         config = self.container.config
         self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
         self.limits = RateLimits.from_config(config, self.server.http_metrics.rate_limited)
+        # API requests may fill the worker pool but for a few workers kept for
+        # probes, scrapes and docs; one more is answered 503 at once, not queued
+        self.slots = Semaphore(max(1, self.container.max_workers - KEPT_FOR_OPERATIONS))
         super().setup()
 
     def url_rules(self):
@@ -84,6 +90,10 @@ class Api(HttpEntrypoint):
             context[TRACEPARENT] = traceparent
         if claims is not None:
             context["user_id"] = claims.user_id
+        if not self.slots.acquire(blocking=False):
+            raise HttpError(503, "service_unavailable", "the gateway is serving as many "
+                            "requests as it can; try again shortly",
+                            headers={"Retry-After": "1"})
         try:
             result = self.run_worker((route, kwargs, claims), context)
         except Exception as exc:
@@ -91,6 +101,8 @@ class Api(HttpEntrypoint):
             if mapped is None:
                 raise
             raise mapped from None
+        finally:
+            self.slots.release()
         return json_response(result, route.status)
 
 

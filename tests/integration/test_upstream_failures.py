@@ -103,3 +103,22 @@ def test_a_service_never_started_gets_503_at_once(start_mesh):
         assert response.status_code == 503 and seconds < 2.5, response.text
         assert response.json()["error"]["code"] == "service_unavailable"
         time.sleep(0.6)
+
+
+def test_a_full_gateway_answers_503_at_once_and_health_still_answers(start_mesh,
+                                                                      start_service):
+    workers = {"gateway": 7}  # 2 for API requests, 5 kept for probes and scrapes
+    mesh = start_mesh(["accounts", "gateway"], RPC_TIMEOUT=5, WORKERS=workers)
+    start_service(SteadyInventory, RPC_TIMEOUT=5, WORKERS=workers)
+    time.sleep(1.5)
+    pool = eventlet.GreenPool(10)
+    calls = [pool.spawn(timed, mesh, "/api/v1/products", requests.Session())
+             for _ in range(6)]
+    eventlet.sleep(0.3)  # two are with inventory now
+    probes = [timed(mesh, "/health", requests.Session()) for _ in range(10)]
+    assert all(r.status_code == 200 and s < 0.5 for r, s in probes)
+    answers = [call.wait() for call in calls]
+    assert sorted(r.status_code for r, _ in answers) == [200, 200, 503, 503, 503, 503]
+    for response, seconds in answers:
+        if response.status_code == 503:
+            assert seconds < 0.5 and response.headers["Retry-After"] == "1"
