@@ -1,11 +1,16 @@
-"""The gateway's web server: JSON errors, request ids and a stop that never hangs."""
+"""The gateway's web server: JSON errors, request ids, bounded connections and time,
+and a stop that never hangs."""
 import collections
+import errno
 import functools
 import logging
 import re
 import socket
 import time
 import uuid
+
+import eventlet
+from eventlet.semaphore import Semaphore
 
 from nameko.web.server import BindAddress, WebServer
 from prometheus_client import Counter, Histogram
@@ -18,7 +23,7 @@ from mesh.http.errors import MAX_BODY_BYTES, HttpError, internal_error, \
     payload_too_large
 from mesh.metrics import LATENCY_BUCKETS, Metrics
 
-__all__ = ["MeshWebServer", "request_id_from"]
+__all__ = ["MeshWebServer", "request_id_from", "accept_forever"]
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("mesh.http.access")
@@ -29,6 +34,48 @@ UNMATCHED = "(unmatched)"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+DEFAULT_MAX_CONNECTIONS = 500
+DEFAULT_READ_TIMEOUT = 10.0  # seconds a read or write of a request may wait
+DEFAULT_IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may wait for its next one
+# the process or the machine is out of a resource for a moment: wait, do not die
+ACCEPT_PAUSES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+ACCEPT_PAUSE_SECONDS = 0.1
+_TOO_MANY_BODY = (b'{"error": {"code": "service_unavailable", '
+                  b'"message": "too many connections; try again shortly"}}')
+TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
+
+
+def accept_forever(listener, serve, slots, spawn=eventlet.spawn_n, accepting=lambda: True):
+    """Accept connections and hand each to `serve(sock, address)` in a greenthread
+    of its own (`spawn`), while `slots` (a semaphore) has room: beyond it a connection is
+    answered 503 and closed. Running out of file descriptors (EMFILE) or memory
+    pauses accepting for a moment; it never ends the loop."""
+    while accepting():
+        try:
+            sock, address = listener.accept()
+        except OSError as exc:
+            if exc.errno not in ACCEPT_PAUSES and exc.errno != errno.ECONNABORTED:
+                raise
+            if exc.errno != errno.ECONNABORTED:
+                log.warning("cannot accept a connection (%s); pausing", exc.strerror)
+                eventlet.sleep(ACCEPT_PAUSE_SECONDS)
+            continue
+        if not slots.acquire(blocking=False):
+            try:
+                sock.sendall(TOO_MANY)
+            except OSError:
+                pass
+            sock.close()
+            continue
+
+        def handle(sock=sock, address=address):
+            try:
+                serve(sock, address)
+            finally:
+                slots.release()
+        spawn(handle)
 
 
 def request_id_from(header):
@@ -183,12 +230,36 @@ class MeshWebServer(WebServer):
                 url_map.add(rule)
         return url_map
 
+    def get_wsgi_server(self, sock, wsgi_app, **kwargs):
+        server = super().get_wsgi_server(sock, wsgi_app, **kwargs)
+        config = self.container.config
+        # a client may not hold a connection by sending slowly, or by idling
+        server.socket_timeout = float(config.get("HTTP_READ_TIMEOUT",
+                                                 DEFAULT_READ_TIMEOUT))
+        server.keepalive = float(config.get("HTTP_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+        return server
+
+    def run(self):
+        # nameko's accept loop would die on EMFILE (and the container with it),
+        # and takes any number of connections
+        slots = Semaphore(int(self.container.config.get(
+            "HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)))
+        accept_forever(self._sock, self._serve, slots, self.container.spawn_managed_thread,
+                       lambda: self._is_accepting)
+
+    def _serve(self, sock, address):
+        sock.settimeout(self._serv.socket_timeout)
+        self.process_request(sock, address)
+
     def process_request(self, sock, address):
         self._connections.add(sock)
         try:
             super().process_request(sock, address)
+        except OSError as exc:  # a client gone mid-request, or too slow
+            log.debug("connection from %s ended: %s", address, exc)
         finally:
             self._connections.discard(sock)
+            sock.close()
 
     def stop(self):
         # Keep-alive connections would keep their greenthreads reading forever;

@@ -282,3 +282,34 @@ def test_an_email_is_one_account_however_it_is_written(start_mesh):
     assert_error(mesh("POST", "/api/v1/auth/token",
                       json={"email": f" {email.upper()} ", "password": "correct horse"}),
                  429, "rate_limited")
+
+
+def raw_connection(mesh):
+    host, port = mesh.base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_a_slow_or_idle_client_is_let_go(start_mesh):
+    mesh = start_mesh(["accounts", "gateway"], HTTP_READ_TIMEOUT=1, HTTP_IDLE_TIMEOUT=1)
+    half_sent = raw_connection(mesh)
+    half_sent.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    idle = raw_connection(mesh)
+    idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    started = time.monotonic()
+    assert half_sent.recv(4096) == b""  # closed by the gateway
+    assert b"200 OK" in idle.recv(4096) and idle.recv(4096) == b""
+    assert time.monotonic() - started < 5
+    assert mesh("GET", "/health").status_code == 200
+
+
+def test_connections_beyond_the_cap_are_answered_503(start_mesh):
+    mesh = start_mesh(["accounts", "gateway"], HTTP_MAX_CONNECTIONS=3)
+    held = [raw_connection(mesh) for _ in range(3)]
+    time.sleep(0.3)
+    extra = raw_connection(mesh)
+    answer = extra.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503") and b"service_unavailable" in answer
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    assert requests.get(mesh.base + "/health", timeout=5).status_code == 200

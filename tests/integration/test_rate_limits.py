@@ -17,16 +17,19 @@ def gateways(start_mesh, start_service, redis_prefix):
     from mesh.testing import free_port
     from tests.integration.conftest import Client
 
-    first = start_mesh(["accounts", "inventory", "gateway"], RATE_LIMIT_PREFIX=redis_prefix,
-                       **LIMITS)
-    port = free_port()
-    start_service(GatewayService, GATEWAY_PORT=port, RATE_LIMIT_PREFIX=redis_prefix,
-                  **LIMITS)
-    return first, Client(f"http://127.0.0.1:{port}", first.config)
+    def start(**limits):
+        limits = {**LIMITS, **limits}
+        first = start_mesh(["accounts", "inventory", "gateway"],
+                           RATE_LIMIT_PREFIX=redis_prefix, **limits)
+        port = free_port()
+        start_service(GatewayService, GATEWAY_PORT=port, RATE_LIMIT_PREFIX=redis_prefix,
+                      **limits)
+        return first, Client(f"http://127.0.0.1:{port}", first.config)
+    return start
 
 
 def test_a_flood_of_logins_is_refused_across_gateways(gateways):
-    first, second = gateways
+    first, second = gateways(API_RATE_LIMIT="100/60")
     email = first.register()
     answers = [login(first, email).status_code, login(second, email).status_code,
                login(first, email).status_code]
@@ -44,8 +47,16 @@ def test_a_flood_of_logins_is_refused_across_gateways(gateways):
 
 
 def test_the_api_limit_counts_per_client(gateways):
-    first, second = gateways
+    first, second = gateways()
     statuses = [first("GET", "/api/v1/products").status_code for _ in range(3)] + \
         [second("GET", "/api/v1/products").status_code for _ in range(3)]
     assert statuses == [200] * 5 + [429]
     assert first("GET", "/health").status_code == 200  # operations are not limited
+
+
+def test_logins_count_against_the_api_limit_too(gateways):
+    first, second = gateways(API_RATE_LIMIT="3/60")
+    statuses = [login(first, f"nobody-{n}@example.com").status_code for n in range(2)] + \
+        [login(second, "nobody-2@example.com").status_code,
+         login(second, "nobody-3@example.com").status_code]
+    assert statuses == [401, 401, 401, 429]
