@@ -12,13 +12,17 @@ from nameko.exceptions import deserialize_to_instance
 
 __all__ = [
     "ContractError", "Event", "Method", "ServiceContract", "Int", "Text", "EmailAddress",
-    "BoundedList", "MAX_LINES",
+    "BoundedList", "MAX_LINES", "MAX_QUANTITY", "MAX_PRICE_CENTS", "MAX_TOTAL_CENTS",
     "UtcDateTime", "Page", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
     "normalise_email",
 ]
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_LINES = 50  # lines of one order, and of its reservation
+MAX_QUANTITY = 1000  # units of one product on one line
+MAX_PRICE_CENTS = 2**31 - 1
+# the most an order can cost: every store (BIGINT on PostgreSQL) holds it
+MAX_TOTAL_CENTS = MAX_LINES * MAX_QUANTITY * MAX_PRICE_CENTS
 
 
 class ContractError(Exception):

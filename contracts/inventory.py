@@ -1,7 +1,7 @@
 """The `inventory` service: products, stock and reservations."""
 from marshmallow import Schema, fields, validate
 
-from contracts.base import (MAX_LINES, SAFE_ID, BoundedList, Event, Int, Method, Page, PageArgs,
+from contracts.base import (MAX_LINES, MAX_PRICE_CENTS, MAX_QUANTITY, SAFE_ID, BoundedList, Event, Int, Method, Page, PageArgs,
                             ServiceContract, Text, UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
@@ -33,7 +33,7 @@ class CreateProductArgs(Schema):
     sku = Text(required=True, validate=[validate.Length(min=1, max=64),
                                                  validate.Regexp(SAFE_ID)])
     name = Text(required=True, validate=validate.Length(min=1, max=200))
-    price_cents = Int(required=True, validate=validate.Range(min=1, max=2**31 - 1))
+    price_cents = Int(required=True, validate=validate.Range(min=1, max=MAX_PRICE_CENTS))
     stock = Int(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
 
 
@@ -44,7 +44,7 @@ class RestockArgs(Schema):
 
 class Line(Schema):
     product_id = Int(required=True)
-    quantity = Int(required=True, validate=validate.Range(min=1, max=1000))
+    quantity = Int(required=True, validate=validate.Range(min=1, max=MAX_QUANTITY))
 
 
 class ReserveArgs(Schema):

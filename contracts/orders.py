@@ -1,7 +1,7 @@
 """The `orders` service: orders, their lines and the saga that moves them on."""
 from marshmallow import Schema, fields, validate
 
-from contracts.base import (MAX_LINES, BoundedList, Event, Int, Method, Page, PageArgs,
+from contracts.base import (MAX_LINES, MAX_QUANTITY, BoundedList, Event, Int, Method, Page, PageArgs,
                             ServiceContract, Text, UtcDateTime, distinct_products)
 from contracts.errors import Conflict, InvalidInput, NotFound
 
@@ -52,7 +52,7 @@ OrderPage = Page(Order)
 
 class ItemArgs(Schema):
     product_id = Int(required=True, validate=validate.Range(min=1))
-    quantity = Int(required=True, validate=validate.Range(min=1, max=1000))
+    quantity = Int(required=True, validate=validate.Range(min=1, max=MAX_QUANTITY))
 
 
 class PaymentArgs(Schema):

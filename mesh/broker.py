@@ -111,14 +111,16 @@ class UnconfirmedPublisher(_OwnChannel):
     once could interleave their frames). A failed write reconnects and tries once
     more."""
 
-    PROPERTIES = ("correlation_id", "reply_to", "message_id", "expiration", "priority")
+    PROPERTIES = ("correlation_id", "reply_to", "message_id", "priority", "expiration")
 
     def __init__(self, amqp_uri):
         super().__init__(amqp_uri)
         self.lock = Semaphore(1)
 
     def publish(self, payload, exchange, routing_key, headers=None, delivery_mode=PERSISTENT,
-                serializer="json", **properties):
+                serializer="json", expiration=None, **properties):
+        if expiration is not None:  # seconds, as kombu takes it; AMQP wants ms
+            properties["expiration"] = str(int(expiration * 1000))
         message = amqp.Message(codec.dumps(payload), content_type="application/json",
                                content_encoding="utf-8", delivery_mode=delivery_mode,
                                application_headers=headers or {},

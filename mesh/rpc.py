@@ -15,6 +15,7 @@ requests and replies go through `mesh.broker`'s long-lived producer pools.
 import functools
 import inspect
 import logging
+import time
 import uuid
 
 import eventlet
@@ -45,6 +46,8 @@ __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 5.0
 REQUEST_KEY = "rpc_request_key"
+# when a caller stops waiting (epoch seconds): the service drops the request then
+EXPIRES = "x-mesh-expires-at"
 
 
 class ContractRpcConsumer(RpcConsumer):
@@ -104,12 +107,21 @@ class ContractRpc(Rpc):
         super().setup()
 
     def handle_message(self, body, message):
+        context_data = self.unpack_message_headers(message)
+        expires_at = context_data.pop(EXPIRES, None)
+        if isinstance(expires_at, (int, float)) and time.time() > expires_at:
+            # its caller has given up (and may have retried): doing it now could
+            # apply it after the caller was told it failed
+            log.warning("%s.%s: dropped a request that expired %.1f s ago",
+                        self.container.service_name, self.method_name,
+                        time.time() - expires_at)
+            self.rpc_consumer.queue_consumer.ack_message(message)
+            return
         try:
             args, kwargs = body["args"], body["kwargs"]
         except (KeyError, TypeError):
             raise MalformedRequest("Message missing `args` or `kwargs`") from None
         kwargs = self.load_arguments(args, kwargs)
-        context_data = self.unpack_message_headers(message)
         # the same for a request the broker delivers again after a crash
         context_data[REQUEST_KEY] = message.properties.get("correlation_id")
         try:
@@ -236,14 +248,18 @@ class ContractCall:
                 # already refused a service with no running instance, and a
                 # request lost on the way is answered by the timeout.
                 confirmed = proxy.guard is None
+                # the request expires with its timeout: in the queue (the broker
+                # drops it) and at the service (which drops it unstarted)
+                headers = proxy.get_message_headers(proxy.worker_ctx)
+                headers[EXPIRES] = time.time() + proxy.timeout
                 try:
                     publish(container.config[AMQP_URI_CONFIG_KEY],
                             {"args": (), "kwargs": kwargs}, confirms=confirmed,
                             mandatory=confirmed, exchange=proxy.exchange,
                             routing_key=f"{self.service}.{self.name}",
                             reply_to=proxy.reply_listener.routing_key,
-                            correlation_id=correlation_id,
-                            headers=proxy.get_message_headers(proxy.worker_ctx))
+                            correlation_id=correlation_id, expiration=proxy.timeout,
+                            headers=headers)
                 except UndeliverableMessage:
                     raise UnknownService(self.service) from None
                 body = reply.wait()

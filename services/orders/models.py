@@ -1,5 +1,6 @@
 """The orders database: orders, their lines and the saga's state."""
-from sqlalchemy import (CheckConstraint, ForeignKey, Integer, String, UniqueConstraint)
+from sqlalchemy import (BigInteger, CheckConstraint, ForeignKey, Integer, String,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
@@ -23,7 +24,8 @@ class Order(Base):
     user_id: Mapped[int] = mapped_column(Integer, index=True)
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     reason: Mapped[str | None] = mapped_column(String(32))
-    total_cents: Mapped[int] = mapped_column(Integer)
+    # up to contracts.base.MAX_TOTAL_CENTS, beyond 32 bits
+    total_cents: Mapped[int] = mapped_column(BigInteger)
     card_token: Mapped[str] = mapped_column(String(80))
     # saga progress: where the stock and the money are
     stock_state: Mapped[str] = mapped_column(String(16), default="none")

@@ -1,5 +1,5 @@
 """The payments database: one payment per order, captured, declined or refunded."""
-from sqlalchemy import CheckConstraint, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
@@ -20,7 +20,8 @@ class Payment(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     order_id: Mapped[int] = mapped_column(Integer, unique=True)
-    amount_cents: Mapped[int] = mapped_column(Integer)
+    # up to contracts.base.MAX_TOTAL_CENTS, beyond 32 bits
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
     provider_ref: Mapped[str | None] = mapped_column(String(100))
     decline_reason: Mapped[str | None] = mapped_column(String(100))

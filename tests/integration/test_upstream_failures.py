@@ -122,3 +122,26 @@ def test_a_full_gateway_answers_503_at_once_and_health_still_answers(start_mesh,
     for response, seconds in answers:
         if response.status_code == 503:
             assert seconds < 0.5 and response.headers["Retry-After"] == "1"
+
+
+class CountingInventory(SlowInventory):
+    """Slow, one call at a time, and counts the calls it started."""
+
+    started = 0
+
+    @rpc
+    def list_products(self, limit, offset):
+        CountingInventory.started += 1
+        eventlet.sleep(2)
+        return {"items": [], "total": 0, "limit": limit, "offset": offset}
+
+
+def test_a_request_its_caller_gave_up_on_is_never_started(start_mesh, start_service):
+    CountingInventory.started = 0
+    mesh = start_mesh(["accounts", "gateway"], RPC_TIMEOUT=1, CIRCUIT_FAIL_MAX=100)
+    start_service(CountingInventory, RPC_TIMEOUT=1, WORKERS={"inventory": 1})
+    time.sleep(1.5)
+    answers = concurrently(mesh, 3)
+    assert [r.status_code for r, _ in answers] == [504] * 3
+    time.sleep(5)  # long enough for the other two to have run, had they been kept
+    assert CountingInventory.started == 1

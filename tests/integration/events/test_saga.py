@@ -224,3 +224,12 @@ def test_on_postgresql_with_two_instances_of_each_saga_service(start_service, me
     eventlet.sleep(1)
     # one notification per outcome, though two instances of each service ran
     assert [notifications(mesh, token)["total"] for token in customers] == [2] * 12
+    # the dearest order a contract allows: its total needs more than 32 bits
+    from contracts.base import MAX_PRICE_CENTS, MAX_QUANTITY
+    dear = mesh.product(stock=MAX_QUANTITY, price_cents=MAX_PRICE_CENTS)
+    token = mesh.customer()
+    order = mesh.order(token, dear["id"], quantity=MAX_QUANTITY)
+    assert order.status_code == 202, order.text
+    settled = mesh.settled(token, order.json()["id"])
+    assert settled["status"] == "confirmed"
+    assert settled["total_cents"] == MAX_PRICE_CENTS * MAX_QUANTITY > 2**31
