@@ -143,7 +143,9 @@ class UnconfirmedPublisher(_OwnChannel):
 
 class ConfirmedPublisher(_OwnChannel):
     """A channel of its own in confirm mode: `publish_batch` sends every message of
-    a batch, then waits once until the broker has confirmed them all.
+    a batch as mandatory, then waits once until the broker has confirmed them all,
+    and returns the message ids of those no queue took (the broker returns such a
+    message before confirming it).
 
     For one greenthread (the outbox relay). After any failure the connection is
     dropped and the next batch opens a new one; a batch that raised may have been
@@ -157,8 +159,10 @@ class ConfirmedPublisher(_OwnChannel):
     def opened(self, channel):
         channel.confirm_select()
         self.tag, self.pending, self.refused = 0, set(), 0
+        self.returned = []
         channel.events["basic_ack"].add(self._acked)
         channel.events["basic_nack"].add(self._nacked)
+        channel.events["basic_return"].add(self._returned)
 
     def _acked(self, tag, multiple):
         # one confirm may cover every earlier message (multiple), and need not
@@ -170,16 +174,21 @@ class ConfirmedPublisher(_OwnChannel):
     def _nacked(self, tag, multiple):
         self.refused += self._acked(tag, multiple)
 
+    def _returned(self, exc, exchange, routing_key, message):
+        self.returned.append(message.properties.get("message_id"))
+
     def publish_batch(self, messages, timeout=CONFIRM_TIMEOUT):
-        """`messages`: `(body bytes, exchange, routing key, properties)` each."""
+        """`messages`: `(body bytes, exchange, routing key, properties)` each; returns
+        the `message_id`s of those no queue took."""
         try:
             channel = self._open(self.declare)
+            self.returned = []
             for body, exchange, routing_key, properties in messages:
                 channel.basic_publish(
-                    amqp.Message(body, content_type="application/json",
-                                 content_encoding="utf-8", delivery_mode=PERSISTENT,
-                                 **properties),
-                    exchange=exchange, routing_key=routing_key)
+                    amqp.Message(body, **{"content_type": "application/json",
+                                          "content_encoding": "utf-8",
+                                          "delivery_mode": PERSISTENT, **properties}),
+                    exchange=exchange, routing_key=routing_key, mandatory=True)
                 self.tag += 1  # delivery tags count the channel's messages from 1
                 self.pending.add(self.tag)
             deadline = time.monotonic() + timeout
@@ -191,6 +200,7 @@ class ConfirmedPublisher(_OwnChannel):
                 self.connection.drain_events(timeout=remaining)
             if self.refused:
                 raise Unconfirmed(f"the broker refused {self.refused} message(s)")
+            return set(self.returned)
         except Exception:
             self.close()
             raise

@@ -155,7 +155,10 @@ def cmd_dlq(args):
             print(f"{message['id']}  {message['type']}  attempts={message['attempts']}  "
                   f"failed_at={message['failed_at']}  error={message['error']}")
     elif args.action == "replay":
-        count = dlq.replay(uri, args.queue, args.id)
+        try:
+            count = dlq.replay(uri, args.queue, args.id)
+        except dlq.QueueMissing as exc:
+            sys.exit(f"mesh: dlq replay: {exc}")
         print(f"replayed {count} message(s) into {dlq.base_queue(args.queue)}")
     else:
         if not args.yes:

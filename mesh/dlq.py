@@ -4,12 +4,13 @@ import json
 from amqp.exceptions import NotFound
 from kombu import Connection
 
+from mesh.broker import ConfirmedPublisher
 from mesh.health import queue_state
 from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, MeshEventHandler, dlq, dlq_name
 from mesh.serve import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "base_queue", "depths", "messages", "replay",
-           "purge"]
+           "purge", "QueueMissing"]
 
 
 def queues_of(name, service_cls):
@@ -75,27 +76,45 @@ def messages(amqp_uri, queue):
     return described
 
 
+class QueueMissing(Exception):
+    """A handler's queue does not exist (its service never ran on this broker)."""
+
+
 def replay(amqp_uri, queue, message_id=None):
-    """Send dead-lettered messages back to their handler; returns how many."""
+    """Send dead-lettered messages back to their handler's queue; returns how many.
+
+    Each is acknowledged in the DLQ only once the broker has confirmed that the
+    handler's queue took it; a missing queue is refused before anything moves.
+    """
     base = base_queue(queue)
-    replayed = 0
     with Connection(amqp_uri) as connection:
+        if queue_state(connection, base) is None:
+            raise QueueMissing(f"{base} does not exist: start the service that handles "
+                               "it, then replay")
         channel, got = _drain(connection, base)
-        producer = connection.Producer(channel=connection.channel())
-        for message in got:
-            if message_id is not None and _describe(message)["id"] != message_id:
-                continue
-            headers = {k: v for k, v in (message.headers or {}).items()
-                       if not k.startswith("x-mesh-") and k != "x-death"}
-            producer.publish(message.body, exchange="", routing_key=base, headers=headers,
-                             content_type=message.content_type,
-                             content_encoding=message.content_encoding,
-                             message_id=message.properties.get("message_id"),
-                             delivery_mode=2)
-            channel.basic_ack(message.delivery_tag)
-            replayed += 1
-        channel.close()
+        chosen = [m for m in got if message_id is None or _describe(m)["id"] == message_id]
+        publisher = ConfirmedPublisher(amqp_uri)
+        try:
+            returned = publisher.publish_batch([(m.body, "", base, _replayed(m))
+                                                for m in chosen]) if chosen else set()
+        finally:
+            publisher.close()
+        replayed = 0
+        for message in chosen:
+            if message.properties.get("message_id") not in returned:
+                channel.basic_ack(message.delivery_tag)
+                replayed += 1
+        channel.close()  # what was not acknowledged stays parked
     return replayed
+
+
+def _replayed(message):
+    """A parked message's properties for its way back: its own, attempts reset."""
+    headers = {k: v for k, v in (message.headers or {}).items()
+               if not k.startswith("x-mesh-") and k != "x-death"}
+    return {"application_headers": headers, "content_type": message.content_type,
+            "content_encoding": message.content_encoding,
+            "message_id": message.properties.get("message_id")}
 
 
 def purge(amqp_uri, queue):

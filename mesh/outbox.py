@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import time
 import uuid
 
 import eventlet
@@ -39,6 +40,7 @@ TRACE_HEADER = f"nameko.{TRACEPARENT}"
 BATCH = 100
 POLL_SECONDS = 2.0
 MAX_BACKOFF = 10.0
+UNROUTABLE_RETRY = 5.0
 WAKE = "mesh.outbox.wake"  # session.info key: the relay to wake after commit
 
 
@@ -136,8 +138,10 @@ class OutboxRelay(SharedExtension):
     def bind_table(self, table):
         self.table = table
         # built once: building a statement costs more than running it
-        self.unsent = (select(table).where(table.c.published_at.is_(None))
-                       .order_by(table.c.id).limit(BATCH))
+        self.unsent = (select(table).where(
+            table.c.published_at.is_(None),
+            table.c.id.notin_(bindparam("b_skip", expanding=True)))
+            .order_by(table.c.id).limit(BATCH))
         self.unsent_skip_locked = self.unsent.with_for_update(skip_locked=True)
         self.mark_sent = update(table).where(
             table.c.id.in_(bindparam("b_ids", expanding=True)))
@@ -152,6 +156,10 @@ class OutboxRelay(SharedExtension):
         self.published = Counter("mesh_events_published", "Events the outbox published, "
                                  "by type", ["service", "type"],
                                  registry=self.metrics.registry)
+        self.unroutable_count = Counter(
+            "mesh_events_unroutable", "Publishes of an event that no queue took (it stays "
+            "in the outbox)", ["service", "type"], registry=self.metrics.registry)
+        self.unroutable = {}  # outbox row id -> when to try it again
         self.metrics.add("outbox backlog", self.sample_backlog)
 
     def start(self):
@@ -210,17 +218,22 @@ class OutboxRelay(SharedExtension):
         if self.engine.dialect.name == "postgresql":
             # several instances share the table: each takes rows no other holds
             with self.engine.begin() as conn:
-                rows = conn.execute(self.unsent_skip_locked).all()
-                self._publish(rows)
-                self._mark(conn, rows)
+                rows = conn.execute(self.unsent_skip_locked, self._skip()).all()
+                self._mark(conn, self._publish(rows))
             return len(rows)
         # SQLite: one process per file; never hold its write lock across I/O
         with self.engine.connect() as conn:
-            rows = conn.execute(self.unsent).all()
-        self._publish(rows)
+            rows = conn.execute(self.unsent, self._skip()).all()
+        taken = self._publish(rows)
         with self.engine.begin() as conn:
-            self._mark(conn, rows)
+            self._mark(conn, taken)
         return len(rows)
+
+    def _skip(self):
+        """The rows no queue took lately: left alone until their next try."""
+        now = time.monotonic()
+        self.unroutable = {i: at for i, at in self.unroutable.items() if at > now}
+        return {"b_skip": list(self.unroutable)}
 
     def sample_backlog(self):
         """Unsent rows, and how long the oldest has waited (0 when none)."""
@@ -245,10 +258,26 @@ class OutboxRelay(SharedExtension):
             batch.append((codec.dumps(body), self.exchange.name, row.type,
                           {"message_id": row.event_id, "application_headers":
                            {k: v for k, v in headers.items() if v}}))
-        if batch:
-            self.publisher.publish_batch(batch)
+        returned = self.publisher.publish_batch(batch) if batch else set()
+        taken = []
         for row in rows:
-            self.published.labels(self.service, row.type).inc()
+            if row.event_id in returned:
+                self._unroutable(row)
+            else:
+                taken.append(row)
+                self.published.labels(self.service, row.type).inc()
+        return taken
+
+    def _unroutable(self, row):
+        # no queue is bound for it (no handler ever started on this broker, or
+        # its queue was deleted): dropping it could lose a compensation, so it
+        # stays unsent, tried again every UNROUTABLE_RETRY seconds
+        if row.id not in self.unroutable:
+            log.warning("%s event %s (%s) reached no queue; kept in the outbox and "
+                        "tried again every %g s", self.service, row.event_id, row.type,
+                        UNROUTABLE_RETRY)
+        self.unroutable[row.id] = time.monotonic() + UNROUTABLE_RETRY
+        self.unroutable_count.labels(self.service, row.type).inc()
 
     def _mark(self, conn, rows):
         if rows:

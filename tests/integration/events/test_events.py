@@ -293,3 +293,52 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
     container.kill()
     proxy.close()
     engine.dispose()
+
+
+def test_an_event_no_queue_takes_stays_in_the_outbox_until_one_does(
+        mesh_containers, mesh_config, tmp_path, monkeypatch):
+    from mesh import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "UNROUTABLE_RETRY", 0.5)
+    uri = mesh_config["AMQP_URI"]
+    url = f"sqlite:///{tmp_path}/announcer.sqlite"
+    engine = create_engine(url)
+    ToyBase.metadata.create_all(engine)
+    container = mesh_containers(Announcer, {**mesh_config, "DATABASE_URL_ANNOUNCER": url})
+    container.start()
+    table = ToyBase.metadata.tables["outbox"]
+    writer = OutboxWriter(ACCOUNTS, table, {"request_id": "lonely"},
+                          lambda: None)
+    with Session(engine) as session:
+        event_id = writer.add(session, "user_registered",
+                              {"user_id": 1, "email": "u@example.com", "name": "U"})["event_id"]
+        session.commit()
+
+    def published_at():
+        with Session(engine) as session:
+            return session.scalar(select(table.c.published_at)
+                                  .where(table.c.event_id == event_id))
+    eventlet.sleep(3)  # published and returned by the broker, more than once
+    assert published_at() is None
+    with Connection(uri) as connection:  # now a handler's queue is there
+        late = Queue(f"late-{uuid.uuid4().hex[:8]}", exchange=Exchange(
+            "announcer.events", type="topic", durable=True), routing_key="#",
+            auto_delete=True)(connection.channel())
+        late.declare()
+        wait_until(published_at, 10, "the event to be published")
+        message = wait_until(lambda: late.get(no_ack=True), 10, "the event to arrive")
+        assert json.loads(message.body)["event_id"] == event_id
+    container.kill()
+    engine.dispose()
+
+
+def test_a_replay_into_a_missing_queue_is_refused_and_moves_nothing(mesh_config):
+    uri = mesh_config["AMQP_URI"]
+    ghost = f"evt-ghost-{uuid.uuid4().hex[:8]}"  # a handler that never ran here
+    with Connection(uri) as connection:
+        connection.Producer().publish(json.dumps(envelope()), routing_key=f"{ghost}.dlq",
+                                      declare=[Queue(f"{ghost}.dlq", routing_key=f"{ghost}.dlq")],
+                                      content_type="application/json")
+    refused = operator("replay", ghost, uri=uri, check=False)
+    assert refused.returncode == 1 and "does not exist" in refused.stderr
+    assert len(dlq.messages(uri, ghost)) == 1  # still parked
