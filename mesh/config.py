@@ -96,6 +96,10 @@ class Settings(Schema):
     API_RATE_LIMIT = fields.String(load_default="1200/60", validate=parse_rate)
     AUTH_ACCOUNT_RATE_LIMIT = fields.String(load_default="20/60", validate=parse_rate)
     AUTH_ADDRESS_RATE_LIMIT = fields.String(load_default="30/60", validate=parse_rate)
+    PASSWORD_HASH_CONCURRENCY = fields.Integer(strict=True, load_default=4,
+                                               validate=validate.Range(min=1, max=64))
+    PASSWORD_HASH_WAIT = fields.Float(load_default=1.0,
+                                      validate=validate.Range(min=0, max=60))
     CIRCUIT_FAIL_MAX = fields.Integer(strict=True, load_default=5,
                                       validate=validate.Range(min=1, max=1000))
     CIRCUIT_RESET_SECONDS = fields.Float(load_default=10.0,
@@ -103,6 +107,8 @@ class Settings(Schema):
     CORS_ORIGINS = fields.String(load_default=None, allow_none=True,
                                  validate=_origins)
     REDIS_URL = fields.String(load_default=None, allow_none=True, validate=_redis_url)
+    RATE_LIMIT_ON_ERROR = fields.String(load_default="closed",
+                                        validate=validate.OneOf(("closed", "open")))
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
     EVENT_RETRY_DELAYS = fields.List(
         fields.Float(validate=validate.Range(min=0.001, max=86400)), load_default=[1, 5, 30],

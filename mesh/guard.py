@@ -56,6 +56,7 @@ class Guard:
         self.service, self.amqp_uri = service, amqp_uri
         # None until the watcher first looks: a call before then asks the broker
         self.present = None
+        self.broker_down = False  # the watcher cannot reach the broker
         self.reset_seconds = reset_seconds
         self.breaker = pybreaker.CircuitBreaker(
             fail_max=fail_max, reset_timeout=reset_seconds, exclude=[_an_answer],
@@ -67,6 +68,9 @@ class Guard:
         return self.breaker.current_state
 
     def call(self, fn):
+        if self.broker_down:
+            raise ServiceUnavailable(self.service, "the message broker is unreachable",
+                                     retry_after=int(PRESENCE_INTERVAL) + 1)
         if not self.present and not self._present_now():
             raise ServiceUnavailable(self.service, "no running instance",
                                      retry_after=int(PRESENCE_INTERVAL) + 1)
@@ -99,21 +103,28 @@ class Guard:
 
 
 def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
-    """Forever: mark each guard present while its RPC queue has a consumer."""
+    """Forever: mark each guard present while its RPC queue has a consumer, and
+    all of them broker_down while the broker cannot be reached."""
     connection = None
     while True:
         try:
             if connection is None:
                 connection = Connection(amqp_uri, connect_timeout=2)
                 connection.connect()
+            if any(guard.broker_down for guard in guards):
+                log.warning("the message broker is reachable again")
             for guard in guards:
                 count = consumers(connection, guard.service)
                 if guard.present is not None and guard.present != bool(count):
                     log.warning("%s is %s", guard.service,
                                 "back" if count else "gone: no running instance")
                 guard.present = bool(count)
-        except Exception as exc:  # broker away: leave the guards as they were
-            log.debug("presence check failed: %s", exc)
+                guard.broker_down = False
+        except Exception as exc:  # broker away: calls fail fast until it is back
+            if not any(guard.broker_down for guard in guards):
+                log.warning("the message broker is unreachable (%s); answering 503", exc)
+            for guard in guards:
+                guard.broker_down = True
             if connection is not None:
                 connection.release()
             connection = None

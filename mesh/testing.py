@@ -19,6 +19,7 @@ codec.register()  # the services under test speak as `mesh serve` makes them
 
 import contextlib  # noqa: E402
 import os  # noqa: E402
+import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -177,8 +178,6 @@ def rpc_client(mesh_config):
 
 def free_port():
     """A loopback TCP port nobody listens on right now."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -192,3 +191,71 @@ def wait_until(check, timeout=10, what="the condition", interval=0.05):
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
         eventlet.sleep(interval)
     return result
+
+
+class BrokerProxy:
+    """A TCP proxy on loopback to RabbitMQ that a test can cut and restore.
+
+    Each connection's two pipes run in one pool and only its own greenthread
+    closes its sockets, so no file descriptor is closed under a reader.
+    """
+
+    def __init__(self, target=("127.0.0.1", 5672)):
+        self.target = target
+        self.port = None
+        self.pool = eventlet.GreenPool()
+        self.open_sockets = set()
+        self.server = None
+        self.unblock()
+
+    def unblock(self):
+        listener = eventlet.listen(("127.0.0.1", self.port or 0))
+        self.port = listener.getsockname()[1]
+        self.server = eventlet.spawn(self._serve, listener)
+
+    def block(self):
+        self.server.kill()
+        for sock in list(self.open_sockets):
+            try:  # the pipes see the end, then their connection closes both sockets
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.block()
+        self.pool.waitall()
+
+    def _serve(self, listener):
+        try:
+            while True:
+                client, _ = listener.accept()
+                self.pool.spawn_n(self._connection, client)
+        finally:
+            listener.close()
+
+    def _connection(self, client):
+        try:
+            upstream = eventlet.connect(self.target)
+        except OSError:
+            client.close()
+            return
+        self.open_sockets |= {client, upstream}
+        pipes = [eventlet.spawn(self._pipe, client, upstream),
+                 eventlet.spawn(self._pipe, upstream, client)]
+        for pipe in pipes:
+            pipe.wait()
+        self.open_sockets -= {client, upstream}
+        client.close()
+        upstream.close()
+
+    @staticmethod
+    def _pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

@@ -2,6 +2,8 @@
 import json
 import logging
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
+from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService
 from werkzeug.wrappers import Response
 
@@ -62,10 +64,14 @@ def json_response(payload, status=200, headers=None):
                     headers=headers, content_type="application/json")
 
 
-# How the platform's own failures reach a client; services add theirs.
+# How the platform's own failures reach a client; services add theirs. The broker
+# failing under a call (the guard had not seen it yet) is a 503 too, not a 500.
 PLATFORM_ERRORS = {
     ServiceUnavailable: (503, "service_unavailable"),
     UnknownService: (503, "service_unavailable"),
+    OperationalError: (503, "service_unavailable"),
+    AmqpConnectionError: (503, "service_unavailable"),
+    ConnectionError: (503, "service_unavailable"),
     RpcTimeout: (504, "upstream_timeout"),
 }
 

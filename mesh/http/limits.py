@@ -9,11 +9,17 @@ the contract exactly as accounts looks it up), it counts against AUTH_RATE_LIMIT
 per address and email (one client guessing one account is slowed, other accounts
 from that address are not) and AUTH_ACCOUNT_RATE_LIMIT per email from any address.
 The client address is the TCP peer's: the gateway trusts no forwarding header.
+
+When the counters' store (Redis) cannot answer within a second, RATE_LIMIT_ON_ERROR
+decides: `closed` (the default) answers 503 with Retry-After, `open` lets the
+request through uncounted and logs it.
 """
+import logging
 import math
 import time
 
 import limits
+from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -21,6 +27,9 @@ from mesh.config import parse_rate
 from mesh.http.errors import HttpError
 
 __all__ = ["RateLimits", "DEFAULTS"]
+
+log = logging.getLogger(__name__)
+STORE_TIMEOUT = 1.0  # seconds Redis may take to connect or answer
 
 DEFAULTS = {"API_RATE_LIMIT": "1200/60", "AUTH_RATE_LIMIT": "10/60",
             "AUTH_ACCOUNT_RATE_LIMIT": "20/60", "AUTH_ADDRESS_RATE_LIMIT": "30/60"}
@@ -36,12 +45,15 @@ class RateLimits:
 
     def __init__(self, api, auth, storage_url="memory://", prefix="mesh", rejected=None,
                  auth_account=DEFAULTS["AUTH_ACCOUNT_RATE_LIMIT"],
-                 auth_address=DEFAULTS["AUTH_ADDRESS_RATE_LIMIT"]):
+                 auth_address=DEFAULTS["AUTH_ADDRESS_RATE_LIMIT"], on_error="closed"):
         self.items = {"api": _item(api), "auth": _item(auth),
                       "auth_account": _item(auth_account),
                       "auth_address": _item(auth_address)}
         self.rejected = rejected  # a prometheus Counter labelled by limit, or None
-        options = {"key_prefix": prefix} if storage_url.startswith("redis") else {}
+        self.fail_open = on_error == "open"
+        options = {"key_prefix": prefix, "wrap_exceptions": True,
+                   "socket_connect_timeout": STORE_TIMEOUT,
+                   "socket_timeout": STORE_TIMEOUT} if storage_url.startswith("redis") else {}
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url, **options))
 
     @classmethod
@@ -52,7 +64,8 @@ class RateLimits:
         return cls(setting("API_RATE_LIMIT"), setting("AUTH_RATE_LIMIT"),
                    config.get("REDIS_URL") or "memory://",
                    config.get("RATE_LIMIT_PREFIX") or "mesh", rejected,
-                   setting("AUTH_ACCOUNT_RATE_LIMIT"), setting("AUTH_ADDRESS_RATE_LIMIT"))
+                   setting("AUTH_ACCOUNT_RATE_LIMIT"), setting("AUTH_ADDRESS_RATE_LIMIT"),
+                   config.get("RATE_LIMIT_ON_ERROR") or "closed")
 
     def before_body(self, route, request, claims):
         """Count a request before its body is read; 429 when over a limit."""
@@ -70,8 +83,17 @@ class RateLimits:
 
     def _hit(self, limit, *key):
         item = self.items[limit]
-        if self.limiter.hit(item, limit, *key):
-            return
+        try:
+            if self.limiter.hit(item, limit, *key):
+                return
+        except StorageError as exc:
+            if self.fail_open:
+                log.warning("rate limit %s not counted: its store is unreachable (%s)",
+                            limit, exc.storage_error)
+                return
+            raise HttpError(503, "service_unavailable", "the rate limits cannot be "
+                            "counted just now; try again shortly",
+                            headers={"Retry-After": "5"}) from None
         if self.rejected is not None:
             self.rejected.labels(limit).inc()
         reset_at = self.limiter.get_window_stats(item, limit, *key).reset_time

@@ -5,9 +5,11 @@ import eventlet
 import requests
 
 from contracts.inventory import CONTRACT as INVENTORY
+from gateway import GatewayService
 from mesh.rpc import rpc
-from mesh.testing import wait_until
+from mesh.testing import BrokerProxy, free_port, wait_until
 from services.inventory.service import InventoryService
+from tests.integration.conftest import Client
 
 QUICK = dict(RPC_TIMEOUT=1, CIRCUIT_FAIL_MAX=2, CIRCUIT_RESET_SECONDS=1)
 
@@ -145,3 +147,42 @@ def test_a_request_its_caller_gave_up_on_is_never_started(start_mesh, start_serv
     assert [r.status_code for r, _ in answers] == [504] * 3
     time.sleep(5)  # long enough for the other two to have run, had they been kept
     assert CountingInventory.started == 1
+
+
+def test_with_the_broker_gone_the_gateway_answers_503_at_once(start_mesh, start_service,
+                                                              mesh_config):
+    start_mesh(["accounts", "inventory"])
+    proxy = BrokerProxy()
+    vhost = mesh_config["AMQP_URI"].rsplit("/", 1)[1]
+    port = free_port()
+    container = start_service(
+        GatewayService, GATEWAY_PORT=port,
+        AMQP_URI=f"pyamqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}")
+    gateway = Client(f"http://127.0.0.1:{port}", mesh_config)
+    wait_until(lambda: gateway("GET", "/api/v1/products").status_code == 200)
+    try:
+        proxy.block()
+        time.sleep(2)  # the gateway's watcher has noticed
+        for _ in range(3):
+            response, seconds = timed(gateway)
+            assert response.status_code == 503 and seconds < 1, response.text
+            assert response.json()["error"]["code"] == "service_unavailable"
+            assert int(response.headers["Retry-After"]) >= 1
+        proxy.unblock()
+        wait_until(lambda: gateway("GET", "/api/v1/products").status_code == 200, 30)
+    finally:
+        if proxy.server.dead:
+            proxy.unblock()
+        container.stop()  # while its broker is reachable: stopping talks to it
+        proxy.close()
+
+
+def test_with_redis_gone_the_limits_answer_503_or_let_through_as_configured(start_mesh):
+    closed = start_mesh(["accounts", "inventory", "gateway"],
+                        REDIS_URL="redis://127.0.0.1:1/0")  # nobody listens there
+    response, seconds = timed(closed)
+    assert response.status_code == 503 and seconds < 2
+    assert response.headers["Retry-After"] == "5"
+    open_ = start_mesh(["gateway"], REDIS_URL="redis://127.0.0.1:1/0",
+                       RATE_LIMIT_ON_ERROR="open")
+    assert open_("GET", "/api/v1/products").status_code == 200

@@ -69,3 +69,21 @@ def test_password_work_is_capped_per_address_before_the_body_is_read():
         check(limits, LOGIN, request(), None, {"email": f"u{n}@example.com", "password": "x"})
     refused(limits, LOGIN, request(), None)  # no body needed to be refused
     check(limits, LOGIN, request("10.0.0.2"), None)
+
+
+UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def test_an_unreachable_store_closes_by_default():
+    limits = RateLimits(api="100/60", auth="3/60", storage_url=UNREACHABLE)
+    with pytest.raises(HttpError) as caught:
+        check(limits, PRODUCTS, request(), None)
+    assert (caught.value.status, caught.value.code) == (503, "service_unavailable")
+    assert caught.value.headers["Retry-After"] == "5"
+
+
+def test_an_unreachable_store_can_be_set_to_let_requests_through(caplog):
+    limits = RateLimits(api="1/60", auth="1/60", storage_url=UNREACHABLE, on_error="open")
+    for _ in range(3):
+        check(limits, PRODUCTS, request(), None)
+    assert "not counted" in caplog.text

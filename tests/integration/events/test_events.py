@@ -19,7 +19,7 @@ from mesh import dlq
 from mesh.db import Database
 from mesh.handlers import handle_event, inbox_table
 from mesh.outbox import Outbox, OutboxWriter, outbox_table
-from mesh.testing import wait_until
+from mesh.testing import BrokerProxy, wait_until
 
 QUEUE = "evt-accounts-user_registered--flaky.on_user_registered"
 
@@ -175,78 +175,10 @@ def test_malformed_messages_go_straight_to_the_dlq(flaky, mesh_config):
     assert dlq.messages(uri, QUEUE) == []
 
 
-class Blockable:
-    """A TCP proxy on loopback to RabbitMQ that a test can cut and restore.
-
-    Each connection's two pipes run in one pool and only its own greenthread
-    closes its sockets, so no file descriptor is closed under a reader.
-    """
-
-    def __init__(self, target=("127.0.0.1", 5672)):
-        self.target = target
-        self.port = None
-        self.pool = eventlet.GreenPool()
-        self.open_sockets = set()
-        self.server = None
-        self.unblock()
-
-    def unblock(self):
-        listener = eventlet.listen(("127.0.0.1", self.port or 0))
-        self.port = listener.getsockname()[1]
-        self.server = eventlet.spawn(self._serve, listener)
-
-    def block(self):
-        self.server.kill()
-        for sock in list(self.open_sockets):
-            try:  # the pipes see the end, then their connection closes both sockets
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        self.block()
-        self.pool.waitall()
-
-    def _serve(self, listener):
-        try:
-            while True:
-                client, _ = listener.accept()
-                self.pool.spawn_n(self._connection, client)
-        finally:
-            listener.close()
-
-    def _connection(self, client):
-        try:
-            upstream = eventlet.connect(self.target)
-        except OSError:
-            client.close()
-            return
-        self.open_sockets |= {client, upstream}
-        pipes = [eventlet.spawn(self._pipe, client, upstream),
-                 eventlet.spawn(self._pipe, upstream, client)]
-        for pipe in pipes:
-            pipe.wait()
-        self.open_sockets -= {client, upstream}
-        client.close()
-        upstream.close()
-
-    @staticmethod
-    def _pipe(source, sink):
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        try:
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
 def test_events_committed_while_the_broker_is_away_are_published_after(
         mesh_containers, mesh_config, tmp_path):
     uri = mesh_config["AMQP_URI"]
-    proxy = Blockable()
+    proxy = BrokerProxy()
     vhost = uri.rsplit("/", 1)[1]
     url = f"sqlite:///{tmp_path}/announcer.sqlite"
     engine = create_engine(url)
