@@ -100,6 +100,8 @@ class Api(HttpEntrypoint):
             mapped = self.errors.to_http(exc)
             if mapped is None:
                 raise
+            if mapped.status == 504:
+                mapped.message = f"{mapped.message}; {route.timeout_advice}"
             raise mapped from None
         finally:
             self.slots.release()

@@ -125,6 +125,17 @@ class Route:
     def has_body(self):
         return self.method in BODY_METHODS
 
+    @property
+    def timeout_advice(self):
+        """What a client told 504 should do: a write the service had started may
+        still be applied after the gateway gave up on it."""
+        if self.method == "GET":
+            return "try again shortly"
+        if "idempotency_key" in self.headers:
+            return ("it may still be applied: retry with the same Idempotency-Key, "
+                    "which returns that result instead of applying it twice")
+        return "it may still be applied: check before you retry"
+
     def supplied_fields(self):
         """The fields a client supplies in the body or query string."""
         return [name for name in self.schema._declared_fields

@@ -5,6 +5,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from contracts import accounts, inventory
+from gateway import ROUTES
 from mesh.http import ADMIN, PUBLIC, USER, HttpError, Route
 from mesh.http.auth import authenticate
 from mesh.http.errors import MAX_BODY_BYTES
@@ -153,3 +154,10 @@ def test_json_nesting_is_limited():
     fine = '{"quantity": 1, "x": %s}' % ("[" * 30 + "]" * 30)
     error = failure(lambda: RESTOCK.arguments(request(body=fine), {"product_id": 1}, None))
     assert error.status == 422  # deep enough to parse, then refused as unknown field
+
+
+def test_a_timed_out_write_tells_the_client_how_to_retry_it():
+    create_order = next(r for r in ROUTES if r.rpc == "create_order")
+    assert "same Idempotency-Key" in create_order.timeout_advice
+    assert "check before you retry" in RESTOCK.timeout_advice
+    assert LIST.timeout_advice == "try again shortly"
