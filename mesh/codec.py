@@ -16,7 +16,7 @@ import orjson
 from kombu.serialization import registry
 from kombu.utils import json as kombu_json
 
-__all__ = ["register", "dumps", "loads"]
+__all__ = ["register", "dumps", "dumps_text", "loads"]
 
 OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | \
     orjson.OPT_NON_STR_KEYS
@@ -29,6 +29,12 @@ def dumps(value):
         return orjson.dumps(value, default=_kombu_default, option=OPTIONS)
     except TypeError:  # beyond orjson (big integers, bad UTF-8): as kombu writes it
         return kombu_json.dumps(value)
+
+
+def dumps_text(value):
+    """`dumps`, as a str (for a text column)."""
+    data = dumps(value)
+    return data.decode() if isinstance(data, bytes) else data
 
 
 def loads(data):
