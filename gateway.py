@@ -3,7 +3,6 @@ from werkzeug.wrappers import Response
 
 from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, NotFound
-from contracts.orders import IdempotencyKeyReused, NotCancellable, UnknownProduct
 from mesh.health import Readiness
 from mesh.http.auth import KnownUsers
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
@@ -42,15 +41,14 @@ ROUTES = RouteTable("/api/v1", [
           summary="The caller's notifications, newest first"),
 ])
 
+# A contract error's HTTP status; its code is the one its class declares, and a
+# subclass (NotCancellable is a Conflict) answers with its own code.
 ERRORS = {
-    NotFound: (404, "not_found"),
-    Conflict: (409, "conflict"),
-    NotCancellable: (409, "order_not_cancellable"),
-    IdempotencyKeyReused: (409, "idempotency_key_reused"),
-    InvalidInput: (422, "validation_error"),
-    UnknownProduct: (422, "unknown_product"),
-    InvalidCredentials: (401, "invalid_credentials"),
-    Busy: (503, "service_unavailable"),
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+    InvalidCredentials: 401,
+    Busy: 503,
 }
 
 

@@ -77,19 +77,30 @@ PLATFORM_ERRORS = {
 
 
 class ErrorTable:
-    """Maps an exception (by class, nearest ancestor first) to an HttpError."""
+    """Maps an exception (by class, nearest ancestor first) to an HttpError.
 
-    def __init__(self, table):
-        self.table = {**PLATFORM_ERRORS, **table}
+    `statuses` maps a contract error class to its HTTP status; the code a client
+    sees is the one the error class declares (`NotCancellable.code`), so a
+    subclass answers with its own code under its base's status.
+    """
+
+    def __init__(self, statuses):
+        self.statuses = statuses
+
+    def status_of(self, cls):
+        """`(status, code)` for an exception class, or None when it is unmapped."""
+        for ancestor in cls.__mro__:
+            if ancestor in PLATFORM_ERRORS:
+                return PLATFORM_ERRORS[ancestor]
+            if ancestor in self.statuses:
+                return self.statuses[ancestor], cls.code
+        return None
 
     def to_http(self, exc):
         if isinstance(exc, HttpError):
             return exc
-        for cls in type(exc).__mro__:
-            if cls in self.table:
-                status, code = self.table[cls]
-                return self._build(exc, status, code)
-        return None
+        mapped = self.status_of(type(exc))
+        return None if mapped is None else self._build(exc, *mapped)
 
     @staticmethod
     def _build(exc, status, code):

@@ -10,16 +10,18 @@ from marshmallow import Schema, fields
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Response
 
+from mesh.http.errors import ErrorTable
 from mesh.http.routes import ADMIN, PATH_PARAM, PUBLIC
 
 __all__ = ["openapi_document", "OpenApi", "docs_page", "docs_asset"]
 
-ERROR_CODES = {
-    400: "malformed_json", 401: "unauthorized or invalid_credentials",
-    403: "forbidden", 404: "not_found", 409: "conflict",
-    413: "payload_too_large", 415: "unsupported_media_type",
-    422: "validation_error", 429: "rate_limited", 500: "internal_error",
-    503: "service_unavailable", 504: "upstream_timeout",
+# What the HTTP layer itself answers, whatever the route calls; the codes of
+# contract errors come from their classes through the gateway's ErrorTable.
+HTTP_CODES = {
+    400: "malformed_json", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "validation_error",
+    429: "rate_limited", 500: "internal_error", 503: "service_unavailable",
+    504: "upstream_timeout",
 }
 
 
@@ -34,35 +36,40 @@ class ErrorEnvelope(Schema):
     error = fields.Nested(ErrorBody, required=True)
 
 
-def _statuses(route, errors):
-    """The error statuses a route can answer."""
-    found = {404, 405, 429, 500, 503, 504}
+def _error_codes(route, errors):
+    """`{status: codes}`: the errors a route can answer, with every code each carries."""
+    statuses = {404, 429, 500, 503, 504}
     if route.has_body:
-        found |= {400, 413, 415, 422}
+        statuses |= {400, 413, 415, 422}
     if route.access != PUBLIC:
-        found |= {401}
+        statuses |= {401}
     if route.access == ADMIN:
-        found |= {403}
+        statuses |= {403}
     if route.loader.fields and not route.has_body:
-        found.add(422)
+        statuses.add(422)
+    found = {status: {HTTP_CODES[status]} for status in statuses}
     for error in route.contract.methods[route.rpc].errors:
-        for cls, (status, _) in errors.items():
-            if issubclass(error, cls):
-                found.add(status)
-    return sorted(found - {405})
+        mapped = errors.status_of(error)
+        if mapped is not None:
+            status, code = mapped
+            found.setdefault(status, set()).add(code)
+    return found
+
+
+def _error_response(codes):
+    return {"description": ", ".join(f"`{code}`" for code in sorted(codes)),
+            "content": {"application/json": {"schema": "Error"}}}
 
 
 def openapi_document(routes, errors, title="nameko-mesh", version="1"):
-    """A dict: the OpenAPI 3.0 document of every route in `routes`."""
+    """A dict: the OpenAPI 3.0 document of every route in `routes`; `errors` is the
+    gateway's status table of contract errors (see `ErrorTable`)."""
+    errors = ErrorTable(errors)
     spec = APISpec(title=title, version=version, openapi_version="3.0.3",
                    plugins=[MarshmallowPlugin()])
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
                                                "bearerFormat": "JWT"})
     spec.components.schema("Error", schema=ErrorEnvelope)
-    for status, codes in ERROR_CODES.items():
-        spec.components.response(f"E{status}", {
-            "description": f"`{codes}`",
-            "content": {"application/json": {"schema": "Error"}}})
     paths = {}
     for route in routes:
         method = route.contract.methods[route.rpc]
@@ -81,7 +88,8 @@ def openapi_document(routes, errors, title="nameko-mesh", version="1"):
                 "description": "OK",
                 "content": {"application/json": {"schema": method.result}}}},
         }
-        operation["responses"].update({str(s): f"E{s}" for s in _statuses(route, errors)})
+        operation["responses"].update({str(status): _error_response(codes) for status, codes
+                                       in sorted(_error_codes(route, errors).items())})
         if route.has_body:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": schema(only=supplied)}}}
