@@ -1,6 +1,7 @@
 """Each service's own database: SQLite under MESH_DATA_DIR, or DATABASE_URL_<SERVICE>."""
 import collections
 import datetime as dt
+import logging
 import os
 import threading
 
@@ -11,6 +12,8 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from mesh.config import database_setting
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Database", "DatabaseWrapper", "UtcDateTime", "database_url", "make_engine", "service_database",
            "utcnow"]
@@ -106,7 +109,14 @@ class DatabaseWrapper(nameko_sqlalchemy.database.DatabaseWrapper):
 
 class Database(nameko_sqlalchemy.Database):
     """nameko-sqlalchemy's provider, its URL chosen by `database_url`; workers get
-    a `DatabaseWrapper`."""
+    a `DatabaseWrapper`.
+
+    The platform ends each worker's unit of work, not the service: a worker writes
+    through `self.db.session` (and records events with `self.outbox.add`) and never
+    commits. `end_work` commits it, or rolls it back when the worker failed: an RPC
+    entrypoint calls it before replying, an event handler before acknowledging,
+    and for any other worker (a timer, a start hook) it runs as the worker returns.
+    """
 
     def get_dependency(self, worker_ctx):
         db = self.dbs[worker_ctx] = DatabaseWrapper(self.Session, self.engine)
@@ -118,6 +128,30 @@ class Database(nameko_sqlalchemy.Database):
         begin_work = getattr(worker_ctx.entrypoint, "begin_work", None)
         if begin_work is not None:
             begin_work(worker_ctx, self)
+
+    def end_work(self, worker_ctx, failed):
+        """Commit the worker's session (roll it back if `failed`); a commit that
+        fails is rolled back and re-raised. Ending it twice is harmless."""
+        db = self.dbs.get(worker_ctx)
+        session = db and db._worker_session
+        if session is None:
+            return
+        if failed:
+            session.rollback()
+            return
+        try:
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        # entrypoints with a reply or an ack have ended the work before it
+        try:
+            self.end_work(worker_ctx, failed=exc_info is not None)
+        except Exception:
+            log.exception("%s: the unit of work of %s could not be committed",
+                          self.container.service_name, worker_ctx.entrypoint.method_name)
 
     def setup(self):
         self.db_uri = database_url(self.container.config, self.container.service_name)

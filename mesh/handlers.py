@@ -164,15 +164,11 @@ class MeshEventHandler(EventHandler):
 
     def finish(self, message, event, worker_ctx, result, exc_info):
         """Commit the handler's writes with its inbox row, or retry/park the event."""
-        session = self.database.dbs[worker_ctx].session
-        if exc_info is None and worker_ctx.args[0] is not ALREADY_HANDLED:
-            try:
-                session.commit()
-            except Exception:
-                session.rollback()
-                exc_info = sys.exc_info()
-        else:
-            session.rollback()
+        handled = exc_info is None and worker_ctx.args[0] is not ALREADY_HANDLED
+        try:
+            self.database.end_work(worker_ctx, failed=not handled)
+        except Exception:
+            exc_info = sys.exc_info()
         try:
             if exc_info is None:
                 self.queue_consumer.ack_message(message)

@@ -14,6 +14,7 @@ requests and replies go through `mesh.broker`'s long-lived producer pools.
 """
 import functools
 import inspect
+import sys
 import logging
 import time
 import uuid
@@ -36,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
 from mesh.broker import publish
-from mesh.db import UtcDateTime, utcnow
+from mesh.db import Database, UtcDateTime, utcnow
 from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
 from mesh.metrics import Metrics
 
@@ -104,6 +105,8 @@ class ContractRpc(Rpc):
         self.signature = inspect.signature(getattr(service_cls, self.method_name))
         self.args_schema = self.method.args()
         self.result_schema = self.method.result()
+        self.database = next((dependency for dependency in self.container.dependencies
+                              if isinstance(dependency, Database)), None)
         super().setup()
 
     def handle_message(self, body, message):
@@ -158,6 +161,11 @@ class ContractRpc(Rpc):
                     f"{self.container.service_name}.{self.method_name} returned a "
                     "result its contract does not allow")
                 result, exc_info = None, (type(violation), violation, None)
+        if self.database is not None:  # the worker's writes are kept before it answers
+            try:
+                self.database.end_work(worker_ctx, failed=exc_info is not None)
+            except Exception:
+                result, exc_info = None, sys.exc_info()
         return super().handle_result(message, worker_ctx, result, exc_info)
 
 

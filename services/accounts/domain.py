@@ -7,23 +7,20 @@ from contracts.errors import Conflict, NotFound
 from services.accounts.models import User
 
 
-def create_user(session, email, name, password_hash, role="customer", outbox=None):
-    """Add a user (announced as `user_registered` when an outbox is given).
-
-    Conflict when the email is taken.
-    """
+def create_user(session, outbox, email, name, password_hash, role="customer"):
+    """Add a user, announced as `user_registered` (not the admin made at start, when
+    `outbox` is None). Conflict when the email is taken."""
     user = User(email=normalise_email(email), name=name, role=role,
                 password_hash=password_hash)
     session.add(user)
     try:
         session.flush()
-        if outbox is not None:
-            outbox.add(session, "user_registered",
-                       {"user_id": user.id, "email": user.email, "name": user.name})
-        session.commit()
     except IntegrityError:
         session.rollback()
         raise Conflict(f"email {user.email} is already registered") from None
+    if outbox is not None:
+        outbox.add(session, "user_registered",
+                   {"user_id": user.id, "email": user.email, "name": user.name})
     return user
 
 
@@ -44,7 +41,7 @@ def ensure_admin(session, email, password_hash_fn):
     if find_by_email(session, email) is not None:
         return False
     try:
-        create_user(session, email, "Administrator", password_hash_fn(), role="admin")
+        create_user(session, None, email, "Administrator", password_hash_fn(), role="admin")
     except Conflict:  # another instance created it a moment ago
         return False
     return True

@@ -35,8 +35,8 @@ class AccountsService:
         if domain.find_by_email(self.db.session, email) is not None:
             raise Conflict(f"email {email} is already registered")
         self.db.session.rollback()  # no read stays open while the hash is computed
-        user = domain.create_user(self.db.session, email, name,
-                                  self.passwords.hash(password), outbox=self.outbox)
+        user = domain.create_user(self.db.session, self.outbox, email, name,
+                                  self.passwords.hash(password))
         return user.to_dict()
 
     @rpc

@@ -5,10 +5,11 @@ never oversell, on SQLite or PostgreSQL alike. Functions here take the worker's
 session and speak SQL through its connection (reads by id run on every order
 and every product page: the ORM's loading cost more than the query), and reads
 that change nothing take a connection; products and reservations come back as
-contract dicts. Nothing here commits: the RPC
-method or the event handler commits, with the events (outbox) and the inbox row
-in the same transaction.
+contract dicts. Events are recorded here, through the outbox; nothing here
+commits: the platform ends the worker's unit of work (mesh.db.Database).
 """
+import contextlib
+
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -180,3 +181,27 @@ def commit(session, order_id):
     if reservation["status"] != "committed":
         raise Conflict(f"the reservation of order {order_id} is {reservation['status']}")
     return reservation
+
+
+def on_order_created(session, outbox, order_id, lines):
+    """Reserve an order's lines; announce `stock_reserved` or `stock_rejected` once."""
+    try:
+        reservation, created = reserve(session, order_id, lines)
+    except NotFound as exc:
+        outbox.add(session, "stock_rejected", {
+            "order_id": order_id, "short_product_ids": exc.fields.get("product_ids", [])})
+        return
+    if not created:
+        return
+    if reservation["status"] == "reserved":
+        outbox.add(session, "stock_reserved", {"order_id": order_id})
+    else:
+        outbox.add(session, "stock_rejected", {
+            "order_id": order_id, "short_product_ids": reservation["short_product_ids"]})
+
+
+def on_order_cancelling(session, outbox, order_id):
+    """Give back a cancelled order's units (if any were held); announce `stock_released`."""
+    with contextlib.suppress(NotFound):
+        release(session, order_id)
+    outbox.add(session, "stock_released", {"order_id": order_id})

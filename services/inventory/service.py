@@ -27,9 +27,7 @@ class InventoryService:
 
     @rpc
     def create_product(self, sku, name, price_cents, stock):
-        product = domain.create_product(self.db.session, sku, name, price_cents, stock)
-        self.db.session.commit()
-        return product
+        return domain.create_product(self.db.session, sku, name, price_cents, stock)
 
     @rpc
     def get_product(self, product_id):
@@ -53,51 +51,28 @@ class InventoryService:
         # a request redelivered after a crash must not add the units twice
         if not claim_request(self.db.session, rpc_requests, self.request_key):
             return domain.get_product(self.db.session.connection(), product_id)
-        product = domain.restock(self.db.session, product_id, quantity)
-        self.db.session.commit()
-        return product
+        return domain.restock(self.db.session, product_id, quantity)
 
     @rpc
     def reserve_stock(self, order_id, lines):
         reservation, _ = domain.reserve(self.db.session, order_id, lines)
-        self.db.session.commit()
         return reservation
 
     @rpc
     def release_stock(self, order_id):
         reservation, _ = domain.release(self.db.session, order_id)
-        self.db.session.commit()
         return reservation
 
     @rpc
     def commit_stock(self, order_id):
-        reservation = domain.commit(self.db.session, order_id)
-        self.db.session.commit()
-        return reservation
+        return domain.commit(self.db.session, order_id)
 
-    # The order saga. Handlers write without committing: @handle_event commits
-    # their writes, their events and their inbox row together.
+    # The order saga.
 
     @handle_event(orders.CONTRACT, "order_created")
     def on_order_created(self, event):
-        data = event["data"]
-        try:
-            reservation, created = domain.reserve(self.db.session, data["order_id"],
-                                                  data["lines"])
-        except NotFound as exc:
-            self.outbox.add(self.db.session, "stock_rejected", {
-                "order_id": data["order_id"],
-                "short_product_ids": exc.fields.get("product_ids", [])})
-            return
-        if not created:
-            return
-        if reservation["status"] == "reserved":
-            self.outbox.add(self.db.session, "stock_reserved",
-                            {"order_id": data["order_id"]})
-        else:
-            self.outbox.add(self.db.session, "stock_rejected", {
-                "order_id": data["order_id"],
-                "short_product_ids": reservation["short_product_ids"]})
+        domain.on_order_created(self.db.session, self.outbox, event["data"]["order_id"],
+                                event["data"]["lines"])
 
     @handle_event(orders.CONTRACT, "order_confirmed")
     def on_order_confirmed(self, event):
@@ -114,7 +89,4 @@ class InventoryService:
 
     @handle_event(orders.CONTRACT, "order_cancelling")
     def on_order_cancelling(self, event):
-        order_id = event["data"]["order_id"]
-        with contextlib.suppress(NotFound):
-            domain.release(self.db.session, order_id)
-        self.outbox.add(self.db.session, "stock_released", {"order_id": order_id})
+        domain.on_order_cancelling(self.db.session, self.outbox, event["data"]["order_id"])

@@ -9,7 +9,7 @@
 Every transition is one conditional UPDATE on the current status that returns
 what the next step needs, so two deliveries, two instances or a timeout racing a
 handler cannot both apply one. Each records its events in the outbox in the same
-transaction. Nothing here commits: the RPC method or the event handler does.
+transaction. Nothing here commits: the platform ends the unit of work.
 
 Functions take the worker's session and speak SQL through its connection: the
 saga runs several steps per order, and the ORM's loading and identity map cost

@@ -58,7 +58,6 @@ class OrdersService:
         order = domain.create(session, self.outbox, user_id, items, payment["card_token"],
                               {int(k): v for k, v in prices.items()},
                               idempotency_key, digest)
-        session.commit()
         return order
 
     @rpc
@@ -74,11 +73,9 @@ class OrdersService:
 
     @rpc
     def cancel_order(self, order_id, user_id):
-        order = domain.cancel(self.db.session, self.outbox, order_id, user_id)
-        self.db.session.commit()
-        return order
+        return domain.cancel(self.db.session, self.outbox, order_id, user_id)
 
-    # The saga: each handler moves one order one step; @handle_event commits.
+    # The saga: each handler moves one order one step.
 
     @handle_event(INVENTORY, "stock_reserved")
     def on_stock_reserved(self, event):
@@ -112,6 +109,5 @@ class OrdersService:
         timeout = float(self.config.get("SAGA_TIMEOUT_SECONDS", DEFAULT_SAGA_TIMEOUT))
         cutoff = utcnow() - dt.timedelta(seconds=timeout)
         acted = domain.expire(self.db.session, self.outbox, cutoff)
-        self.db.session.commit()
         if acted:
             log.warning("saga timeout (%g s) compensated orders %s", timeout, acted)

@@ -1,0 +1,113 @@
+"""The platform ends every worker's unit of work: services write and never commit."""
+import eventlet
+import pytest
+from marshmallow import Schema
+from nameko.timer import timer
+from sqlalchemy import String, create_engine, event, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from contracts.base import Int, Method, ServiceContract, Text
+from contracts.errors import Conflict, ContractViolation
+from mesh.db import Database
+from mesh.rpc import rpc
+from mesh.testing import wait_until
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+
+
+class WriteArgs(Schema):
+    name = Text(required=True)
+
+
+class Written(Schema):
+    name = Text(required=True)
+    count = Int(required=True)
+
+
+CONTRACT = ServiceContract("ledger", {
+    "write": Method(WriteArgs, Written),
+    "write_then_refuse": Method(WriteArgs, Written, (Conflict,)),
+    "write_then_break_contract": Method(WriteArgs, Written),
+})
+
+
+class LedgerService:
+    """Writes through its session; commits nothing itself."""
+
+    name = "ledger"
+    contract = CONTRACT
+    db = Database(Base)
+    ticks = 0
+
+    def _add(self, name):
+        self.db.session.add(Entry(name=name))
+        self.db.session.flush()
+        return {"name": name, "count": self.db.session.scalar(
+            select(func.count()).select_from(Entry))}
+
+    @rpc
+    def write(self, name):
+        return self._add(name)
+
+    @rpc
+    def write_then_refuse(self, name):
+        self._add(name)
+        raise Conflict("refused after writing")
+
+    @rpc
+    def write_then_break_contract(self, name):
+        self._add(name)
+        return {"name": name}  # no count: the contract does not allow it
+
+    @timer(interval=0.2)
+    def tick(self):
+        if LedgerService.ticks == 0:
+            LedgerService.ticks += 1
+            self._add("from-a-timer")
+
+
+@pytest.fixture
+def ledger(mesh_containers, mesh_config, tmp_path, rpc_client):
+    url = f"sqlite:///{tmp_path}/ledger.sqlite"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    LedgerService.ticks = 0
+    container = mesh_containers(LedgerService, {**mesh_config, "DATABASE_URL_LEDGER": url})
+    container.start()
+    # a slow commit: had the reply gone first, the caller would find nothing yet
+    database = next(d for d in container.dependencies if isinstance(d, Database))
+    event.listen(database.engine, "commit", lambda connection: eventlet.sleep(0.3))
+
+    def names():
+        with Session(engine) as session:
+            return set(session.scalars(select(Entry.name)))
+    return rpc_client.ledger, names
+
+
+def test_an_rpc_s_writes_are_committed_before_its_reply(ledger):
+    call, names = ledger
+    assert call.write(name="kept")["name"] == "kept"
+    assert "kept" in names()  # already there when the reply arrived
+
+
+def test_an_rpc_that_fails_keeps_none_of_its_writes(ledger):
+    call, names = ledger
+    with pytest.raises(Conflict):
+        call.write_then_refuse(name="refused")
+    with pytest.raises(ContractViolation):
+        call.write_then_break_contract(name="broken")
+    assert not {"refused", "broken"} & names()
+
+
+def test_any_other_worker_is_committed_as_it_returns(ledger):
+    _, names = ledger
+    wait_until(lambda: "from-a-timer" in names(), timeout=5)
+    eventlet.sleep(0.5)
+    assert LedgerService.ticks == 1
