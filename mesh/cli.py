@@ -140,13 +140,13 @@ def cmd_call(args):
 
 
 def cmd_dlq(args):
-    from mesh import dlq
+    from mesh import dlq, topology
 
     config = _load(args)
     uri = config["AMQP_URI"]
     if args.action == "list" and not args.queue:
         for queue, depth in dlq.depths(uri, dlq.handler_queues(config)).items():
-            print(f"{depth or 0:>7}  {dlq.dlq_name(queue)}")
+            print(f"{depth or 0:>7}  {topology.dlq_name(queue)}")
         return 0
     if not args.queue:
         sys.exit(f"mesh: dlq {args.action} needs a QUEUE (see `mesh dlq list`)")

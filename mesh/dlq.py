@@ -1,4 +1,8 @@
-"""Operator tools for dead-lettered events: list, replay and purge `<queue>.dlq`."""
+"""Operator tools for dead-lettered events: list, replay and purge `<queue>.dlq`.
+
+QUEUE is a handler's lasting queue name (mesh.topology): for a broadcast handler,
+its name without the instance id, which names the DLQ every instance parks in.
+"""
 import json
 
 from amqp.exceptions import NotFound
@@ -6,18 +10,29 @@ from kombu import Connection
 
 from mesh.broker import ConfirmedPublisher
 from mesh.health import queue_state
-from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, MeshEventHandler, dlq, dlq_name
+from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler, dlq
 from mesh.serve import entrypoints_of, import_service
+from mesh.topology import BROADCAST, dlq_name, lasting_queue_of
 
-__all__ = ["handler_queues", "queues_of", "base_queue", "depths", "messages", "replay",
-           "purge", "QueueMissing"]
+__all__ = ["handler_queues", "queues_of", "handlers_of", "base_queue", "depths",
+           "messages", "replay", "purge", "QueueMissing"]
+
+
+def handlers_of(name, service_cls):
+    """`(lasting queue, queue consumed)` of each `@handle_event` of one service; the
+    second is None for a broadcast handler (one queue per running instance)."""
+    found = []
+    for attr, entrypoint in entrypoints_of(service_cls):
+        if isinstance(entrypoint, MeshEventHandler):
+            lasting = lasting_queue_of(name, attr, entrypoint)
+            found.append((lasting, None if entrypoint.handler_type == BROADCAST
+                          else lasting))
+    return sorted(found)
 
 
 def queues_of(name, service_cls):
-    """The queue of each `@handle_event` of one service (named as nameko names it)."""
-    return sorted(f"evt-{entrypoint.source_service}-{entrypoint.event_type}--{name}.{attr}"
-                  for attr, entrypoint in entrypoints_of(service_cls)
-                  if isinstance(entrypoint, MeshEventHandler))
+    """The lasting queue name of each `@handle_event` of one service."""
+    return [lasting for lasting, _ in handlers_of(name, service_cls)]
 
 
 def handler_queues(config):
@@ -88,15 +103,21 @@ def replay(amqp_uri, queue, message_id=None):
     """
     base = base_queue(queue)
     with Connection(amqp_uri) as connection:
-        if queue_state(connection, base) is None:
-            raise QueueMissing(f"{base} does not exist: start the service that handles "
-                               "it, then replay")
         channel, got = _drain(connection, base)
         chosen = [m for m in got if message_id is None or _describe(m)["id"] == message_id]
+        # back to the queue it failed in: a broadcast handler's is its instance's
+        targets = [(m, (m.headers or {}).get(ORIGIN) or base) for m in chosen]
+        missing = sorted(t for t in {target for _, target in targets}
+                         if queue_state(connection, t) is None)
+        if missing:
+            channel.close()
+            raise QueueMissing(f"{missing[0]} does not exist: start the service that "
+                               "handles it, then replay")
         publisher = ConfirmedPublisher(amqp_uri)
         try:
-            returned = publisher.publish_batch([(m.body, "", base, _replayed(m))
-                                                for m in chosen]) if chosen else set()
+            returned = publisher.publish_batch(
+                [(m.body, "", target, _replayed(m)) for m, target in targets]) \
+                if targets else set()
         finally:
             publisher.close()
         replayed = 0

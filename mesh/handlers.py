@@ -9,7 +9,7 @@ handler (on PostgreSQL a concurrent second delivery waits for the first to
 commit, then finds it), so an event delivered twice changes nothing the second
 time. A handler that raises is retried after each of EVENT_RETRY_DELAYS seconds
 (a queue per delay, whose messages expire back into the handler's queue), then
-parked in `<queue>.dlq` with its error. A malformed message (undecodable, or not
+parked in `<queue>.dlq` with its error (queue names: mesh.topology). A malformed message (undecodable, or not
 matching the contract) goes straight to the DLQ; neither stops the service.
 """
 import datetime as dt
@@ -21,7 +21,7 @@ from kombu import Exchange, Queue
 from marshmallow import ValidationError
 from nameko.amqp.publish import get_producer
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.events import EventHandler
+from nameko.events import BROADCAST, EventHandler
 from nameko.exceptions import ConfigurationError, ContainerBeingKilled
 from nameko.messaging import QueueConsumer
 from sqlalchemy import Column, MetaData, String, Table, insert
@@ -29,8 +29,9 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
 from mesh.db import UtcDateTime, service_database, utcnow
+from mesh.topology import dlq_name, lasting_queue, retry_queue_name
 
-__all__ = ["handle_event", "inbox_table", "retry_queue", "dlq_name", "publish_raw",
+__all__ = ["handle_event", "inbox_table", "retry_queue", "dlq", "publish_raw",
            "DEFAULT_RETRY_DELAYS"]
 
 log = logging.getLogger(__name__)
@@ -50,22 +51,22 @@ def inbox_table(metadata: MetaData):
     )
 
 
-def dlq_name(queue_name):
-    return f"{queue_name}.dlq"
-
-
 def dlq(queue_name):
     return Queue(dlq_name(queue_name), exchange=DEFAULT_EXCHANGE,
                  routing_key=dlq_name(queue_name), durable=True)
 
 
-def retry_queue(queue_name, delay_ms):
-    """Holds a message `delay_ms`, then dead-letters it back into `queue_name`."""
-    name = f"{queue_name}.retry.{delay_ms}"
+def retry_queue(queue_name, delay_ms, expires_ms=None):
+    """Holds a message `delay_ms`, then dead-letters it back into `queue_name`;
+    with `expires_ms`, the broker deletes it once unused that long (a broadcast
+    instance's, whose queue goes with the instance)."""
+    name = retry_queue_name(queue_name, delay_ms)
+    arguments = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": "",
+                 "x-dead-letter-routing-key": queue_name}
+    if expires_ms is not None:
+        arguments["x-expires"] = expires_ms
     return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True,
-                 queue_arguments={"x-message-ttl": delay_ms,
-                                  "x-dead-letter-exchange": "",
-                                  "x-dead-letter-routing-key": queue_name})
+                 queue_arguments=arguments)
 
 
 def publish_raw(amqp_uri, message, queue, headers):
@@ -109,7 +110,14 @@ class MeshEventHandler(EventHandler):
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.delays = [float(d) for d in config.get("EVENT_RETRY_DELAYS",
                                                     DEFAULT_RETRY_DELAYS)]
-        self.handler_name = f"{self.container.service_name}.{self.method_name}"
+        service = self.container.service_name
+        self.lasting = lasting_queue(self.source_service, self.event_type, service,
+                                     self.method_name, self.handler_type)
+        self.handler_name = f"{service}.{self.method_name}"
+        if self.handler_type == BROADCAST:
+            # each instance handles its own copy of every event, once: its inbox
+            # rows are its own (the queue's instance id)
+            self.handler_name += self.queue.name[len(self.lasting):]
         # its metadata holds the `inbox` table; its session commits the handler's writes
         self.database = service_database(self.container, f"@handle_event {self.handler_name}")
         self.inbox = self.database.declarative_base.metadata.tables["inbox"]
@@ -188,8 +196,9 @@ class MeshEventHandler(EventHandler):
                         self.handler_name, attempt + 1, error, delay_ms)
             headers = dict(message.headers or {}, **{ATTEMPT: attempt + 1, ERROR: error})
             headers.pop("x-death", None)
-            publish_raw(self.amqp_uri, message, retry_queue(self.queue.name, delay_ms),
-                        headers)
+            expires = delay_ms + 60_000 if self.handler_type == BROADCAST else None
+            publish_raw(self.amqp_uri, message,
+                        retry_queue(self.queue.name, delay_ms, expires), headers)
             self.queue_consumer.ack_message(message)
         else:
             self.park(message, error, attempt)
@@ -202,12 +211,12 @@ class MeshEventHandler(EventHandler):
 
     def park(self, message, error, attempt):
         log.error("%s parked a message in %s after %d attempt(s): %s", self.handler_name,
-                  dlq_name(self.queue.name), attempt + 1, error)
+                  dlq_name(self.lasting), attempt + 1, error)
         headers = dict(message.headers or {}, **{
             ATTEMPT: attempt, ERROR: error, ORIGIN: self.queue.name,
             FAILED_AT: dt.datetime.now(dt.timezone.utc).isoformat()})
         headers.pop("x-death", None)
-        publish_raw(self.amqp_uri, message, dlq(self.queue.name), headers)
+        publish_raw(self.amqp_uri, message, dlq(self.lasting), headers)
         self.queue_consumer.ack_message(message)
 
 

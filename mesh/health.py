@@ -1,10 +1,10 @@
 """Readiness: does the broker answer, and does each service have a consumer?"""
-from amqp.exceptions import NotFound
+from amqp.exceptions import NotFound, ResourceLocked
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 
-from mesh.handlers import dlq_name
+from mesh.topology import dlq_name, rpc_queue
 
 __all__ = ["queue_state", "consumers", "service_queues", "check_services", "Readiness"]
 
@@ -13,7 +13,9 @@ def queue_state(connection, queue):
     """`(messages ready, consumers)` of `queue`; None when it does not exist (yet).
 
     A passive declare answers at once; the broker's management API reports
-    consumers seconds late.
+    consumers seconds late. An exclusive queue (a broadcast handler's) cannot be
+    declared from another connection: it exists, with its one consumer, and its
+    depth is not ours to read (0).
     """
     # a channel each: a failed passive declare closes its channel
     with connection.channel() as channel:
@@ -21,32 +23,38 @@ def queue_state(connection, queue):
             _, messages, consumers = channel.queue_declare(queue, passive=True)
         except NotFound:
             return None
+        except ResourceLocked:
+            return 0, 1
     return messages, consumers
 
 
 def consumers(connection, service):
     """How many instances consume `service`'s RPC queue (0 when it has none)."""
-    state = queue_state(connection, f"rpc-{service}")
+    state = queue_state(connection, rpc_queue(service))
     return state[1] if state else 0
 
 
-def service_queues(connection, service, serves_rpc, handler_queues):
+def service_queues(connection, service, serves_rpc, handlers):
     """`{instances, queues, dead_letters}` of one service, by passive declares.
 
-    `queues` and `dead_letters` map each queue to the messages waiting in it (in
-    its DLQ); `instances` counts the consumers on the RPC queue, or on the first
-    handler queue of a service that serves no RPC (None when it has no queue).
+    `handlers` holds `(lasting queue, queue consumed)` for each event handler, the
+    second None when unknown (a broadcast handler seen from outside its process).
+    `queues` maps each queue consumed to the messages waiting in it, and
+    `dead_letters` each lasting queue to those in its DLQ; `instances` counts the
+    consumers on the RPC queue, or on the first handler queue of a service that
+    serves no RPC (None when it has none).
     """
-    rpc_queues = [f"rpc-{service}"] if serves_rpc else []
-    main = (rpc_queues + list(handler_queues) or [None])[0]
+    consumed = ([rpc_queue(service)] if serves_rpc else []) + \
+        [queue for _, queue in handlers if queue is not None]
     report = {"instances": None, "queues": {}, "dead_letters": {}}
-    for queue in rpc_queues + list(handler_queues):
+    for queue in consumed:
         messages, running = queue_state(connection, queue) or (0, 0)
         report["queues"][queue] = messages
-        if queue == main:
+        if queue == consumed[0]:
             report["instances"] = running
-    for queue in handler_queues:
-        report["dead_letters"][queue] = (queue_state(connection, dlq_name(queue)) or (0,))[0]
+    for lasting, _ in handlers:
+        report["dead_letters"][lasting] = \
+            (queue_state(connection, dlq_name(lasting)) or (0,))[0]
     return report
 
 

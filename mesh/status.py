@@ -11,8 +11,8 @@ from nameko.rpc import Rpc
 from sqlalchemy.engine import make_url
 
 from mesh.db import database_url, make_engine
-from mesh.dlq import queues_of
-from mesh.handlers import dlq_name
+from mesh.dlq import handlers_of
+from mesh.topology import dlq_name
 from mesh.health import service_queues
 from mesh.outbox import Outbox, backlog_of
 from mesh.serve import entrypoints_of, import_service
@@ -30,7 +30,7 @@ def _outbox_table(service_cls):
 
 def _queues(connection, name, service_cls, report):
     serves_rpc = any(isinstance(e, Rpc) for _, e in entrypoints_of(service_cls))
-    report.update(service_queues(connection, name, serves_rpc, queues_of(name, service_cls)))
+    report.update(service_queues(connection, name, serves_rpc, handlers_of(name, service_cls)))
     if report["instances"] == 0:
         report["problems"].append("no running instance")
 

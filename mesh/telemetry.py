@@ -114,9 +114,11 @@ class Telemetry(DependencyProvider):
         self.started.pop(worker_ctx, None)
         logs.unbind()
 
-    def handler_queues(self):
-        # asked at scrape time: each handler names its queue in its own setup
-        return sorted({e.queue.name for e in self.container.entrypoints
+    def handlers(self):
+        # asked at scrape time: each handler names its queues in its own setup; a
+        # broadcast instance's own queue is exclusive to its consumer's connection
+        return sorted({(e.lasting, None if e.queue.exclusive else e.queue.name)
+                       for e in self.container.entrypoints
                        if isinstance(e, MeshEventHandler)})
 
     def sample_queues(self):
@@ -130,12 +132,12 @@ class Telemetry(DependencyProvider):
                                     ["queue"])
         instances = self.metrics.gauge("mesh_rpc_consumers",
                                        "Instances consuming the service's RPC queue")
-        handler_queues = self.handler_queues()
-        if not self.rpc_served and not handler_queues:
+        handlers = self.handlers()
+        if not self.rpc_served and not handlers:
             return []  # the gateway: no queue of its own to ask the broker about
         with Connection(self.amqp_uri, connect_timeout=2) as connection:
             report = service_queues(connection, self.service, self.rpc_served,
-                                    handler_queues)
+                                    handlers)
         if self.rpc_served:
             instances.add_metric([self.service], report["instances"])
         for queue, messages in report["queues"].items():

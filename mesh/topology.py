@@ -1,0 +1,52 @@
+"""Every queue and exchange name the mesh uses, derived as nameko derives them.
+
+RPC: nameko's topic exchange (`nameko-rpc`, nameko's `get_rpc_exchange`), and one
+durable queue per service, `rpc-<service>`. Events: a service publishes on
+`<service>.events` (nameko's `get_event_exchange`; topic, the routing key is the
+event type). A handler's queue depends on its type, as in
+`nameko.events.EventHandler.setup`:
+
+    service pool (the default)   evt-<source>-<event>--<service>.<method>
+    singleton                    evt-<source>-<event>
+    broadcast                    evt-<source>-<event>--<service>.<method>-<instance>
+
+A broadcast handler has one queue per running instance, named by an id that
+changes with each start. Its retries and dead letters hang off its lasting name,
+the same without the instance, so every instance's failures land in one DLQ an
+operator can find by name.
+"""
+from nameko.events import BROADCAST, SINGLETON
+
+__all__ = ["rpc_queue", "handler_queue", "lasting_queue", "dlq_name",
+           "retry_queue_name", "lasting_queue_of", "BROADCAST", "SINGLETON"]
+
+
+def rpc_queue(service):
+    return f"rpc-{service}"
+
+
+def lasting_queue(source, event_type, service, method, handler_type):
+    """The queue name of a handler that outlives any one instance of it."""
+    if handler_type == SINGLETON:
+        return f"evt-{source}-{event_type}"
+    return f"evt-{source}-{event_type}--{service}.{method}"
+
+
+def handler_queue(source, event_type, service, method, handler_type, instance=None):
+    """The queue a running handler consumes from."""
+    name = lasting_queue(source, event_type, service, method, handler_type)
+    return f"{name}-{instance}" if handler_type == BROADCAST else name
+
+
+def lasting_queue_of(service, method, handler):
+    """`lasting_queue` of a nameko `EventHandler` declared on `service`'s `method`."""
+    return lasting_queue(handler.source_service, handler.event_type, service, method,
+                         handler.handler_type)
+
+
+def dlq_name(queue):
+    return f"{queue}.dlq"
+
+
+def retry_queue_name(queue, delay_ms):
+    return f"{queue}.retry.{delay_ms}"
