@@ -61,8 +61,8 @@ CONTRACT = ServiceContract(
         "get_user": Method(GetUserArgs, User, (InvalidInput, NotFound),
                            "One user by id."),
     },
-    events={
-        "user_registered": Event("user_registered", UserRegistered,
-                                 doc="A customer registered."),
-    },
+    events=[
+        Event("user_registered", UserRegistered,
+              doc="A customer registered."),
+    ],
 )

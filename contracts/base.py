@@ -13,7 +13,7 @@ from nameko.exceptions import deserialize_to_instance
 __all__ = [
     "ContractError", "Event", "Method", "ServiceContract", "Int", "Text", "EmailAddress",
     "BoundedList", "MAX_LINES", "MAX_QUANTITY", "MAX_PRICE_CENTS", "MAX_TOTAL_CENTS",
-    "UtcDateTime", "Page", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
+    "UtcDateTime", "Page", "page_of", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
     "normalise_email",
 ]
 
@@ -177,6 +177,11 @@ def Page(item_schema):
     )
 
 
+def page_of(items, total, limit, offset):
+    """What a `Page` method returns."""
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One RPC method: its keyword arguments, its result and its expected errors."""
@@ -199,11 +204,17 @@ class Event:
 
 @dataclasses.dataclass(frozen=True)
 class ServiceContract:
-    """What a service offers: its RPC methods and the events it publishes."""
+    """What a service offers: its RPC methods and the events it publishes.
+
+    `events` is given as a sequence of `Event`s and kept keyed by their type.
+    """
 
     service: str
     methods: dict[str, Method]
-    events: dict[str, Event] = dataclasses.field(default_factory=dict)
+    events: dict[str, Event] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "events", {event.type: event for event in self.events})
 
     def method(self, name):
         try:

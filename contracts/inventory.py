@@ -111,12 +111,12 @@ CONTRACT = ServiceContract(
             OrderRef, Reservation, (InvalidInput, NotFound, Conflict),
             "Make an order's reservation final (the goods are sold); idempotent."),
     },
-    events={
-        "stock_reserved": Event("stock_reserved", OrderStock,
-                                doc="Every line of an order is reserved."),
-        "stock_rejected": Event("stock_rejected", StockRejected,
-                                doc="An order could not be reserved; nothing was."),
-        "stock_released": Event("stock_released", OrderStock,
-                                doc="An order's units went back into stock."),
-    },
+    events=[
+        Event("stock_reserved", OrderStock,
+              doc="Every line of an order is reserved."),
+        Event("stock_rejected", StockRejected,
+              doc="An order could not be reserved; nothing was."),
+        Event("stock_released", OrderStock,
+              doc="An order's units went back into stock."),
+    ],
 )

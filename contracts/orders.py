@@ -116,20 +116,20 @@ CONTRACT = ServiceContract(
             OrderRef, Order, (InvalidInput, NotFound, NotCancellable),
             "Start cancelling a confirmed order: refund and release follow."),
     },
-    events={
-        "order_created": Event("order_created", OrderCreated,
-                               doc="A pending order asks for its stock."),
-        "payment_requested": Event("payment_requested", PaymentRequested,
-                                   doc="Stock is held; capture the payment."),
-        "order_confirmed": Event("order_confirmed", OrderOutcome,
-                                 doc="Stock reserved and payment captured."),
-        "order_rejected": Event("order_rejected", OrderOutcome,
-                                doc="The order failed; `reason` says why. Release and "
-                                    "refund whatever was taken."),
-        "order_cancelling": Event("order_cancelling", OrderOutcome,
-                                  doc="A confirmed order is being cancelled: refund "
-                                      "and release."),
-        "order_cancelled": Event("order_cancelled", OrderOutcome,
-                                 doc="Refunded and returned to stock."),
-    },
+    events=[
+        Event("order_created", OrderCreated,
+              doc="A pending order asks for its stock."),
+        Event("payment_requested", PaymentRequested,
+              doc="Stock is held; capture the payment."),
+        Event("order_confirmed", OrderOutcome,
+              doc="Stock reserved and payment captured."),
+        Event("order_rejected", OrderOutcome,
+              doc="The order failed; `reason` says why. Release and "
+                  "refund whatever was taken."),
+        Event("order_cancelling", OrderOutcome,
+              doc="A confirmed order is being cancelled: refund "
+                  "and release."),
+        Event("order_cancelled", OrderOutcome,
+              doc="Refunded and returned to stock."),
+    ],
 )

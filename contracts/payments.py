@@ -45,9 +45,9 @@ CONTRACT = ServiceContract(
         "get_payment": Method(PaymentRef, Payment, (InvalidInput, NotFound),
                               "An order's payment."),
     },
-    events={
-        "payment_captured": Event("payment_captured", PaymentCaptured),
-        "payment_declined": Event("payment_declined", PaymentDeclined),
-        "payment_refunded": Event("payment_refunded", PaymentRefunded),
-    },
+    events=[
+        Event("payment_captured", PaymentCaptured),
+        Event("payment_declined", PaymentDeclined),
+        Event("payment_refunded", PaymentRefunded),
+    ],
 )

@@ -112,7 +112,7 @@ def cmd_call(args):
         return _usage('mesh: call: the arguments must be a JSON object, '
                       'e.g. \'{"product_id": 1}\'')
     request_id = f"op-{uuid.uuid4().hex[:16]}"  # finds this call in every service's logs
-    timeout = args.timeout or float(config.get("RPC_TIMEOUT", 5))
+    timeout = args.timeout or config["RPC_TIMEOUT"]
     try:
         with ClusterRpcProxy(config, timeout=timeout,
                              context_data={"request_id": request_id}) as rpc:

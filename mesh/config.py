@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 __all__ = ["ConfigError", "load_config", "validate_config", "parse_rate",
-           "database_setting"]
+           "database_setting", "setting"]
 
 RATE = re.compile(r"^(\d+)/(\d+)$")
 DB_SCHEMES = ("sqlite", "postgresql")
@@ -107,6 +107,7 @@ class Settings(Schema):
     CORS_ORIGINS = fields.String(load_default=None, allow_none=True,
                                  validate=_origins)
     REDIS_URL = fields.String(load_default=None, allow_none=True, validate=_redis_url)
+    RATE_LIMIT_PREFIX = fields.String(load_default="mesh", validate=validate.Length(min=1))
     RATE_LIMIT_ON_ERROR = fields.String(load_default="closed",
                                         validate=validate.OneOf(("closed", "open")))
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
@@ -157,6 +158,20 @@ class Settings(Schema):
                     _database_url(data[setting])
                 except ValidationError as exc:
                     raise ValidationError(exc.messages, setting) from None
+
+
+_SCHEMA = Settings()
+
+
+def setting(config, name):
+    """`config[name]`, or the settings schema's default when it is unset: the one
+    place a setting's default is written. (A config `load_config` made holds them
+    all already; a hand-made one, in a test or a shell, may not.)"""
+    value = config.get(name)
+    if value is not None:
+        return value
+    default = _SCHEMA.fields[name].load_default
+    return default() if callable(default) else default
 
 
 def _blank_to_none(raw):

@@ -28,14 +28,13 @@ from sqlalchemy import Column, MetaData, String, Table, insert
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
+from mesh.config import setting
 from mesh.db import UtcDateTime, service_database, utcnow
 from mesh.topology import dlq_name, lasting_queue, retry_queue_name
 
-__all__ = ["handle_event", "inbox_table", "retry_queue", "dlq", "publish_raw",
-           "DEFAULT_RETRY_DELAYS"]
+__all__ = ["handle_event", "inbox_table", "retry_queue", "dlq", "publish_raw"]
 
 log = logging.getLogger(__name__)
-DEFAULT_RETRY_DELAYS = (1, 5, 30)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
 ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
                                      "x-mesh-queue")
@@ -108,8 +107,7 @@ class MeshEventHandler(EventHandler):
         super().setup()
         config = self.container.config
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
-        self.delays = [float(d) for d in config.get("EVENT_RETRY_DELAYS",
-                                                    DEFAULT_RETRY_DELAYS)]
+        self.delays = [float(d) for d in setting(config, "EVENT_RETRY_DELAYS")]
         service = self.container.service_name
         self.lasting = lasting_queue(self.source_service, self.event_type, service,
                                      self.method_name, self.handler_type)

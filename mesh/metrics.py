@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
     Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from mesh.config import setting
 from mesh.db import service_database
 
 __all__ = ["Metrics", "OpsServer", "Sampled", "DatabaseGauge", "exposition"]
@@ -122,9 +123,8 @@ class OpsServer(SharedExtension):
 
     def setup(self):
         config = self.container.config
-        self.address = (config.get("OPS_HOST", "127.0.0.1"),
-                        int((config.get("OPS_PORTS") or {}).get(
-                            self.container.service_name, 0)))
+        self.address = (setting(config, "OPS_HOST"),
+                        setting(config, "OPS_PORTS").get(self.container.service_name, 0))
         self.socket = self.thread = None
 
     def start(self):

@@ -15,11 +15,10 @@ from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 from contracts.errors import Busy
+from mesh.config import setting
 
 __all__ = ["hash_password", "verify_password", "DUMMY_HASH", "Passwords", "PasswordSlots"]
 
-DEFAULT_CONCURRENCY = 4
-DEFAULT_WAIT = 1.0
 _hasher = PasswordHasher()
 # Verified against when an email is unknown, so that answer costs the same time.
 # It uses the hasher's default parameters (a test keeps the two in step).
@@ -44,7 +43,7 @@ class PasswordSlots:
     """`hash(password)` and `verify(hash, password)`, at most `concurrency` at once;
     a caller waits up to `wait` seconds for its turn, then gets `Busy`."""
 
-    def __init__(self, concurrency=DEFAULT_CONCURRENCY, wait=DEFAULT_WAIT):
+    def __init__(self, concurrency, wait):
         self.slots, self.wait = Semaphore(concurrency), wait
 
     @contextlib.contextmanager
@@ -70,9 +69,8 @@ class Passwords(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.slots = PasswordSlots(
-            int(config.get("PASSWORD_HASH_CONCURRENCY", DEFAULT_CONCURRENCY)),
-            float(config.get("PASSWORD_HASH_WAIT", DEFAULT_WAIT)))
+        self.slots = PasswordSlots(setting(config, "PASSWORD_HASH_CONCURRENCY"),
+                                   setting(config, "PASSWORD_HASH_WAIT"))
 
     def get_dependency(self, worker_ctx):
         return self.slots

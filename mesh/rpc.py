@@ -36,16 +36,16 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
+from mesh.config import setting
 from mesh.broker import publish
 from mesh.db import Database, UtcDateTime, utcnow
 from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
 from mesh.metrics import Metrics
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
-           "claim_request", "RpcTimeout", "DEFAULT_TIMEOUT"]
+           "claim_request", "RpcTimeout"]
 
 log = logging.getLogger(__name__)
-DEFAULT_TIMEOUT = 5.0
 REQUEST_KEY = "rpc_request_key"
 # when a caller stops waiting (epoch seconds): the service drops the request then
 EXPIRES = "x-mesh-expires-at"
@@ -314,12 +314,12 @@ class ServiceRpc(RpcProxy):
         super().setup()
         config = self.container.config
         if self.timeout is None:
-            self.timeout = float(config.get("RPC_TIMEOUT", DEFAULT_TIMEOUT))
+            self.timeout = setting(config, "RPC_TIMEOUT")
         self.exchange = get_rpc_exchange(config)
         if self.guarded:
             self.guards = {name: Guard(name, config[AMQP_URI_CONFIG_KEY],
-                                       int(config.get("CIRCUIT_FAIL_MAX", 5)),
-                                       float(config.get("CIRCUIT_RESET_SECONDS", 10)))
+                                       setting(config, "CIRCUIT_FAIL_MAX"),
+                                       setting(config, "CIRCUIT_RESET_SECONDS"))
                            for name in self.contracts}
             self.metrics.add("circuits", self.sample_guards)
 

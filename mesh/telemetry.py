@@ -20,6 +20,7 @@ from nameko.rpc import Rpc
 from nameko.timer import Timer
 
 from mesh import logs
+from mesh.config import setting
 from mesh.handlers import MeshEventHandler
 from mesh.health import service_queues
 from mesh.metrics import Metrics, OpsServer
@@ -28,7 +29,6 @@ from mesh.tracing import Tracing
 __all__ = ["Telemetry", "outcome_of"]
 
 log = logging.getLogger("mesh.worker")
-DEFAULT_SLOW_SECONDS = 1.0
 
 
 def outcome_of(entrypoint, exc_info):
@@ -51,8 +51,7 @@ class Telemetry(DependencyProvider):
         self.amqp_uri = self.container.config[AMQP_URI_CONFIG_KEY]
         self.started = WeakKeyDictionary()
         self.rpc_served = any(isinstance(e, Rpc) for e in self.container.entrypoints)
-        self.slow_seconds = float(self.container.config.get("SLOW_CALL_SECONDS",
-                                                            DEFAULT_SLOW_SECONDS))
+        self.slow_seconds = setting(self.container.config, "SLOW_CALL_SECONDS")
         self.series = {}
         self.metrics.add("queue depths", self.sample_queues)
 

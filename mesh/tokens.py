@@ -7,6 +7,8 @@ import time
 import jwt
 from nameko.extensions import DependencyProvider
 
+from mesh.config import setting
+
 __all__ = ["ALGORITHM", "Claims", "InvalidToken", "Tokens", "TokenKeys", "signing_key"]
 
 ALGORITHM = "HS256"
@@ -85,7 +87,7 @@ class TokenKeys(DependencyProvider):
 
     def setup(self):
         config = self.container.config
-        self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
+        self.tokens = Tokens(signing_key(config), setting(config, "JWT_TTL_SECONDS"))
 
     def get_dependency(self, worker_ctx):
         return self.tokens

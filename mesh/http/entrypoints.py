@@ -9,6 +9,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
 
 from contracts.base import ContractError
+from mesh.config import setting
 from mesh.guard import ServiceUnavailable
 from mesh.http.auth import authenticate
 from mesh.http.errors import ErrorTable, HttpError, json_response
@@ -67,7 +68,7 @@ class Api(HttpEntrypoint):
 
     def setup(self):
         config = self.container.config
-        self.tokens = Tokens(signing_key(config), int(config.get("JWT_TTL_SECONDS", 3600)))
+        self.tokens = Tokens(signing_key(config), setting(config, "JWT_TTL_SECONDS"))
         self.limits = RateLimits.from_config(config, self.server.http_metrics.rate_limited)
         # API requests may fill the worker pool but for a few workers kept for
         # probes, scrapes and docs; one more is answered 503 at once, not queued

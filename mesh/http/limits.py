@@ -23,16 +23,14 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from mesh.config import parse_rate
+from mesh.config import parse_rate, setting
 from mesh.http.errors import HttpError
 
-__all__ = ["RateLimits", "DEFAULTS"]
+__all__ = ["RateLimits"]
 
 log = logging.getLogger(__name__)
 STORE_TIMEOUT = 1.0  # seconds Redis may take to connect or answer
 
-DEFAULTS = {"API_RATE_LIMIT": "1200/60", "AUTH_RATE_LIMIT": "10/60",
-            "AUTH_ACCOUNT_RATE_LIMIT": "20/60", "AUTH_ADDRESS_RATE_LIMIT": "30/60"}
 
 
 def _item(text):
@@ -44,11 +42,10 @@ class RateLimits:
     """Checks and counts one request against the limits of its route."""
 
     def __init__(self, api, auth, storage_url="memory://", prefix="mesh", rejected=None,
-                 auth_account=DEFAULTS["AUTH_ACCOUNT_RATE_LIMIT"],
-                 auth_address=DEFAULTS["AUTH_ADDRESS_RATE_LIMIT"], on_error="closed"):
-        self.items = {"api": _item(api), "auth": _item(auth),
-                      "auth_account": _item(auth_account),
-                      "auth_address": _item(auth_address)}
+                 auth_account=None, auth_address=None, on_error="closed"):
+        self.items = {"api": _item(api), "auth": _item(auth), "auth_account": _item(
+            auth_account or setting({}, "AUTH_ACCOUNT_RATE_LIMIT")), "auth_address": _item(
+            auth_address or setting({}, "AUTH_ADDRESS_RATE_LIMIT"))}
         self.rejected = rejected  # a prometheus Counter labelled by limit, or None
         self.fail_open = on_error == "open"
         options = {"key_prefix": prefix, "wrap_exceptions": True,
@@ -58,14 +55,13 @@ class RateLimits:
 
     @classmethod
     def from_config(cls, config, rejected=None):
-        def setting(name):
-            return config.get(name) or DEFAULTS[name]
+        def read(name):
+            return setting(config, name)
 
-        return cls(setting("API_RATE_LIMIT"), setting("AUTH_RATE_LIMIT"),
-                   config.get("REDIS_URL") or "memory://",
-                   config.get("RATE_LIMIT_PREFIX") or "mesh", rejected,
-                   setting("AUTH_ACCOUNT_RATE_LIMIT"), setting("AUTH_ADDRESS_RATE_LIMIT"),
-                   config.get("RATE_LIMIT_ON_ERROR") or "closed")
+        return cls(read("API_RATE_LIMIT"), read("AUTH_RATE_LIMIT"),
+                   read("REDIS_URL") or "memory://", read("RATE_LIMIT_PREFIX"), rejected,
+                   read("AUTH_ACCOUNT_RATE_LIMIT"), read("AUTH_ADDRESS_RATE_LIMIT"),
+                   read("RATE_LIMIT_ON_ERROR"))
 
     def before_body(self, route, request, claims):
         """Count a request before its body is read; 429 when over a limit."""

@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
+from mesh.config import setting
 from mesh.http.errors import MAX_BODY_BYTES, HttpError, internal_error, \
     payload_too_large
 from mesh.metrics import LATENCY_BUCKETS, Metrics
@@ -34,9 +35,6 @@ UNMATCHED = "(unmatched)"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-DEFAULT_MAX_CONNECTIONS = 500
-DEFAULT_READ_TIMEOUT = 10.0  # seconds a read or write of a request may wait
-DEFAULT_IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may wait for its next one
 # the process or the machine is out of a resource for a moment: wait, do not die
 ACCEPT_PAUSES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 ACCEPT_PAUSE_SECONDS = 0.1
@@ -217,8 +215,7 @@ class MeshWebServer(WebServer):
     @property
     def bind_addr(self):
         config = self.container.config
-        return BindAddress(config.get("GATEWAY_HOST", "127.0.0.1"),
-                           int(config.get("GATEWAY_PORT", 8000)))
+        return BindAddress(config["GATEWAY_HOST"], int(config["GATEWAY_PORT"]))
 
     def get_wsgi_app(self):
         return MeshWsgiApp(self)
@@ -234,16 +231,14 @@ class MeshWebServer(WebServer):
         server = super().get_wsgi_server(sock, wsgi_app, **kwargs)
         config = self.container.config
         # a client may not hold a connection by sending slowly, or by idling
-        server.socket_timeout = float(config.get("HTTP_READ_TIMEOUT",
-                                                 DEFAULT_READ_TIMEOUT))
-        server.keepalive = float(config.get("HTTP_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+        server.socket_timeout = setting(config, "HTTP_READ_TIMEOUT")
+        server.keepalive = setting(config, "HTTP_IDLE_TIMEOUT")
         return server
 
     def run(self):
         # nameko's accept loop would die on EMFILE (and the container with it),
         # and takes any number of connections
-        slots = Semaphore(int(self.container.config.get(
-            "HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)))
+        slots = Semaphore(setting(self.container.config, "HTTP_MAX_CONNECTIONS"))
         accept_forever(self._sock, self._serve, slots, self.container.spawn_managed_thread,
                        lambda: self._is_accepting)
 

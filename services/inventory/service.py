@@ -3,6 +3,7 @@ import contextlib
 import logging
 
 from contracts import orders
+from contracts.base import page_of
 from contracts.errors import Conflict, NotFound
 from contracts.inventory import CONTRACT
 from mesh.db import Database
@@ -43,8 +44,7 @@ class InventoryService:
     @rpc
     def list_products(self, limit, offset):
         with self.db.reading() as conn:
-            items, total = domain.list_products(conn, limit, offset)
-        return {"items": items, "total": total, "limit": limit, "offset": offset}
+            return page_of(*domain.list_products(conn, limit, offset), limit, offset)
 
     @rpc
     def restock(self, product_id, quantity):

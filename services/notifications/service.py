@@ -1,5 +1,6 @@
 """The notifications service: tells users what happened, once per event."""
 from contracts import accounts, orders
+from contracts.base import page_of
 from contracts.notifications import CONTRACT
 from mesh.db import Database
 from mesh.handlers import handle_event
@@ -19,8 +20,7 @@ class NotificationsService:
     @rpc
     def list_notifications(self, user_id, limit, offset):
         with self.db.reading() as conn:
-            items, total = domain.page(conn, user_id, limit, offset)
-        return {"items": items, "total": total, "limit": limit, "offset": offset}
+            return page_of(*domain.page(conn, user_id, limit, offset), limit, offset)
 
     @handle_event(accounts.CONTRACT, "user_registered")
     def on_user_registered(self, event):

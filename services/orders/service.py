@@ -5,10 +5,12 @@ import logging
 from nameko.dependency_providers import Config
 from nameko.timer import timer
 
+from contracts.base import page_of
 from contracts.inventory import CONTRACT as INVENTORY
 from contracts.payments import CONTRACT as PAYMENTS
 from contracts.errors import NotFound
 from contracts.orders import CONTRACT, UnknownProduct
+from mesh.config import setting
 from mesh.db import Database, utcnow
 from mesh.handlers import handle_event
 from mesh.metrics import DatabaseGauge
@@ -19,7 +21,6 @@ from services.orders import domain
 from services.orders.models import Base
 
 log = logging.getLogger(__name__)
-DEFAULT_SAGA_TIMEOUT = 30
 
 
 class OrdersService:
@@ -68,8 +69,7 @@ class OrdersService:
     @rpc
     def list_orders(self, user_id, limit, offset):
         with self.db.reading() as conn:
-            items, total = domain.page(conn, user_id, limit, offset)
-        return {"items": items, "total": total, "limit": limit, "offset": offset}
+            return page_of(*domain.page(conn, user_id, limit, offset), limit, offset)
 
     @rpc
     def cancel_order(self, order_id, user_id):
@@ -106,7 +106,7 @@ class OrdersService:
 
     @timer(interval=1)
     def expire_stuck_sagas(self):
-        timeout = float(self.config.get("SAGA_TIMEOUT_SECONDS", DEFAULT_SAGA_TIMEOUT))
+        timeout = setting(self.config, "SAGA_TIMEOUT_SECONDS")
         cutoff = utcnow() - dt.timedelta(seconds=timeout)
         acted = domain.expire(self.db.session, self.outbox, cutoff)
         if acted:

@@ -18,7 +18,7 @@ class FakeDb:
 @pytest.fixture
 def service(session_for):
     return worker_factory(AccountsService, db=FakeDb(session_for("accounts")),
-                          tokens=TOKENS, passwords=PasswordSlots())
+                          tokens=TOKENS, passwords=PasswordSlots(concurrency=4, wait=1))
 
 
 def test_register_lowercases_email_and_makes_customers(service):
@@ -72,7 +72,7 @@ class CountingSlots(PasswordSlots):
 
 def test_a_taken_email_is_refused_before_any_hashing(session_for):
     service = worker_factory(AccountsService, db=FakeDb(session_for("accounts")),
-                             tokens=TOKENS, passwords=CountingSlots())
+                             tokens=TOKENS, passwords=CountingSlots(concurrency=4, wait=1))
     service.register("dup@example.com", "correct horse", "Dup")
     CountingSlots.hashed = 0
     with pytest.raises(Conflict):

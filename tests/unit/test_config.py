@@ -1,6 +1,6 @@
 import pytest
 
-from mesh.config import ConfigError
+from mesh.config import ConfigError, setting
 from mesh.testing import load_test_config
 
 
@@ -79,3 +79,11 @@ def test_workers_per_service_come_from_the_environment_and_are_checked():
     with pytest.raises(ConfigError, match=r": WORKERS: must be an integer from 1 to 1000"):
         load(WORKERS_ORDERS="0")
     assert load(SLOW_CALL_SECONDS="0.25")["SLOW_CALL_SECONDS"] == 0.25
+
+
+def test_a_setting_left_out_reads_as_the_schema_s_default():
+    assert setting({}, "RPC_TIMEOUT") == 5.0
+    assert setting({"RPC_TIMEOUT": 1.5}, "RPC_TIMEOUT") == 1.5
+    assert setting({}, "EVENT_RETRY_DELAYS") == [1, 5, 30]
+    assert setting({}, "OPS_PORTS") == {}  # a fresh one each time
+    assert setting({}, "REDIS_URL") is None
