@@ -3,6 +3,7 @@ import collections
 import datetime as dt
 import logging
 import os
+import sys
 import threading
 
 import nameko_sqlalchemy
@@ -137,16 +138,17 @@ class Database(nameko_sqlalchemy.Database):
         if session is None:
             return
         if failed:
-            session.rollback()
+            _roll_back(session)
             return
         try:
             session.commit()
         except Exception:
-            session.rollback()
+            _roll_back(session)
             raise
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
-        # entrypoints with a reply or an ack have ended the work before it
+        # mesh's entrypoints have ended the work before it, as they answer
+        # (`end_work_of`); this ends any other worker's
         try:
             self.end_work(worker_ctx, failed=exc_info is not None)
         except Exception:
@@ -158,6 +160,28 @@ class Database(nameko_sqlalchemy.Database):
         self.engine = make_engine(self.db_uri, **self.engine_options)
         self.Session = sessionmaker(bind=self.engine, class_=nameko_sqlalchemy.database.Session,
                                     **self.session_options)
+
+
+def _roll_back(session):
+    # the worker's own failure is what to report, not a rollback's on a dead link
+    try:
+        session.rollback()
+    except Exception:
+        log.warning("rolling back a unit of work failed", exc_info=True)
+
+
+def end_work_of(worker_ctx, exc_info):
+    """What an entrypoint calls as its worker's result arrives, before it answers
+    (replies, acknowledges, lets its timer go on): ends the unit of work of each
+    `Database` of the service (see `Database`). Returns `exc_info`, or the failure
+    of a commit."""
+    for dependency in worker_ctx.container.dependencies:
+        if isinstance(dependency, Database):
+            try:
+                dependency.end_work(worker_ctx, failed=exc_info is not None)
+            except Exception:
+                return sys.exc_info()
+    return exc_info
 
 
 def service_database(container, needed_by):

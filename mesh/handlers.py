@@ -15,7 +15,6 @@ matching the contract) goes straight to the DLQ; neither stops the service.
 import datetime as dt
 import functools
 import logging
-import sys
 
 from kombu import Exchange, Queue
 from marshmallow import ValidationError
@@ -29,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
 from mesh.config import setting
-from mesh.db import UtcDateTime, service_database, utcnow
+from mesh.db import UtcDateTime, end_work_of, service_database, utcnow
 from mesh.topology import dlq_name, lasting_queue, retry_queue_name
 
 __all__ = ["handle_event", "inbox_table", "retry_queue", "dlq", "publish_raw"]
@@ -170,11 +169,7 @@ class MeshEventHandler(EventHandler):
 
     def finish(self, message, event, worker_ctx, result, exc_info):
         """Commit the handler's writes with its inbox row, or retry/park the event."""
-        handled = exc_info is None and worker_ctx.args[0] is not ALREADY_HANDLED
-        try:
-            self.database.end_work(worker_ctx, failed=not handled)
-        except Exception:
-            exc_info = sys.exc_info()
+        exc_info = end_work_of(worker_ctx, exc_info)
         try:
             if exc_info is None:
                 self.queue_consumer.ack_message(message)
@@ -194,7 +189,8 @@ class MeshEventHandler(EventHandler):
                         self.handler_name, attempt + 1, error, delay_ms)
             headers = dict(message.headers or {}, **{ATTEMPT: attempt + 1, ERROR: error})
             headers.pop("x-death", None)
-            expires = delay_ms + 60_000 if self.handler_type == BROADCAST else None
+            # an instance's own queue goes with it, and so should its delay queues
+            expires = delay_ms + 60_000 if self.queue.exclusive else None
             publish_raw(self.amqp_uri, message,
                         retry_queue(self.queue.name, delay_ms, expires), headers)
             self.queue_consumer.ack_message(message)

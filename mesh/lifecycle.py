@@ -1,9 +1,14 @@
-"""`@on_start`: run a service method once, in a worker, when its container starts."""
+"""`@on_start` runs a service method once, in a worker, when its container starts;
+`@timer(interval=s)` every `s` seconds. Both end the worker's unit of work (commit
+or roll back) before they go on, as `@rpc` and `@handle_event` do."""
 import logging
 
 from nameko.extensions import Entrypoint
+from nameko.timer import Timer as NamekoTimer
 
-__all__ = ["on_start"]
+from mesh.db import end_work_of
+
+__all__ = ["on_start", "timer"]
 
 log = logging.getLogger(__name__)
 
@@ -15,6 +20,7 @@ class OnStart(Entrypoint):
         self.container.spawn_worker(self, (), {}, handle_result=self.handle_result)
 
     def handle_result(self, worker_ctx, result, exc_info):
+        exc_info = end_work_of(worker_ctx, exc_info)
         if exc_info is not None:
             log.error("%s.%s failed at start: %s", self.container.service_name,
                       self.method_name, exc_info[1])
@@ -22,3 +28,14 @@ class OnStart(Entrypoint):
 
 
 on_start = OnStart.decorator
+
+
+class Timer(NamekoTimer):
+    """nameko's timer, whose next tick waits until this one's writes are committed."""
+
+    def handle_result(self, worker_ctx, result, exc_info):
+        exc_info = end_work_of(worker_ctx, exc_info)
+        return super().handle_result(worker_ctx, result, exc_info)
+
+
+timer = Timer.decorator

@@ -14,7 +14,6 @@ requests and replies go through `mesh.broker`'s long-lived producer pools.
 """
 import functools
 import inspect
-import sys
 import logging
 import time
 import uuid
@@ -38,7 +37,7 @@ from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
 from mesh.config import setting
 from mesh.broker import publish
-from mesh.db import Database, UtcDateTime, utcnow
+from mesh.db import UtcDateTime, end_work_of, utcnow
 from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
 from mesh.metrics import Metrics
 
@@ -105,8 +104,6 @@ class ContractRpc(Rpc):
         self.signature = inspect.signature(getattr(service_cls, self.method_name))
         self.args_schema = self.method.args()
         self.result_schema = self.method.result()
-        self.database = next((dependency for dependency in self.container.dependencies
-                              if isinstance(dependency, Database)), None)
         super().setup()
 
     def handle_message(self, body, message):
@@ -161,11 +158,9 @@ class ContractRpc(Rpc):
                     f"{self.container.service_name}.{self.method_name} returned a "
                     "result its contract does not allow")
                 result, exc_info = None, (type(violation), violation, None)
-        if self.database is not None:  # the worker's writes are kept before it answers
-            try:
-                self.database.end_work(worker_ctx, failed=exc_info is not None)
-            except Exception:
-                result, exc_info = None, sys.exc_info()
+        ended = end_work_of(worker_ctx, exc_info)  # its writes are kept before it answers
+        if ended is not exc_info:
+            result, exc_info = None, ended
         return super().handle_result(message, worker_ctx, result, exc_info)
 
 

@@ -85,6 +85,9 @@ class ErrorTable:
     """
 
     def __init__(self, statuses):
+        uncoded = [cls.__name__ for cls in statuses if not hasattr(cls, "code")]
+        if uncoded:  # found at import, not as a 500 on some later request
+            raise TypeError(f"error classes without a code: {', '.join(uncoded)}")
         self.statuses = statuses
 
     def status_of(self, cls):

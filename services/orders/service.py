@@ -3,7 +3,6 @@ import datetime as dt
 import logging
 
 from nameko.dependency_providers import Config
-from nameko.timer import timer
 
 from contracts.base import page_of
 from contracts.inventory import CONTRACT as INVENTORY
@@ -13,6 +12,7 @@ from contracts.orders import CONTRACT, UnknownProduct
 from mesh.config import setting
 from mesh.db import Database, utcnow
 from mesh.handlers import handle_event
+from mesh.lifecycle import timer
 from mesh.metrics import DatabaseGauge
 from mesh.outbox import Outbox
 from mesh.rpc import RequestKey, ServiceRpc, rpc

@@ -2,13 +2,13 @@
 import eventlet
 import pytest
 from marshmallow import Schema
-from nameko.timer import timer
 from sqlalchemy import String, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from contracts.base import Int, Method, ServiceContract, Text
 from contracts.errors import Conflict, ContractViolation
 from mesh.db import Database
+from mesh.lifecycle import timer
 from mesh.rpc import rpc
 from mesh.testing import wait_until
 
