@@ -156,6 +156,14 @@ class Database(nameko_sqlalchemy.Database):
                           self.container.service_name, worker_ctx.entrypoint.method_name)
 
     def setup(self):
+        unended = sorted(f"{entrypoint.method_name} ({type(entrypoint).__name__})"
+                         for entrypoint in self.container.entrypoints
+                         if not getattr(entrypoint, "ENDS_UNIT_OF_WORK", False))
+        if unended:
+            raise ConfigurationError(
+                f"{self.container.service_name}: {', '.join(unended)} would answer "
+                "before its writes are committed; use the mesh's entrypoints (rpc, "
+                "handle_event, timer, on_start)")
         self.db_uri = database_url(self.container.config, self.container.service_name)
         self.engine = make_engine(self.db_uri, **self.engine_options)
         self.Session = sessionmaker(bind=self.engine, class_=nameko_sqlalchemy.database.Session,

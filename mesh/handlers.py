@@ -93,6 +93,7 @@ class EventQueueConsumer(QueueConsumer):
 
 
 class MeshEventHandler(EventHandler):
+    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
     queue_consumer = EventQueueConsumer()
 
     def __init__(self, contract, event_type, **kwargs):

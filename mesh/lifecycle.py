@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 class OnStart(Entrypoint):
     """Fires once after the container starts; a failure is logged, not fatal."""
 
+    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
+
     def start(self):
         self.container.spawn_worker(self, (), {}, handle_result=self.handle_result)
 
@@ -32,6 +34,8 @@ on_start = OnStart.decorator
 
 class Timer(NamekoTimer):
     """nameko's timer, whose next tick waits until this one's writes are committed."""
+
+    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
 
     def handle_result(self, worker_ctx, result, exc_info):
         exc_info = end_work_of(worker_ctx, exc_info)

@@ -89,6 +89,7 @@ class ContractRpcConsumer(RpcConsumer):
 class ContractRpc(Rpc):
     """nameko's `@rpc`, checked against the service's contract."""
 
+    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
     rpc_consumer = ContractRpcConsumer()
 
     def setup(self):

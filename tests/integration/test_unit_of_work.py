@@ -2,6 +2,8 @@
 import eventlet
 import pytest
 from marshmallow import Schema
+from nameko.events import event_handler
+from nameko.exceptions import ConfigurationError
 from sqlalchemy import String, create_engine, event, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -111,3 +113,21 @@ def test_any_other_worker_is_committed_as_it_returns(ledger):
     wait_until(lambda: "from-a-timer" in names(), timeout=5)
     eventlet.sleep(0.5)
     assert LedgerService.ticks == 1
+
+
+class PlainHandlerService:
+    """A plain nameko handler would acknowledge before the platform commits."""
+
+    name = "plain"
+    db = Database(Base)
+
+    @event_handler("accounts", "user_registered")
+    def on_user_registered(self, payload):
+        self.db.session.add(Entry(name="plain"))
+
+
+def test_an_entrypoint_that_would_answer_before_the_commit_is_refused(mesh_containers,
+                                                                      mesh_config):
+    container = mesh_containers(PlainHandlerService, mesh_config)
+    with pytest.raises(ConfigurationError, match="on_user_registered"):
+        container.start()
