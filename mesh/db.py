@@ -114,9 +114,11 @@ class Database(nameko_sqlalchemy.Database):
 
     The platform ends each worker's unit of work, not the service: a worker writes
     through `self.db.session` (and records events with `self.outbox.add`) and never
-    commits. `end_work` commits it, or rolls it back when the worker failed: an RPC
-    entrypoint calls it before replying, an event handler before acknowledging,
-    and for any other worker (a timer, a start hook) it runs as the worker returns.
+    commits. `end_work` commits it, or rolls it back when the worker failed; each
+    of the mesh's entrypoints calls it (through `end_work_of`) before it answers:
+    an RPC before replying, an event handler before acknowledging, a timer before
+    its next tick, a start hook before it is done. A service with a `Database`
+    takes no other entrypoint (see `setup`).
     """
 
     def get_dependency(self, worker_ctx):
@@ -147,8 +149,7 @@ class Database(nameko_sqlalchemy.Database):
             raise
 
     def worker_result(self, worker_ctx, result=None, exc_info=None):
-        # mesh's entrypoints have ended the work before it, as they answer
-        # (`end_work_of`); this ends any other worker's
+        # the entrypoint has ended the work as it answered; this is the backstop
         try:
             self.end_work(worker_ctx, failed=exc_info is not None)
         except Exception:
