@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 STORE_TIMEOUT = 1.0  # seconds Redis may take to connect or answer
 
 
+def _address(request):
+    return request.remote_addr or "unknown"
+
 
 def _item(text):
     count, seconds = parse_rate(text)
@@ -43,9 +46,11 @@ class RateLimits:
 
     def __init__(self, api, auth, storage_url="memory://", prefix="mesh", rejected=None,
                  auth_account=None, auth_address=None, on_error="closed"):
-        self.items = {"api": _item(api), "auth": _item(auth), "auth_account": _item(
-            auth_account or setting({}, "AUTH_ACCOUNT_RATE_LIMIT")), "auth_address": _item(
-            auth_address or setting({}, "AUTH_ADDRESS_RATE_LIMIT"))}
+        auth_account = auth_account or setting({}, "AUTH_ACCOUNT_RATE_LIMIT")
+        auth_address = auth_address or setting({}, "AUTH_ADDRESS_RATE_LIMIT")
+        self.items = {"api": _item(api), "auth": _item(auth),
+                      "auth_account": _item(auth_account),
+                      "auth_address": _item(auth_address)}
         self.rejected = rejected  # a prometheus Counter labelled by limit, or None
         self.fail_open = on_error == "open"
         options = {"key_prefix": prefix, "wrap_exceptions": True,
@@ -65,7 +70,7 @@ class RateLimits:
 
     def before_body(self, route, request, claims):
         """Count a request before its body is read; 429 when over a limit."""
-        address = request.remote_addr or "unknown"
+        address = _address(request)
         self._hit("api", f"user:{claims.user_id}" if claims else f"addr:{address}")
         if route.password_work:
             self._hit("auth_address", address)
@@ -74,7 +79,7 @@ class RateLimits:
         """Count a login once its (normalised) email is known; 429 when over a limit."""
         if route.auth_limit_by:
             email = str(kwargs.get(route.auth_limit_by, ""))
-            self._hit("auth", request.remote_addr or "unknown", email)
+            self._hit("auth", _address(request), email)
             self._hit("auth_account", email)
 
     def _hit(self, limit, *key):

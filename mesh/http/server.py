@@ -54,11 +54,12 @@ def accept_forever(listener, serve, slots, spawn=eventlet.spawn_n, accepting=lam
         try:
             sock, address = listener.accept()
         except OSError as exc:
-            if exc.errno not in ACCEPT_PAUSES and exc.errno != errno.ECONNABORTED:
+            if exc.errno == errno.ECONNABORTED:  # the client gave up first
+                continue
+            if exc.errno not in ACCEPT_PAUSES:
                 raise
-            if exc.errno != errno.ECONNABORTED:
-                log.warning("cannot accept a connection (%s); pausing", exc.strerror)
-                eventlet.sleep(ACCEPT_PAUSE_SECONDS)
+            log.warning("cannot accept a connection (%s); pausing", exc.strerror)
+            eventlet.sleep(ACCEPT_PAUSE_SECONDS)
             continue
         if not slots.acquire(blocking=False):
             try:
