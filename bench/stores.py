@@ -3,12 +3,12 @@ mesh's orders, outboxes and inboxes (settle times and event latencies come from
 the timestamps the services themselves wrote)."""
 import contextlib
 import datetime as dt
-import importlib
 import time
 
 from sqlalchemy import select
 
 from mesh.db import database_url, make_engine
+from mesh.tables import inbox, outbox
 from mesh.testing import temporary_postgres_databases
 from services.orders.models import Order
 
@@ -40,10 +40,6 @@ def postgres_databases():
     """`{service: url}`: a fresh PostgreSQL database for each service, dropped after."""
     with temporary_postgres_databases() as make:
         yield {name: make(f"bench_{name}") for name in SERVICES}
-
-
-def _models(service):
-    return importlib.import_module(f"services.{service}.models").Base.metadata.tables
 
 
 class Store:
@@ -78,24 +74,19 @@ class Store:
         """Seconds from each event's outbox row to each handler's inbox row, for
         events recorded after `since` (an aware UTC datetime)."""
         recorded = {}
-        for name, engine in self.engines.items():
-            outbox = _models(name).get("outbox")
-            if outbox is not None:
-                with engine.connect() as conn:
-                    recorded.update(conn.execute(
-                        select(outbox.c.event_id, outbox.c.occurred_at)
-                        .where(outbox.c.occurred_at >= since)).all())
+        for engine in self.engines.values():
+            with engine.connect() as conn:
+                recorded.update(conn.execute(
+                    select(outbox.c.event_id, outbox.c.occurred_at)
+                    .where(outbox.c.occurred_at >= since)).all())
         latencies = []
-        for name, engine in self.engines.items():
-            inbox = _models(name).get("inbox")
-            if inbox is not None:
-                with engine.connect() as conn:
-                    for event_id, processed_at in conn.execute(
-                            select(inbox.c.event_id, inbox.c.processed_at)
-                            .where(inbox.c.processed_at >= since)):
-                        if event_id in recorded:
-                            latencies.append(
-                                (processed_at - recorded[event_id]).total_seconds())
+        for engine in self.engines.values():
+            with engine.connect() as conn:
+                for event_id, processed_at in conn.execute(
+                        select(inbox.c.event_id, inbox.c.processed_at)
+                        .where(inbox.c.processed_at >= since)):
+                    if event_id in recorded:
+                        latencies.append((processed_at - recorded[event_id]).total_seconds())
         return latencies
 
     def dispose(self):

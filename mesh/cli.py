@@ -62,7 +62,7 @@ def cmd_migrate(args):
 
     config = _load(args)
     for name in _names(args, config):
-        if migrations.upgrade(config, name):
+        if migrations.upgrade_or_exit(config, name):
             print(f"{name}: at the latest schema")
     return 0
 

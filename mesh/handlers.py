@@ -23,30 +23,21 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import BROADCAST, EventHandler
 from nameko.exceptions import ConfigurationError, ContainerBeingKilled
 from nameko.messaging import QueueConsumer
-from sqlalchemy import Column, MetaData, String, Table, insert
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
 from mesh.config import setting
-from mesh.db import UtcDateTime, end_work_of, service_database, utcnow
+from mesh.db import end_work_of, service_database, utcnow
+from mesh.tables import inbox as INBOX
 from mesh.topology import dlq_name, lasting_queue, retry_queue_name
 
-__all__ = ["handle_event", "inbox_table", "retry_queue", "dlq", "publish_raw"]
+__all__ = ["handle_event", "retry_queue", "dlq", "publish_raw"]
 
 log = logging.getLogger(__name__)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
 ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
                                      "x-mesh-queue")
-
-
-def inbox_table(metadata: MetaData):
-    """The `inbox` table: which handler has processed which event."""
-    return Table(
-        "inbox", metadata,
-        Column("handler", String(200), primary_key=True),
-        Column("event_id", String(36), primary_key=True),
-        Column("processed_at", UtcDateTime, nullable=False),
-    )
 
 
 def dlq(queue_name):
@@ -116,10 +107,9 @@ class MeshEventHandler(EventHandler):
             # each instance handles its own copy of every event, once: its inbox
             # rows are its own (the queue's instance id)
             self.handler_name += self.queue.name[len(self.lasting):]
-        # its metadata holds the `inbox` table; its session commits the handler's writes
+        # its session records the inbox row and commits it with the handler's writes
         self.database = service_database(self.container, f"@handle_event {self.handler_name}")
-        self.inbox = self.database.declarative_base.metadata.tables["inbox"]
-        self.record = insert(self.inbox)  # built once: building costs more than running
+        self.record = insert(INBOX)  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
 

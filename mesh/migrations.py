@@ -1,13 +1,29 @@
-"""Alembic for each service's own database, driven from code (no alembic.ini)."""
+"""Alembic for each service's own database, driven from code (no alembic.ini).
+
+A service's history (its `migrations/versions/`) holds only its own tables; its
+first revision depends on the `mesh` branch (`mesh/platform_migrations/`), which
+holds the platform's (mesh.tables). `upgrade` brings both to their heads.
+
+A revision may replace a squashed run of older ones (``replaces = ("0001",
+"0002")``, oldest first, as Django's squashed migrations do): a database
+stamped with the last of them is adopted in place, its tables and rows kept.
+"""
 import importlib.util
 import os
+import sys
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
+from mesh import tables
 from mesh.db import database_url, make_engine
 
-__all__ = ["alembic_config", "upgrade", "run_env", "migrations_dir"]
+__all__ = ["alembic_config", "upgrade", "upgrade_or_exit", "run_env", "migrations_dir", "PLATFORM_VERSIONS"]
+
+PLATFORM_VERSIONS = os.path.join(os.path.dirname(__file__), "platform_migrations")
 
 
 def migrations_dir(service_path):
@@ -29,11 +45,14 @@ def alembic_config(config, service):
         return None
     cfg = Config()
     cfg.set_main_option("script_location", location)
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", os.pathsep.join(
+        [os.path.join(location, "versions"), PLATFORM_VERSIONS]))
     cfg.attributes["url"] = database_url(config, service)
     return cfg
 
 
-def upgrade(config, service, revision="head"):
+def upgrade(config, service, revision="heads"):
     """Bring `service`'s schema up to `revision`; returns False when it has none."""
     cfg = alembic_config(config, service)
     if cfg is None:
@@ -42,23 +61,55 @@ def upgrade(config, service, revision="head"):
     try:
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
+            _adopt_squashed(cfg, connection)
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
     return True
 
 
+def upgrade_or_exit(config, service):
+    """`upgrade`, for the command line: a database it refuses ends the process
+    with one line saying why (no traceback)."""
+    try:
+        return upgrade(config, service)
+    except CommandError as exc:
+        sys.exit(f"mesh: {service}: {exc}")
+
+
+def _adopt_squashed(cfg, connection):
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    if not current:
+        return
+    for script in ScriptDirectory.from_config(cfg).walk_revisions():
+        replaced = getattr(script.module, "replaces", ())
+        if not current & set(replaced):
+            continue
+        if current != {replaced[-1]}:
+            raise CommandError(
+                f"this database is at revision {', '.join(sorted(current))}, older than "
+                f"{replaced[-1]}, which {script.revision} replaces: upgrade it with a "
+                f"mesh from before that squash first")
+        # the replaced revisions are no longer there to resolve: forget them, make
+        # the platform's tables that the old history did not, then record the squash
+        command.stamp(cfg, "base", purge=True)
+        command.upgrade(cfg, "mesh@head")
+        command.stamp(cfg, script.revision)
+        return
+
+
 def run_env(metadata):
     """The body of every service's `migrations/env.py`."""
     from alembic import context
 
+    target = [metadata, tables.metadata]
     connection = context.config.attributes.get("connection")
     if connection is None:  # `alembic` run by hand, offline
         context.configure(url=context.config.attributes["url"],
-                          target_metadata=metadata, literal_binds=True,
+                          target_metadata=target, literal_binds=True,
                           render_as_batch=True)
     else:
-        context.configure(connection=connection, target_metadata=metadata,
+        context.configure(connection=connection, target_metadata=target,
                           render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

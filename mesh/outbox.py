@@ -22,16 +22,16 @@ from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.standalone.events import get_event_exchange
 from nameko_sqlalchemy.database import Session
 from prometheus_client import Counter
-from sqlalchemy import (Column, Index, Integer, MetaData, String, Table, Text, bindparam,
-                        event, func, insert, select, update)
+from sqlalchemy import bindparam, event, func, insert, select, update
 
 from mesh import codec
 from mesh.broker import ConfirmedPublisher
-from mesh.db import UtcDateTime, database_url, make_engine, utcnow
+from mesh.db import database_url, make_engine, utcnow
 from mesh.metrics import Metrics
+from mesh.tables import outbox as OUTBOX
 from mesh.tracing import TRACEPARENT
 
-__all__ = ["outbox_table", "Outbox", "OutboxRelay", "make_envelope", "backlog_of",
+__all__ = ["Outbox", "OutboxRelay", "make_envelope", "backlog_of",
            "CORRELATION_HEADER"]
 
 log = logging.getLogger(__name__)
@@ -42,23 +42,6 @@ POLL_SECONDS = 2.0
 MAX_BACKOFF = 10.0
 UNROUTABLE_RETRY = 5.0
 WAKE = "mesh.outbox.wake"  # session.info key: the relay to wake after commit
-
-
-def outbox_table(metadata: MetaData):
-    """The `outbox` table, added to a service's own metadata."""
-    return Table(
-        "outbox", metadata,
-        Column("id", Integer, primary_key=True),
-        Column("event_id", String(36), nullable=False, unique=True),
-        Column("type", String(100), nullable=False),
-        Column("version", Integer, nullable=False),
-        Column("occurred_at", UtcDateTime, nullable=False),
-        Column("correlation_id", String(64)),
-        Column("traceparent", String(55)),
-        Column("data", Text, nullable=False),
-        Column("published_at", UtcDateTime),
-        Index("ix_outbox_unpublished", "published_at", "id"),
-    )
 
 
 @functools.cache
@@ -81,27 +64,30 @@ def make_envelope(contract, event_type, data, correlation_id=None):
             "occurred_at": utcnow(), "correlation_id": correlation_id, "data": dumped}
 
 
-def backlog_of(engine, table):
+def backlog_of(engine):
     """`(unsent events, seconds the oldest has waited)`; `(0, 0.0)` when all are sent."""
     with engine.connect() as conn:
-        count, first = conn.execute(select(func.count(), func.min(table.c.occurred_at))
-                                    .where(table.c.published_at.is_(None))).one()
+        count, first = conn.execute(select(func.count(), func.min(OUTBOX.c.occurred_at))
+                                    .where(OUTBOX.c.published_at.is_(None))).one()
     return count, max(0.0, (utcnow() - first).total_seconds()) if first else 0.0
 
 
 class OutboxWriter:
     """What a worker gets: `add(session, type, data)`; the relay wakes on commit."""
 
-    def __init__(self, contract, table, context_data, wake):
+    # built once: building a statement costs more than running it
+    record = insert(OUTBOX)
+
+    def __init__(self, contract, context_data, wake):
         # context_data is read when an event is added: the worker's trace span
         # is only known after its dependencies were injected
-        self.contract, self.table = contract, table
+        self.contract = contract
         self.context_data, self.wake = context_data, wake
 
     def add(self, session, event_type, data):
         correlation_id = self.context_data.get("request_id")
         envelope = make_envelope(self.contract, event_type, data, correlation_id)
-        session.connection().execute(_insert(self.table), {
+        session.connection().execute(self.record, {
             "event_id": envelope["event_id"], "type": event_type,
             "version": envelope["version"], "occurred_at": envelope["occurred_at"],
             "correlation_id": correlation_id,
@@ -109,11 +95,6 @@ class OutboxWriter:
             "data": codec.dumps_text(envelope["data"])})
         session.info[WAKE] = self.wake
         return envelope
-
-
-@functools.cache
-def _insert(table):
-    return insert(table)
 
 
 def _wake_relay(session):
@@ -128,23 +109,19 @@ class OutboxRelay(SharedExtension):
 
     metrics = Metrics()
 
+    # built once: building a statement costs more than running it
+    unsent = (select(OUTBOX).where(
+        OUTBOX.c.published_at.is_(None),
+        OUTBOX.c.id.notin_(bindparam("b_skip", expanding=True)))
+        .order_by(OUTBOX.c.id).limit(BATCH))
+    unsent_skip_locked = unsent.with_for_update(skip_locked=True)
+    mark_sent = update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)))
+
     def __init__(self):
         super().__init__()
-        self.table = None
         self._wakeup = LightQueue(maxsize=1)
         self._running = False
         self._thread = None
-
-    def bind_table(self, table):
-        self.table = table
-        # built once: building a statement costs more than running it
-        self.unsent = (select(table).where(
-            table.c.published_at.is_(None),
-            table.c.id.notin_(bindparam("b_skip", expanding=True)))
-            .order_by(table.c.id).limit(BATCH))
-        self.unsent_skip_locked = self.unsent.with_for_update(skip_locked=True)
-        self.mark_sent = update(table).where(
-            table.c.id.in_(bindparam("b_ids", expanding=True)))
 
     def setup(self):
         config = self.container.config
@@ -240,7 +217,7 @@ class OutboxRelay(SharedExtension):
         backlog = self.metrics.gauge("mesh_outbox_backlog", "Outbox events not yet published")
         oldest = self.metrics.gauge("mesh_outbox_oldest_age_seconds",
                                     "Age of the oldest outbox event not yet published")
-        count, age = backlog_of(self.engine, self.table)
+        count, age = backlog_of(self.engine)
         backlog.add_metric([self.metrics.service], count)
         oldest.add_metric([self.metrics.service], age)
         return [backlog, oldest]
@@ -288,17 +265,14 @@ class OutboxRelay(SharedExtension):
 
 
 class Outbox(DependencyProvider):
-    """``outbox = Outbox(Base, CONTRACT)``: record events in this service's outbox."""
+    """``outbox = Outbox(CONTRACT)``: record events in this service's outbox."""
 
     relay = OutboxRelay()
 
-    def __init__(self, declarative_base, contract):
-        self.declarative_base = declarative_base
+    def __init__(self, contract):
         self.contract = contract
 
     def setup(self):
-        self.table = self.declarative_base.metadata.tables["outbox"]
-        self.relay.bind_table(self.table)
         # one listener for every session (a listener per session costs a
         # dispatcher each): it wakes the relay a session asked for
         if not event.contains(Session, "after_commit", _wake_relay):
@@ -306,4 +280,4 @@ class Outbox(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         # the worker's live context (context_data is a copy), so events carry its span
-        return OutboxWriter(self.contract, self.table, worker_ctx.data, self.relay.wake)
+        return OutboxWriter(self.contract, worker_ctx.data, self.relay.wake)

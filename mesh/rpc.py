@@ -30,18 +30,19 @@ from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, Malform
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder, QueueConsumer
 from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
-from sqlalchemy import Column, String, Table, insert
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
 from mesh.config import setting
 from mesh.broker import publish
-from mesh.db import UtcDateTime, end_work_of, utcnow
+from mesh.db import end_work_of, utcnow
 from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
 from mesh.metrics import Metrics
+from mesh.tables import rpc_requests
 
-__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey", "requests_table",
+__all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
            "claim_request", "RpcTimeout"]
 
 log = logging.getLogger(__name__)
@@ -168,14 +169,7 @@ class ContractRpc(Rpc):
 rpc = ContractRpc.decorator
 
 
-def requests_table(metadata):
-    """`rpc_requests`: the keys of requests whose effect is already applied."""
-    return Table("rpc_requests", metadata,
-                 Column("key", String(64), primary_key=True),
-                 Column("applied_at", UtcDateTime, nullable=False))
-
-
-def claim_request(session, table, key):
+def claim_request(session, key):
     """Record `key` as the first write of a transaction.
 
     False, with the session rolled back, when an earlier delivery of the same
@@ -185,7 +179,7 @@ def claim_request(session, table, key):
     if key is None:
         return True
     try:
-        session.execute(insert(table).values(key=key, applied_at=utcnow()))
+        session.execute(insert(rpc_requests).values(key=key, applied_at=utcnow()))
     except IntegrityError:
         session.rollback()
         return False

@@ -48,7 +48,7 @@ def serve(config, name):
     if "LOGGING" in config:
         logging.config.dictConfig(config["LOGGING"])
     service_cls = import_service(config["SERVICES"][name])
-    if migrations.upgrade(config, name):
+    if migrations.upgrade_or_exit(config, name):
         log.info("%s database is at the latest schema", name)
 
     runner = ServiceRunner(container_config(config, name))

@@ -20,12 +20,8 @@ from mesh.serve import entrypoints_of, import_service
 __all__ = ["gather", "render"]
 
 
-def _outbox_table(service_cls):
-    for attr in dir(service_cls):
-        value = getattr(service_cls, attr)
-        if isinstance(value, Outbox):
-            return value.declarative_base.metadata.tables["outbox"]
-    return None
+def _has_outbox(service_cls):
+    return any(isinstance(getattr(service_cls, attr), Outbox) for attr in dir(service_cls))
 
 
 def _queues(connection, name, service_cls, report):
@@ -36,8 +32,7 @@ def _queues(connection, name, service_cls, report):
 
 
 def _outbox(config, name, service_cls, report):
-    table = _outbox_table(service_cls)
-    if table is None:
+    if not _has_outbox(service_cls):
         return
     url = database_url(config, name)
     parsed = make_url(url)
@@ -46,7 +41,7 @@ def _outbox(config, name, service_cls, report):
         return  # opening it would create an empty file
     engine = make_engine(url)
     try:
-        backlog, age = backlog_of(engine, table)
+        backlog, age = backlog_of(engine)
         report["outbox"] = {"backlog": backlog, "oldest_age_seconds": round(age, 1)}
     except Exception as exc:  # a database that cannot answer is what to report
         reason = str(getattr(exc, "orig", exc)).splitlines()[0] if str(exc) else ""

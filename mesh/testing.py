@@ -183,6 +183,15 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def create_tables(engine, declarative_base):
+    """A test service's tables straight from its models, with the platform's
+    (mesh.tables), for services that have no migrations of their own."""
+    from mesh import tables
+
+    declarative_base.metadata.create_all(engine)
+    tables.metadata.create_all(engine)
+
+
 def wait_until(check, timeout=10, what="the condition", interval=0.05):
     """Poll `check()` until it returns something truthy, and return that; fail
     the test when `timeout` seconds pass first."""

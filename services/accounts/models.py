@@ -3,7 +3,6 @@ from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
-from mesh.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -24,6 +23,3 @@ class User(Base):
     def to_dict(self):
         return {"id": self.id, "email": self.email, "name": self.name,
                 "role": self.role, "created_at": self.created_at}
-
-
-outbox = outbox_table(Base.metadata)

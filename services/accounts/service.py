@@ -25,7 +25,7 @@ class AccountsService:
     config = Config()
     db = Database(Base)
     telemetry = Telemetry()
-    outbox = Outbox(Base, CONTRACT)
+    outbox = Outbox(CONTRACT)
     tokens = TokenKeys()
     passwords = Passwords()
 

@@ -3,9 +3,6 @@ from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
-from mesh.handlers import inbox_table
-from mesh.outbox import outbox_table
-from mesh.rpc import requests_table
 
 
 class Base(DeclarativeBase):
@@ -55,8 +52,3 @@ class ReservationLine(Base):
         ForeignKey("reservations.order_id"), primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
     quantity: Mapped[int] = mapped_column(Integer)
-
-
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)
-rpc_requests = requests_table(Base.metadata)

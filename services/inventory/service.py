@@ -12,7 +12,7 @@ from mesh.outbox import Outbox
 from mesh.rpc import RequestKey, claim_request, rpc
 from mesh.telemetry import Telemetry
 from services.inventory import domain
-from services.inventory.models import Base, rpc_requests
+from services.inventory.models import Base
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class InventoryService:
 
     db = Database(Base)
     telemetry = Telemetry()
-    outbox = Outbox(Base, CONTRACT)
+    outbox = Outbox(CONTRACT)
     request_key = RequestKey()
 
     @rpc
@@ -49,7 +49,7 @@ class InventoryService:
     @rpc
     def restock(self, product_id, quantity):
         # a request redelivered after a crash must not add the units twice
-        if not claim_request(self.db.session, rpc_requests, self.request_key):
+        if not claim_request(self.db.session, self.request_key):
             return domain.get_product(self.db.session.connection(), product_id)
         return domain.restock(self.db.session, product_id, quantity)
 

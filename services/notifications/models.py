@@ -3,7 +3,6 @@ from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
-from mesh.handlers import inbox_table
 
 
 class Base(DeclarativeBase):
@@ -22,6 +21,3 @@ class Notification(Base):
     # the event it reports: a second delivery cannot make a second message
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
-
-
-inbox = inbox_table(Base.metadata)

@@ -4,8 +4,6 @@ from sqlalchemy import (BigInteger, CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
-from mesh.handlers import inbox_table
-from mesh.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -45,7 +43,3 @@ class OrderLine(Base):
     product_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price_cents: Mapped[int] = mapped_column(Integer)
-
-
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)

@@ -33,7 +33,7 @@ class OrdersService:
     saga_states = DatabaseGauge(
         "mesh_saga_in_flight", "Orders whose saga is running, by status, stock and payment",
         ("status", "stock_state", "payment_state"), domain.saga_states())
-    outbox = Outbox(Base, CONTRACT)
+    outbox = Outbox(CONTRACT)
     inventory = ServiceRpc(INVENTORY)
     request_key = RequestKey()
 

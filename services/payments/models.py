@@ -3,8 +3,6 @@ from sqlalchemy import BigInteger, CheckConstraint, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.db import UtcDateTime, utcnow
-from mesh.handlers import inbox_table
-from mesh.outbox import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -28,7 +26,3 @@ class Payment(Base):
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
     updated_at = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow,
                                nullable=False)
-
-
-outbox = outbox_table(Base.metadata)
-inbox = inbox_table(Base.metadata)

@@ -29,7 +29,7 @@ class PaymentsService:
 
     db = Database(Base)
     telemetry = Telemetry()
-    outbox = Outbox(Base, CONTRACT)
+    outbox = Outbox(CONTRACT)
     provider = Provider()
 
     @rpc

@@ -17,9 +17,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from contracts.accounts import CONTRACT as ACCOUNTS
 from mesh import dlq
 from mesh.db import Database
-from mesh.handlers import handle_event, inbox_table
-from mesh.outbox import Outbox, OutboxWriter, outbox_table
-from mesh.testing import BrokerProxy, wait_until
+from mesh.handlers import handle_event
+from mesh.outbox import Outbox, OutboxWriter
+from mesh.tables import outbox
+from mesh.testing import BrokerProxy, create_tables, wait_until
 
 QUEUE = "evt-accounts-user_registered--flaky.on_user_registered"
 
@@ -33,8 +34,6 @@ class Seen(ToyBase):
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
 
 
-inbox_table(ToyBase.metadata)
-outbox_table(ToyBase.metadata)
 
 
 class FlakyService:
@@ -57,7 +56,7 @@ class Announcer:
 
     name = "announcer"
     db = Database(ToyBase)
-    outbox = Outbox(ToyBase, ACCOUNTS)
+    outbox = Outbox(ACCOUNTS)
 
 
 def envelope(**data):
@@ -89,7 +88,7 @@ def operator(*args, uri, check=True):
 def flaky(mesh_containers, mesh_config, tmp_path):
     url = f"sqlite:///{tmp_path}/flaky.sqlite"
     engine = create_engine(url)
-    ToyBase.metadata.create_all(engine)
+    create_tables(engine, ToyBase)
     FlakyService.failures_left = 0
     config = {**mesh_config, "DATABASE_URL_FLAKY": url, "EVENT_RETRY_DELAYS": [0.1, 0.2]}
     container = mesh_containers(FlakyService, config)
@@ -182,7 +181,7 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
     vhost = uri.rsplit("/", 1)[1]
     url = f"sqlite:///{tmp_path}/announcer.sqlite"
     engine = create_engine(url)
-    ToyBase.metadata.create_all(engine)
+    create_tables(engine, ToyBase)
     config = {**mesh_config, "DATABASE_URL_ANNOUNCER": url,
               "AMQP_URI": f"pyamqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"}
     container = mesh_containers(Announcer, config)
@@ -196,8 +195,7 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
         proxy.block()
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
-        writer = OutboxWriter(ACCOUNTS, ToyBase.metadata.tables["outbox"],
-                              {"request_id": "outage"}, lambda: None)
+        writer = OutboxWriter(ACCOUNTS, {"request_id": "outage"}, lambda: None)
         with Session(engine) as session:
             ids = [writer.add(session, "user_registered",
                               {"user_id": i, "email": f"u{i}@example.com", "name": "U"})
@@ -215,7 +213,6 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
                 else:
                     got.append(json.loads(message.body)["event_id"])
         assert got == ids
-    outbox = ToyBase.metadata.tables["outbox"]
 
     def unsent():
         with Session(engine) as session:
@@ -235,12 +232,10 @@ def test_an_event_no_queue_takes_stays_in_the_outbox_until_one_does(
     uri = mesh_config["AMQP_URI"]
     url = f"sqlite:///{tmp_path}/announcer.sqlite"
     engine = create_engine(url)
-    ToyBase.metadata.create_all(engine)
+    create_tables(engine, ToyBase)
     container = mesh_containers(Announcer, {**mesh_config, "DATABASE_URL_ANNOUNCER": url})
     container.start()
-    table = ToyBase.metadata.tables["outbox"]
-    writer = OutboxWriter(ACCOUNTS, table, {"request_id": "lonely"},
-                          lambda: None)
+    writer = OutboxWriter(ACCOUNTS, {"request_id": "lonely"}, lambda: None)
     with Session(engine) as session:
         event_id = writer.add(session, "user_registered",
                               {"user_id": 1, "email": "u@example.com", "name": "U"})["event_id"]
@@ -248,8 +243,8 @@ def test_an_event_no_queue_takes_stays_in_the_outbox_until_one_does(
 
     def published_at():
         with Session(engine) as session:
-            return session.scalar(select(table.c.published_at)
-                                  .where(table.c.event_id == event_id))
+            return session.scalar(select(outbox.c.published_at)
+                                  .where(outbox.c.event_id == event_id))
     eventlet.sleep(3)  # published and returned by the broker, more than once
     assert published_at() is None
     with Connection(uri) as connection:  # now a handler's queue is there

@@ -11,9 +11,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from contracts.accounts import CONTRACT as ACCOUNTS
 from mesh import dlq
 from mesh.db import Database
-from mesh.handlers import MeshEventHandler, handle_event, inbox_table
+from mesh.handlers import MeshEventHandler, handle_event
 from mesh.health import service_queues
-from mesh.testing import wait_until
+from mesh.testing import create_tables, wait_until
 from mesh.topology import handler_queue
 from tests.integration.events.test_events import envelope, operator, publish
 
@@ -31,9 +31,6 @@ class Handled(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(20))
     event_id: Mapped[str] = mapped_column(String(36))
-
-
-inbox_table(Base.metadata)
 
 
 class WatcherService:
@@ -65,7 +62,7 @@ def watchers(mesh_containers, mesh_config, tmp_path):
     """Two instances of one service sharing its database."""
     url = f"sqlite:///{tmp_path}/watcher.sqlite"
     engine = create_engine(url)
-    Base.metadata.create_all(engine)
+    create_tables(engine, Base)
     WatcherService.broadcasts_fail = False
     config = {**mesh_config, "DATABASE_URL_WATCHER": url, "EVENT_RETRY_DELAYS": [0.1]}
     containers = [mesh_containers(WatcherService, config) for _ in range(2)]

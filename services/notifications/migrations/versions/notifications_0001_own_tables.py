@@ -1,26 +1,24 @@
-"""initial schema
+"""the notifications database's own tables: notifications
 
-Revision ID: 0001
-Revises: 
-Create Date: 2026-11-23
+Replaces the notifications revisions 0001, which also made the platform's
+tables (now the mesh branch's, which this depends on).
+
+Revision ID: notifications_0001
+Revises:
+Create Date: 2026-11-27
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0001'
+revision = 'notifications_0001'
 down_revision = None
 branch_labels = None
-depends_on = None
+depends_on = 'mesh_0001'
+replaces = ('0001',)
 
 
 def upgrade():
-    op.create_table('inbox',
-    sa.Column('handler', sa.String(length=200), nullable=False),
-    sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('processed_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('handler', 'event_id')
-    )
     op.create_table('notifications',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
@@ -37,10 +35,8 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_notifications_user_id'), ['user_id'], unique=False)
 
 
-
 def downgrade():
     with op.batch_alter_table('notifications', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_notifications_user_id'))
 
     op.drop_table('notifications')
-    op.drop_table('inbox')

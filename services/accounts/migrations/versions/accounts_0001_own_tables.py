@@ -1,17 +1,21 @@
-"""initial schema
+"""the accounts database's own tables: users
 
-Revision ID: 0001
-Revises: 
-Create Date: 2026-11-23
+Replaces the accounts revisions 0001, 0002, 0003, which also made the platform's
+tables (now the mesh branch's, which this depends on).
+
+Revision ID: accounts_0001
+Revises:
+Create Date: 2026-11-27
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0001'
+revision = 'accounts_0001'
 down_revision = None
 branch_labels = None
-depends_on = None
+depends_on = 'mesh_0001'
+replaces = ('0001', '0002', '0003')
 
 
 def upgrade():

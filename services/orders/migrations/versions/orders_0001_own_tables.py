@@ -1,32 +1,30 @@
-"""initial schema
+"""the orders database's own tables: orders and their lines, with the saga's state
 
-Revision ID: 0001
-Revises: 
-Create Date: 2026-11-23
+Replaces the orders revisions 0001, 0002, 0003, which also made the platform's
+tables (now the mesh branch's, which this depends on).
+
+Revision ID: orders_0001
+Revises:
+Create Date: 2026-11-27
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0001'
+revision = 'orders_0001'
 down_revision = None
 branch_labels = None
-depends_on = None
+depends_on = 'mesh_0001'
+replaces = ('0001', '0002', '0003')
 
 
 def upgrade():
-    op.create_table('inbox',
-    sa.Column('handler', sa.String(length=200), nullable=False),
-    sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('processed_at', sa.DateTime(), nullable=False),
-    sa.PrimaryKeyConstraint('handler', 'event_id')
-    )
     op.create_table('orders',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.String(length=32), nullable=True),
-    sa.Column('total_cents', sa.Integer(), nullable=False),
+    sa.Column('total_cents', sa.BigInteger(), nullable=False),
     sa.Column('card_token', sa.String(length=80), nullable=False),
     sa.Column('stock_state', sa.String(length=16), nullable=False),
     sa.Column('payment_state', sa.String(length=16), nullable=False),
@@ -39,23 +37,9 @@ def upgrade():
     sa.UniqueConstraint('user_id', 'idempotency_key', name='one_order_per_key')
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_orders_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_updated_at'), ['updated_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_user_id'), ['user_id'], unique=False)
-
-    op.create_table('outbox',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('event_id', sa.String(length=36), nullable=False),
-    sa.Column('type', sa.String(length=100), nullable=False),
-    sa.Column('version', sa.Integer(), nullable=False),
-    sa.Column('occurred_at', sa.DateTime(), nullable=False),
-    sa.Column('correlation_id', sa.String(length=64), nullable=True),
-    sa.Column('data', sa.Text(), nullable=False),
-    sa.Column('published_at', sa.DateTime(), nullable=True),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('event_id')
-    )
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_unpublished', ['published_at', 'id'], unique=False)
 
     op.create_table('order_lines',
     sa.Column('order_id', sa.Integer(), nullable=False),
@@ -70,13 +54,9 @@ def upgrade():
 
 def downgrade():
     op.drop_table('order_lines')
-    with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_unpublished')
-
-    op.drop_table('outbox')
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_user_id'))
         batch_op.drop_index(batch_op.f('ix_orders_updated_at'))
+        batch_op.drop_index(batch_op.f('ix_orders_status'))
 
     op.drop_table('orders')
-    op.drop_table('inbox')

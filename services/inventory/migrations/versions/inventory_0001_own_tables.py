@@ -1,17 +1,21 @@
-"""initial schema
+"""the inventory database's own tables: products and their reservations
 
-Revision ID: 0001
-Revises: 
-Create Date: 2026-11-23
+Replaces the inventory revisions 0001, 0002, 0003, 0004, which also made the platform's
+tables (now the mesh branch's, which this depends on).
+
+Revision ID: inventory_0001
+Revises:
+Create Date: 2026-11-27
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0001'
+revision = 'inventory_0001'
 down_revision = None
 branch_labels = None
-depends_on = None
+depends_on = 'mesh_0001'
+replaces = ('0001', '0002', '0003', '0004')
 
 
 def upgrade():
