@@ -3,13 +3,13 @@ from werkzeug.wrappers import Response
 
 from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, NotFound
-from mesh.health import Readiness
-from mesh.http.auth import KnownUsers
+from mesh.core.metrics import exposition
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
+from mesh.http.auth import KnownUsers
 from mesh.http.openapi import OpenApi, docs_asset, docs_page
-from mesh.metrics import exposition
-from mesh.rpc import ServiceRpcs
-from mesh.telemetry import Telemetry
+from mesh.messaging.health import Readiness
+from mesh.messaging.rpc import ServiceRpcs
+from mesh.runtime.telemetry import Telemetry
 
 ROUTES = RouteTable("/api/v1", [
     Route("POST", "/auth/register", accounts.CONTRACT, "register", status=201,

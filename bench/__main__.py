@@ -107,7 +107,7 @@ class Mesh:
             env[f"OPS_PORT_{name.upper()}"] = "0"  # a running mesh may hold them
             env[f"DATABASE_URL_{name.upper()}"] = self.databases.get(name, "")
         self.process = processes.start("mesh-postgres" if databases else "mesh",
-                                       [sys.executable, "-m", "mesh.cli", "up"], env)
+                                       [sys.executable, "-m", "mesh.ops.cli", "up"], env)
         wait_for("the mesh", lambda: requests.get(
             f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200,
                  self.process, processes)

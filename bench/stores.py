@@ -7,8 +7,8 @@ import time
 
 from sqlalchemy import select
 
-from mesh.db import database_url, make_engine
-from mesh.tables import inbox, outbox
+from mesh.data.db import database_url, make_engine
+from mesh.data.tables import inbox, outbox
 from mesh.testing import temporary_postgres_databases
 from services.orders.models import Order
 

@@ -5,7 +5,7 @@ PostgreSQL database of its own. Each is deleted at the end, and nothing else is.
 """
 # nameko's plugin no longer patches eventlet, and without the patch a real socket
 # read hangs in teardown: it must happen before anything opens a socket.
-from mesh.logs import quiet_eventlet_deprecation
+from mesh.core.logs import quiet_eventlet_deprecation
 
 quiet_eventlet_deprecation()
 
@@ -13,7 +13,7 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
-from mesh import codec  # noqa: E402
+from mesh.core import codec  # noqa: E402
 
 codec.register()  # the services under test speak as `mesh serve` makes them
 
@@ -61,7 +61,7 @@ def mesh_config_path(request):
 
 def load_test_config(path, **env):
     """The project's config file as the given environment would give it."""
-    from mesh.config import load_config
+    from mesh.core.config import load_config
 
     blank = {k: "" for k in os.environ if k.startswith("DATABASE_URL_")}
     with mock.patch.dict(os.environ, {**blank, **{k: str(v) for k, v in env.items()}}):
@@ -150,9 +150,9 @@ def start_service(mesh_containers, mesh_config):
 
     ``start_service(InventoryService, DATABASE_URL_INVENTORY=postgres_url)``
     """
-    from mesh import migrations
+    from mesh.data import migrations
 
-    from mesh.serve import container_config
+    from mesh.runtime.serve import container_config
 
     def start(service_cls, **overrides):
         config = {**mesh_config, **overrides}
@@ -185,8 +185,8 @@ def free_port():
 
 def create_tables(engine, declarative_base):
     """A test service's tables straight from its models, with the platform's
-    (mesh.tables), for services that have no migrations of their own."""
-    from mesh import tables
+    (mesh.data.tables), for services that have no migrations of their own."""
+    from mesh.data import tables
 
     declarative_base.metadata.create_all(engine)
     tables.metadata.create_all(engine)

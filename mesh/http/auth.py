@@ -4,9 +4,9 @@ import time
 from nameko.extensions import DependencyProvider
 
 from contracts.errors import NotFound
+from mesh.auth.tokens import InvalidToken
 from mesh.http.errors import HttpError
 from mesh.http.routes import ADMIN, PUBLIC
-from mesh.tokens import InvalidToken
 
 __all__ = ["authenticate", "KnownUsers"]
 

@@ -9,14 +9,14 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
 
 from contracts.base import ContractError
-from mesh.config import setting
-from mesh.guard import ServiceUnavailable
+from mesh.auth.tokens import Tokens, signing_key
+from mesh.core.config import setting
+from mesh.core.tracing import TRACEPARENT, valid_traceparent
 from mesh.http.auth import authenticate
 from mesh.http.errors import ErrorTable, HttpError, json_response
 from mesh.http.limits import RateLimits
 from mesh.http.server import MeshWebServer
-from mesh.tokens import Tokens, signing_key
-from mesh.tracing import TRACEPARENT, valid_traceparent
+from mesh.messaging.guard import ServiceUnavailable
 
 __all__ = ["api", "operation", "KEPT_FOR_OPERATIONS"]
 

@@ -8,7 +8,7 @@ from nameko.exceptions import RpcTimeout, UnknownService
 from werkzeug.wrappers import Response
 
 from contracts.base import ContractError
-from mesh.guard import ServiceUnavailable
+from mesh.messaging.guard import ServiceUnavailable
 
 __all__ = ["HttpError", "ErrorTable", "json_response", "payload_too_large",
            "PLATFORM_ERRORS", "MAX_BODY_BYTES"]

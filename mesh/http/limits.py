@@ -23,7 +23,7 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from mesh.config import parse_rate, setting
+from mesh.core.config import parse_rate, setting
 from mesh.http.errors import HttpError
 
 __all__ = ["RateLimits"]

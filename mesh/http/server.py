@@ -19,10 +19,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
-from mesh.config import setting
+from mesh.core.config import setting
 from mesh.http.errors import MAX_BODY_BYTES, HttpError, internal_error, \
     payload_too_large
-from mesh.metrics import LATENCY_BUCKETS, Metrics
+from mesh.core.metrics import LATENCY_BUCKETS, Metrics
 
 __all__ = ["MeshWebServer", "request_id_from", "accept_forever"]
 

@@ -5,13 +5,13 @@ from nameko.dependency_providers import Config
 
 from contracts.accounts import CONTRACT
 from contracts.errors import Conflict, InvalidCredentials
-from mesh.db import Database
-from mesh.lifecycle import on_start
-from mesh.outbox import Outbox
-from mesh.passwords import DUMMY_HASH, Passwords
-from mesh.rpc import rpc
-from mesh.telemetry import Telemetry
-from mesh.tokens import TokenKeys
+from mesh.auth.passwords import DUMMY_HASH, Passwords
+from mesh.auth.tokens import TokenKeys
+from mesh.data.db import Database
+from mesh.messaging.outbox import Outbox
+from mesh.messaging.rpc import rpc
+from mesh.runtime.lifecycle import on_start
+from mesh.runtime.telemetry import Telemetry
 from services.accounts import domain
 from services.accounts.models import Base
 

@@ -6,7 +6,7 @@ session and speak SQL through its connection (reads by id run on every order
 and every product page: the ORM's loading cost more than the query), and reads
 that change nothing take a connection; products and reservations come back as
 contract dicts. Events are recorded here, through the outbox; nothing here
-commits: the platform ends the worker's unit of work (mesh.db.Database).
+commits: the platform ends the worker's unit of work (mesh.data.db.Database).
 """
 import contextlib
 

@@ -2,7 +2,7 @@
 from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mesh.db import UtcDateTime, utcnow
+from mesh.data.db import UtcDateTime, utcnow
 
 
 class Base(DeclarativeBase):

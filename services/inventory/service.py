@@ -6,11 +6,11 @@ from contracts import orders
 from contracts.base import page_of
 from contracts.errors import Conflict, NotFound
 from contracts.inventory import CONTRACT
-from mesh.db import Database
-from mesh.handlers import handle_event
-from mesh.outbox import Outbox
-from mesh.rpc import RequestKey, claim_request, rpc
-from mesh.telemetry import Telemetry
+from mesh.data.db import Database
+from mesh.messaging.handlers import handle_event
+from mesh.messaging.outbox import Outbox
+from mesh.messaging.rpc import RequestKey, claim_request, rpc
+from mesh.runtime.telemetry import Telemetry
 from services.inventory import domain
 from services.inventory.models import Base
 

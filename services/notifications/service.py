@@ -2,10 +2,10 @@
 from contracts import accounts, orders
 from contracts.base import page_of
 from contracts.notifications import CONTRACT
-from mesh.db import Database
-from mesh.handlers import handle_event
-from mesh.rpc import rpc
-from mesh.telemetry import Telemetry
+from mesh.data.db import Database
+from mesh.messaging.handlers import handle_event
+from mesh.messaging.rpc import rpc
+from mesh.runtime.telemetry import Telemetry
 from services.notifications import domain
 from services.notifications.models import Base
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable
-from mesh.db import utcnow
+from mesh.data.db import utcnow
 from services.orders.models import Order, OrderLine
 
 ORDERS, LINES = Order.__table__, OrderLine.__table__

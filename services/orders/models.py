@@ -3,7 +3,7 @@ from sqlalchemy import (BigInteger, CheckConstraint, ForeignKey, Integer, String
                         UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mesh.db import UtcDateTime, utcnow
+from mesh.data.db import UtcDateTime, utcnow
 
 
 class Base(DeclarativeBase):

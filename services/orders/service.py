@@ -9,14 +9,14 @@ from contracts.inventory import CONTRACT as INVENTORY
 from contracts.payments import CONTRACT as PAYMENTS
 from contracts.errors import NotFound
 from contracts.orders import CONTRACT, UnknownProduct
-from mesh.config import setting
-from mesh.db import Database, utcnow
-from mesh.handlers import handle_event
-from mesh.lifecycle import timer
-from mesh.metrics import DatabaseGauge
-from mesh.outbox import Outbox
-from mesh.rpc import RequestKey, ServiceRpc, rpc
-from mesh.telemetry import Telemetry
+from mesh.core.config import setting
+from mesh.data.db import Database, utcnow
+from mesh.data.gauges import DatabaseGauge
+from mesh.messaging.handlers import handle_event
+from mesh.messaging.outbox import Outbox
+from mesh.messaging.rpc import RequestKey, ServiceRpc, rpc
+from mesh.runtime.lifecycle import timer
+from mesh.runtime.telemetry import Telemetry
 from services.orders import domain
 from services.orders.models import Base
 

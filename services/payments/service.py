@@ -3,11 +3,11 @@ from nameko.extensions import DependencyProvider
 
 from contracts import orders
 from contracts.payments import CONTRACT
-from mesh.db import Database
-from mesh.handlers import handle_event
-from mesh.outbox import Outbox
-from mesh.rpc import rpc
-from mesh.telemetry import Telemetry
+from mesh.data.db import Database
+from mesh.messaging.handlers import handle_event
+from mesh.messaging.outbox import Outbox
+from mesh.messaging.rpc import rpc
+from mesh.runtime.telemetry import Telemetry
 from services.payments import domain
 from services.payments.models import Base
 from services.payments.provider import SimulatedProvider

@@ -4,7 +4,7 @@ import uuid
 import pytest
 import requests
 
-from mesh.serve import import_service
+from mesh.runtime.serve import import_service
 from mesh.testing import free_port
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"

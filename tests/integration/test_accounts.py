@@ -6,7 +6,7 @@ import eventlet
 import pytest
 
 from contracts.errors import Conflict, InvalidCredentials, InvalidInput, NotFound
-from mesh.tokens import Tokens, signing_key
+from mesh.auth.tokens import Tokens, signing_key
 from services.accounts.service import AccountsService
 
 

@@ -1,11 +1,11 @@
-"""Publishing (mesh.broker) against the real RabbitMQ, on a vhost of the test's own."""
+"""Publishing (mesh.messaging.broker) against the real RabbitMQ, on a vhost of the test's own."""
 import json
 
 import pytest
 from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import UndeliverableMessage
 
-from mesh.broker import ConfirmedPublisher, _unconfirmed, publish
+from mesh.messaging.broker import ConfirmedPublisher, _unconfirmed, publish
 
 EXCHANGE = Exchange("test.events", type="topic", durable=True)
 

@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from gateway import GatewayService
+from mesh.auth.tokens import Tokens, signing_key
 from mesh.testing import free_port
-from mesh.tokens import Tokens, signing_key
 
 @pytest.fixture
 def mesh(start_mesh):
@@ -235,7 +235,7 @@ def test_cors_for_configured_origins_only(start_mesh):
 def test_a_token_whose_user_no_longer_exists_is_refused(mesh):
     import sqlalchemy
 
-    from mesh.db import database_url
+    from mesh.data.db import database_url
 
     token = mesh.token(mesh.register())
     user_id = Tokens(signing_key(mesh.config)).verify(token).user_id

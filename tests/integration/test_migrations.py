@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 
-from mesh import migrations, tables
-from mesh.db import make_engine
+from mesh.data import migrations, tables
+from mesh.data.db import make_engine
 from mesh.testing import load_test_config
 
 SERVICES = ["accounts", "inventory", "orders", "payments", "notifications"]

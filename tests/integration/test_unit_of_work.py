@@ -9,9 +9,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from contracts.base import Int, Method, ServiceContract, Text
 from contracts.errors import Conflict, ContractViolation
-from mesh.db import Database
-from mesh.lifecycle import timer
-from mesh.rpc import rpc
+from mesh.data.db import Database
+from mesh.messaging.rpc import rpc
+from mesh.runtime.lifecycle import timer
 from mesh.testing import wait_until
 
 

@@ -6,7 +6,7 @@ import requests
 
 from contracts.inventory import CONTRACT as INVENTORY
 from gateway import GatewayService
-from mesh.rpc import rpc
+from mesh.messaging.rpc import rpc
 from mesh.testing import BrokerProxy, free_port, wait_until
 from services.inventory.service import InventoryService
 from tests.integration.conftest import Client

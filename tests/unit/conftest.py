@@ -1,8 +1,8 @@
 import pytest
 from sqlalchemy.orm import sessionmaker
 
-from mesh import migrations
-from mesh.db import database_url, make_engine
+from mesh.data import migrations
+from mesh.data.db import database_url, make_engine
 from mesh.testing import load_test_config
 
 

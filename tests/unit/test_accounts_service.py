@@ -3,8 +3,8 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import text
 
 from contracts.errors import Conflict, InvalidCredentials, NotFound
-from mesh.passwords import PasswordSlots
-from mesh.tokens import Tokens
+from mesh.auth.passwords import PasswordSlots
+from mesh.auth.tokens import Tokens
 from services.accounts.service import AccountsService
 
 TOKENS = Tokens("k" * 40, ttl=600)

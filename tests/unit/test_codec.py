@@ -1,4 +1,4 @@
-"""The wire codec (mesh.codec) means on the wire what kombu's own JSON means."""
+"""The wire codec (mesh.core.codec) means on the wire what kombu's own JSON means."""
 import datetime as dt
 import decimal
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 from kombu.utils import json as kombu_json
 
-from mesh import codec
+from mesh.core import codec
 
 VALUES = [
     {"args": [], "kwargs": {"product_id": 1}},

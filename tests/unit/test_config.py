@@ -1,6 +1,6 @@
 import pytest
 
-from mesh.config import ConfigError, setting
+from mesh.core.config import ConfigError, setting
 from mesh.testing import load_test_config
 
 
@@ -68,7 +68,7 @@ def test_secrets_are_not_echoed():
 
 
 def test_a_missing_file_is_one_line():
-    from mesh.config import load_config
+    from mesh.core.config import load_config
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config("/nonexistent/config.yaml")
 

@@ -7,9 +7,9 @@ from nameko.exceptions import deserialize, serialize
 import contracts
 from contracts.base import ContractError, Int, UtcDateTime
 from contracts.errors import Conflict, InvalidInput, NotFound
-from mesh.config import load_config
-from mesh.rpc import ContractRpc
-from mesh.serve import import_service
+from mesh.core.config import load_config
+from mesh.messaging.rpc import ContractRpc
+from mesh.runtime.serve import import_service
 
 
 @pytest.mark.parametrize("value", [True, 1.0, 1.5, "1", None, 2**63, -2**63 - 1])
@@ -76,7 +76,7 @@ def test_every_gateway_route_names_a_declared_method_and_errors():
 
 
 def test_every_rpc_dependency_names_a_contract():
-    from mesh.rpc import ServiceRpc
+    from mesh.messaging.rpc import ServiceRpc
 
     import gateway
     for service_cls in [*services(), gateway.GatewayService]:

@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from mesh.config import read_yaml
+from mesh.core.config import read_yaml
 from mesh.testing import load_test_config
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

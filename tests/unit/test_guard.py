@@ -1,4 +1,4 @@
-"""The circuit breaker around calls to one service (mesh.guard)."""
+"""The circuit breaker around calls to one service (mesh.messaging.guard)."""
 import eventlet
 import pybreaker
 import pytest
@@ -6,7 +6,7 @@ from eventlet.event import Event
 from nameko.exceptions import RemoteError, RpcTimeout, UnknownService
 
 from contracts.errors import InvalidInput, NotFound
-from mesh.guard import Guard, ServiceUnavailable
+from mesh.messaging.guard import Guard, ServiceUnavailable
 
 
 def present_guard(**options):

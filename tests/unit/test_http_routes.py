@@ -6,11 +6,11 @@ from werkzeug.wrappers import Request
 
 from contracts import accounts, inventory
 from gateway import ROUTES
+from mesh.auth.tokens import Claims, Tokens
 from mesh.http import ADMIN, PUBLIC, USER, HttpError, Route
 from mesh.http.auth import authenticate
 from mesh.http.errors import MAX_BODY_BYTES
 from mesh.http.server import request_id_from
-from mesh.tokens import Claims, Tokens
 
 RESTOCK = Route("POST", "/products/<int:product_id>/restock", inventory.CONTRACT,
                 "restock", access=ADMIN)

@@ -5,13 +5,13 @@ import logging
 
 import pytest
 
-from mesh import logs
-from mesh.serve import import_service
-from mesh.status import render
-from mesh.supervisor import Supervisor
-from mesh.telemetry import Telemetry
+from mesh.core import logs
+from mesh.core.tracing import valid_traceparent
+from mesh.ops.status import render
+from mesh.runtime.serve import import_service
+from mesh.runtime.supervisor import Supervisor
+from mesh.runtime.telemetry import Telemetry
 from mesh.testing import load_test_config
-from mesh.tracing import valid_traceparent
 
 CONFIG = load_test_config("config.yaml")
 

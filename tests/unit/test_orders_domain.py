@@ -5,7 +5,7 @@ import pytest
 
 from contracts.errors import NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable
-from mesh.db import utcnow
+from mesh.data.db import utcnow
 from services.orders import domain
 
 

@@ -1,6 +1,6 @@
 from argon2 import PasswordHasher
 
-from mesh.passwords import DUMMY_HASH, hash_password, verify_password
+from mesh.auth.passwords import DUMMY_HASH, hash_password, verify_password
 
 
 def test_hash_is_salted_and_verifies():
@@ -24,7 +24,7 @@ def test_password_work_beyond_the_cap_is_refused_as_busy():
     import pytest
 
     from contracts.errors import Busy
-    from mesh.passwords import PasswordSlots
+    from mesh.auth.passwords import PasswordSlots
 
     slots = PasswordSlots(concurrency=1, wait=0.05)
     hashed = slots.hash("correct horse")

@@ -3,9 +3,9 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from contracts import accounts, inventory
+from mesh.auth.tokens import Claims
 from mesh.http import HttpError, Route
 from mesh.http.limits import RateLimits
-from mesh.tokens import Claims
 
 LOGIN = Route("POST", "/auth/token", accounts.CONTRACT, "issue_token",
               password_work=True, auth_limit_by="email")

@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from mesh.tokens import InvalidToken, Tokens, signing_key
+from mesh.auth.tokens import InvalidToken, Tokens, signing_key
 
 KEY = "k" * 40
 

@@ -15,11 +15,11 @@ from sqlalchemy import String, create_engine, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from contracts.accounts import CONTRACT as ACCOUNTS
-from mesh import dlq
-from mesh.db import Database
-from mesh.handlers import handle_event
-from mesh.outbox import Outbox, OutboxWriter
-from mesh.tables import outbox
+from mesh.data.db import Database
+from mesh.data.tables import outbox
+from mesh.messaging.handlers import handle_event
+from mesh.messaging.outbox import Outbox, OutboxWriter
+from mesh.ops import dlq
 from mesh.testing import BrokerProxy, create_tables, wait_until
 
 QUEUE = "evt-accounts-user_registered--flaky.on_user_registered"
@@ -226,7 +226,7 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
 
 def test_an_event_no_queue_takes_stays_in_the_outbox_until_one_does(
         mesh_containers, mesh_config, tmp_path, monkeypatch):
-    from mesh import outbox as outbox_module
+    from mesh.messaging import outbox as outbox_module
 
     monkeypatch.setattr(outbox_module, "UNROUTABLE_RETRY", 0.5)
     uri = mesh_config["AMQP_URI"]

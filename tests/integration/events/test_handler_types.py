@@ -1,5 +1,5 @@
 """Service-pool, singleton and broadcast handlers: their queues as nameko names
-them (mesh.topology), their dead letters where `mesh dlq` and `mesh status` look,
+them (mesh.messaging.topology), their dead letters where `mesh dlq` and `mesh status` look,
 and each broadcast instance handling its own copy of an event once."""
 import eventlet
 import pytest
@@ -9,12 +9,12 @@ from sqlalchemy import Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from contracts.accounts import CONTRACT as ACCOUNTS
-from mesh import dlq
-from mesh.db import Database
-from mesh.handlers import MeshEventHandler, handle_event
-from mesh.health import service_queues
+from mesh.data.db import Database
+from mesh.messaging.handlers import MeshEventHandler, handle_event
+from mesh.messaging.health import service_queues
+from mesh.messaging.topology import handler_queue
+from mesh.ops import dlq
 from mesh.testing import create_tables, wait_until
-from mesh.topology import handler_queue
 from tests.integration.events.test_events import envelope, operator, publish
 
 POOL = "evt-accounts-user_registered--watcher.on_pool"

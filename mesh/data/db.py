@@ -12,7 +12,7 @@ from sqlalchemy import DateTime, create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from mesh.config import database_setting
+from mesh.core.config import database_setting
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def service_database(container, needed_by):
     databases = [d for d in container.dependencies if isinstance(d, Database)]
     if len(databases) != 1:
         raise ConfigurationError(f"{needed_by} needs the service to have exactly one "
-                                 "mesh.db.Database")
+                                 "mesh.data.db.Database")
     return databases[0]
 
 
@@ -211,7 +211,7 @@ class UtcDateTime(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is not None:
             if value.tzinfo is None:
-                raise ValueError("naive datetime given; use mesh.db.utcnow()")
+                raise ValueError("naive datetime given; use mesh.data.db.utcnow()")
             value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
         return value
 

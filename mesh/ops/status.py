@@ -1,7 +1,8 @@
 """`mesh status`: what runs, what waits, what failed, for the configured services.
 
 Instances are the consumers on a service's RPC queue (its first handler's queue
-when it serves no RPC); the gateway, which has no queue, is asked for /health.
+when it serves no RPC); a service that only serves HTTP (the gateway) has no
+queue, and is asked for /health instead.
 """
 import os
 import urllib.request
@@ -10,12 +11,13 @@ from kombu import Connection
 from nameko.rpc import Rpc
 from sqlalchemy.engine import make_url
 
-from mesh.db import database_url, make_engine
-from mesh.dlq import handlers_of
-from mesh.topology import dlq_name
-from mesh.health import service_queues
-from mesh.outbox import Outbox, backlog_of
-from mesh.serve import entrypoints_of, import_service
+from mesh.data.db import database_url, make_engine
+from mesh.http.entrypoints import HttpEntrypoint
+from mesh.messaging.health import service_queues
+from mesh.messaging.outbox import Outbox, backlog_of
+from mesh.messaging.topology import dlq_name
+from mesh.ops.dlq import handlers_of
+from mesh.runtime.serve import entrypoints_of, import_service
 
 __all__ = ["gather", "render"]
 
@@ -50,7 +52,11 @@ def _outbox(config, name, service_cls, report):
         engine.dispose()
 
 
-def _gateway(config, report, timeout):
+def _serves_only_http(service_cls):
+    return all(isinstance(e, HttpEntrypoint) for _, e in entrypoints_of(service_cls))
+
+
+def _http_front(config, report, timeout):
     url = f"http://{config['GATEWAY_HOST']}:{config['GATEWAY_PORT']}"
     report["url"] = url
     try:
@@ -66,20 +72,21 @@ def gather(config, timeout=2.0):
     services = {name: {"instances": None, "ready": False, "queues": {}, "dead_letters": {},
                        "outbox": None, "problems": []}
                 for name in config["SERVICES"]}
-    classes = {name: import_service(path) for name, path in config["SERVICES"].items()
-               if name != "gateway"}
+    classes = {name: import_service(path) for name, path in config["SERVICES"].items()}
+    http_only = {name for name, service_cls in classes.items() if _serves_only_http(service_cls)}
     broker = "ok"
     try:
         with Connection(config["AMQP_URI"], connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
             for name, service_cls in classes.items():
-                _queues(connection, name, service_cls, services[name])
+                if name not in http_only:
+                    _queues(connection, name, service_cls, services[name])
     except Exception as exc:  # the broker is the first thing an operator must know about
         broker = f"unreachable: {type(exc).__name__}: {exc}"
     for name, report in services.items():
-        if name == "gateway":
-            _gateway(config, report, timeout)
+        if name in http_only:
+            _http_front(config, report, timeout)
         else:
             _outbox(config, name, classes[name], report)
             if broker != "ok":

@@ -10,7 +10,7 @@ The wire is nameko's own, so stock clients and `nameko shell` call mesh services
 and mesh callers call stock ones. Two things differ, both for speed: a reply is
 sent without waiting for a publisher confirm (were the broker to lose it, the
 caller's timeout answers, exactly as when the service dies before replying), and
-requests and replies go through `mesh.broker`'s long-lived producer pools.
+requests and replies go through `mesh.messaging.broker`'s long-lived producer pools.
 """
 import functools
 import inspect
@@ -35,12 +35,12 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.base import ContractError
 from contracts.errors import ContractViolation, InvalidInput
-from mesh.config import setting
-from mesh.broker import publish
-from mesh.db import end_work_of, utcnow
-from mesh.guard import CIRCUIT_STATES, Guard, watch_presence
-from mesh.metrics import Metrics
-from mesh.tables import rpc_requests
+from mesh.core.config import setting
+from mesh.core.metrics import Metrics
+from mesh.data.db import end_work_of, utcnow
+from mesh.data.tables import rpc_requests
+from mesh.messaging.broker import publish
+from mesh.messaging.guard import CIRCUIT_STATES, Guard, watch_presence
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
            "claim_request", "RpcTimeout"]
@@ -60,7 +60,8 @@ class ContractRpcConsumer(RpcConsumer):
         if plain:  # two consumers on one queue would take each other's requests
             raise ConfigurationError(
                 f"{self.container.service_name} mixes nameko's @rpc "
-                f"({plain[0].method_name}) with mesh.rpc.rpc; use mesh.rpc.rpc only")
+                f"({plain[0].method_name}) with mesh.messaging.rpc.rpc; use "
+                "mesh.messaging.rpc.rpc only")
         super().setup()
         config = self.container.config
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
@@ -90,7 +91,7 @@ class ContractRpcConsumer(RpcConsumer):
 class ContractRpc(Rpc):
     """nameko's `@rpc`, checked against the service's contract."""
 
-    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
+    ENDS_UNIT_OF_WORK = True  # see mesh.data.db.Database
     rpc_consumer = ContractRpcConsumer()
 
     def setup(self):
@@ -231,7 +232,7 @@ class ContractCall:
         return self.proxy.guard.call(lambda: self._call(kwargs))
 
     def _call(self, kwargs):
-        """nameko's MethodProxy call, on mesh.broker's producers; the timeout is
+        """nameko's MethodProxy call, on mesh.messaging.broker's producers; the timeout is
         counted from the call, so sending the request is inside it too."""
         proxy = self.proxy
         container = proxy.worker_ctx.container
@@ -287,8 +288,8 @@ class ServiceRpc(RpcProxy):
     Example: ``inventory = ServiceRpc(contracts.inventory.CONTRACT)`` then
     ``self.inventory.get_product(product_id=1)``. The timeout comes from
     RPC_TIMEOUT in config unless given here. With ``guarded=True`` calls fail
-    fast with `mesh.guard.ServiceUnavailable` while the service has no running
-    instance or its circuit is open (see mesh.guard).
+    fast with `mesh.messaging.guard.ServiceUnavailable` while the service has no running
+    instance or its circuit is open (see mesh.messaging.guard).
     """
 
     metrics = Metrics()

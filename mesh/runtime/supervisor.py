@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.request
 
-from mesh.logs import utc_timestamp
+from mesh.core.logs import utc_timestamp
 
 __all__ = ["Supervisor"]
 
@@ -47,7 +47,7 @@ class Supervisor:
         width = max(len(n) for n in names)
         self.width = width
         self.children = [
-            Child(name, [sys.executable, "-m", "mesh.cli", "serve", name,
+            Child(name, [sys.executable, "-m", "mesh.ops.cli", "serve", name,
                          "--config", os.path.abspath(config_path)])
             for name in names]
         self.stopping = threading.Event()

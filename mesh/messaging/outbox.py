@@ -24,12 +24,12 @@ from nameko_sqlalchemy.database import Session
 from prometheus_client import Counter
 from sqlalchemy import bindparam, event, func, insert, select, update
 
-from mesh import codec
-from mesh.broker import ConfirmedPublisher
-from mesh.db import database_url, make_engine, utcnow
-from mesh.metrics import Metrics
-from mesh.tables import outbox as OUTBOX
-from mesh.tracing import TRACEPARENT
+from mesh.core import codec
+from mesh.core.metrics import Metrics
+from mesh.core.tracing import TRACEPARENT
+from mesh.data.db import database_url, make_engine, utcnow
+from mesh.data.tables import outbox as OUTBOX
+from mesh.messaging.broker import ConfirmedPublisher
 
 __all__ = ["Outbox", "OutboxRelay", "make_envelope", "backlog_of",
            "CORRELATION_HEADER"]
@@ -41,7 +41,7 @@ BATCH = 100
 POLL_SECONDS = 2.0
 MAX_BACKOFF = 10.0
 UNROUTABLE_RETRY = 5.0
-WAKE = "mesh.outbox.wake"  # session.info key: the relay to wake after commit
+WAKE = "mesh.messaging.outbox.wake"  # session.info key: the relay to wake after commit
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 
 from contracts.errors import Busy
-from mesh.config import setting
+from mesh.core.config import setting
 
 __all__ = ["hash_password", "verify_password", "DUMMY_HASH", "Passwords", "PasswordSlots"]
 

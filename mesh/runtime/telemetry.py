@@ -19,12 +19,12 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
 from nameko.timer import Timer
 
-from mesh import logs
-from mesh.config import setting
-from mesh.handlers import MeshEventHandler
-from mesh.health import service_queues
-from mesh.metrics import Metrics, OpsServer
-from mesh.tracing import Tracing
+from mesh.core import logs
+from mesh.core.config import setting
+from mesh.core.metrics import Metrics, OpsServer
+from mesh.core.tracing import Tracing
+from mesh.messaging.handlers import MeshEventHandler
+from mesh.messaging.health import service_queues
 
 __all__ = ["Telemetry", "outcome_of"]
 

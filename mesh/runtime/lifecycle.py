@@ -6,7 +6,7 @@ import logging
 from nameko.extensions import Entrypoint
 from nameko.timer import Timer as NamekoTimer
 
-from mesh.db import end_work_of
+from mesh.data.db import end_work_of
 
 __all__ = ["on_start", "timer"]
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 class OnStart(Entrypoint):
     """Fires once after the container starts; a failure is logged, not fatal."""
 
-    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
+    ENDS_UNIT_OF_WORK = True  # see mesh.data.db.Database
 
     def start(self):
         self.container.spawn_worker(self, (), {}, handle_result=self.handle_result)
@@ -35,7 +35,7 @@ on_start = OnStart.decorator
 class Timer(NamekoTimer):
     """nameko's timer, whose next tick waits until this one's writes are committed."""
 
-    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
+    ENDS_UNIT_OF_WORK = True  # see mesh.data.db.Database
 
     def handle_result(self, worker_ctx, result, exc_info):
         exc_info = end_work_of(worker_ctx, exc_info)

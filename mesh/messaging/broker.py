@@ -20,7 +20,7 @@ from kombu.pools import producers
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import DEFAULT_RETRY_POLICY, DEFAULT_TRANSPORT_OPTIONS, PERSISTENT
 
-from mesh import codec
+from mesh.core import codec
 
 __all__ = ["publish", "ConfirmedPublisher", "Unconfirmed"]
 

@@ -1,8 +1,8 @@
 """Alembic for each service's own database, driven from code (no alembic.ini).
 
 A service's history (its `migrations/versions/`) holds only its own tables; its
-first revision depends on the `mesh` branch (`mesh/platform_migrations/`), which
-holds the platform's (mesh.tables). `upgrade` brings both to their heads.
+first revision depends on the `mesh` branch (`mesh/data/platform_migrations/`), which
+holds the platform's (mesh.data.tables). `upgrade` brings both to their heads.
 
 A revision may replace a squashed run of older ones (``replaces = ("0001",
 "0002")``, oldest first, as Django's squashed migrations do): a database
@@ -18,8 +18,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from mesh import tables
-from mesh.db import database_url, make_engine
+from mesh.data import tables
+from mesh.data.db import database_url, make_engine
 
 __all__ = ["alembic_config", "upgrade", "upgrade_or_exit", "run_env", "migrations_dir", "PLATFORM_VERSIONS"]
 

@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 
 def _load(args):
-    from mesh.config import ConfigError, load_config
+    from mesh.core.config import ConfigError, load_config
 
     try:
         return load_config(args.config)
@@ -32,8 +32,8 @@ def _names(args, config):
 def cmd_up(args):
     import os
 
-    from mesh.supervisor import Supervisor
-    from mesh.tokens import signing_key
+    from mesh.auth.tokens import signing_key
+    from mesh.runtime.supervisor import Supervisor
 
     config = _load(args)
     names = _names(args, config)
@@ -49,7 +49,7 @@ def cmd_serve(args):
     import eventlet
 
     eventlet.monkey_patch()
-    from mesh.serve import serve
+    from mesh.runtime.serve import serve
 
     config = _load(args)
     _names(argparse.Namespace(only=args.name), config)
@@ -58,7 +58,7 @@ def cmd_serve(args):
 
 
 def cmd_migrate(args):
-    from mesh import migrations
+    from mesh.data import migrations
 
     config = _load(args)
     for name in _names(args, config):
@@ -70,7 +70,7 @@ def cmd_migrate(args):
 def cmd_status(args):
     import json
 
-    from mesh.status import gather, render
+    from mesh.ops.status import gather, render
 
     status = gather(_load(args))
     print(json.dumps(status, indent=2) if args.json else render(status))
@@ -140,7 +140,8 @@ def cmd_call(args):
 
 
 def cmd_dlq(args):
-    from mesh import dlq, topology
+    from mesh.messaging import topology
+    from mesh.ops import dlq
 
     config = _load(args)
     uri = config["AMQP_URI"]
@@ -212,7 +213,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from mesh.logs import quiet_eventlet_deprecation
+    from mesh.core.logs import quiet_eventlet_deprecation
 
     quiet_eventlet_deprecation()
     args = build_parser().parse_args(argv)

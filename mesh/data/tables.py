@@ -1,12 +1,12 @@
 """The platform's tables, in every service's database: outbox, inbox, request keys.
 
 Declared once here and migrated by the `mesh` Alembic branch
-(`mesh/platform_migrations/`), which every service's history depends on; a
+(`mesh/data/platform_migrations/`), which every service's history depends on; a
 service's own models and migrations hold only its own tables.
 """
 from sqlalchemy import Column, Index, Integer, MetaData, String, Table, Text
 
-from mesh.db import UtcDateTime
+from mesh.data.db import UtcDateTime
 
 __all__ = ["metadata", "outbox", "inbox", "rpc_requests"]
 

@@ -1,6 +1,6 @@
 """Operator tools for dead-lettered events: list, replay and purge `<queue>.dlq`.
 
-QUEUE is a handler's lasting queue name (mesh.topology): for a broadcast handler,
+QUEUE is a handler's lasting queue name (mesh.messaging.topology): for a broadcast handler,
 its name without the instance id, which names the DLQ every instance parks in.
 """
 import json
@@ -8,11 +8,11 @@ import json
 from amqp.exceptions import NotFound
 from kombu import Connection
 
-from mesh.broker import ConfirmedPublisher
-from mesh.health import queue_state
-from mesh.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler, dlq
-from mesh.serve import entrypoints_of, import_service
-from mesh.topology import BROADCAST, dlq_name, lasting_queue_of
+from mesh.messaging.broker import ConfirmedPublisher
+from mesh.messaging.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler, dlq
+from mesh.messaging.health import queue_state
+from mesh.messaging.topology import BROADCAST, dlq_name, lasting_queue_of
+from mesh.runtime.serve import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "handlers_of", "base_queue", "depths",
            "messages", "replay", "purge", "QueueMissing"]

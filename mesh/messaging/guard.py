@@ -23,7 +23,7 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService
 
-from mesh.health import consumers
+from mesh.messaging.health import consumers
 
 __all__ = ["ServiceUnavailable", "Guard", "watch_presence", "CIRCUIT_STATES"]
 

@@ -7,7 +7,7 @@ import time
 import jwt
 from nameko.extensions import DependencyProvider
 
-from mesh.config import setting
+from mesh.core.config import setting
 
 __all__ = ["ALGORITHM", "Claims", "InvalidToken", "Tokens", "TokenKeys", "signing_key"]
 

@@ -8,7 +8,8 @@ import sys
 import eventlet
 from nameko.runners import ServiceRunner
 
-from mesh import codec, logs, migrations
+from mesh.core import codec, logs
+from mesh.data import migrations
 
 __all__ = ["serve", "container_config", "import_service", "entrypoints_of",
            "STOP_GRACE_SECONDS"]

@@ -11,15 +11,14 @@ import logging
 
 import eventlet
 import eventlet.wsgi
-from nameko.extensions import DependencyProvider, SharedExtension
+from nameko.extensions import SharedExtension
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, \
     Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from mesh.config import setting
-from mesh.db import service_database
+from mesh.core.config import setting
 
-__all__ = ["Metrics", "OpsServer", "Sampled", "DatabaseGauge", "exposition"]
+__all__ = ["Metrics", "OpsServer", "Sampled", "exposition"]
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
@@ -85,35 +84,6 @@ class Metrics(SharedExtension):
     def gauge(self, name, documentation, labels=()):
         """A `GaugeMetricFamily` labelled with this service first."""
         return GaugeMetricFamily(name, documentation, labels=["service", *labels])
-
-
-class DatabaseGauge(DependencyProvider):
-    """A gauge read from the service's own database at scrape time.
-
-    ``DatabaseGauge("mesh_saga_in_flight", "...", ("status",), query)``: each
-    row of `query` is the label values followed by the value.
-    """
-
-    metrics = Metrics()
-
-    def __init__(self, name, documentation, labels, query):
-        self.name, self.documentation = name, documentation
-        self.labels, self.query = tuple(labels), query
-
-    def setup(self):
-        self.database = service_database(self.container, f"DatabaseGauge {self.name}")
-        self.metrics.add(self.name, self.sample)
-
-    def sample(self):
-        family = self.metrics.gauge(self.name, self.documentation, self.labels)
-        with self.database.engine.connect() as conn:
-            for row in conn.execute(self.query):
-                family.add_metric([self.metrics.service, *map(str, row[:-1])],
-                                  float(row[-1]))
-        yield family
-
-    def get_dependency(self, worker_ctx):
-        return None
 
 
 class OpsServer(SharedExtension):

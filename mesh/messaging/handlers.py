@@ -9,8 +9,9 @@ handler (on PostgreSQL a concurrent second delivery waits for the first to
 commit, then finds it), so an event delivered twice changes nothing the second
 time. A handler that raises is retried after each of EVENT_RETRY_DELAYS seconds
 (a queue per delay, whose messages expire back into the handler's queue), then
-parked in `<queue>.dlq` with its error (queue names: mesh.topology). A malformed message (undecodable, or not
-matching the contract) goes straight to the DLQ; neither stops the service.
+parked in `<queue>.dlq` with its error (queue names: mesh.messaging.topology). A
+malformed message (undecodable, or not matching the contract) goes straight to the
+DLQ; neither stops the service.
 """
 import datetime as dt
 import functools
@@ -27,10 +28,10 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
-from mesh.config import setting
-from mesh.db import end_work_of, service_database, utcnow
-from mesh.tables import inbox as INBOX
-from mesh.topology import dlq_name, lasting_queue, retry_queue_name
+from mesh.core.config import setting
+from mesh.data.db import end_work_of, service_database, utcnow
+from mesh.data.tables import inbox as INBOX
+from mesh.messaging.topology import dlq_name, lasting_queue, retry_queue_name
 
 __all__ = ["handle_event", "retry_queue", "dlq", "publish_raw"]
 
@@ -84,7 +85,7 @@ class EventQueueConsumer(QueueConsumer):
 
 
 class MeshEventHandler(EventHandler):
-    ENDS_UNIT_OF_WORK = True  # see mesh.db.Database
+    ENDS_UNIT_OF_WORK = True  # see mesh.data.db.Database
     queue_consumer = EventQueueConsumer()
 
     def __init__(self, contract, event_type, **kwargs):

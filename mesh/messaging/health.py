@@ -4,7 +4,7 @@ from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 
-from mesh.topology import dlq_name, rpc_queue
+from mesh.messaging.topology import dlq_name, rpc_queue
 
 __all__ = ["queue_state", "consumers", "service_queues", "check_services", "Readiness"]
 
