@@ -1,4 +1,5 @@
 """Run one service in this process (what `mesh up` starts for each service)."""
+import gc
 import importlib
 import logging
 import logging.config
@@ -67,6 +68,12 @@ def serve(config, name):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     runner.start()
+    # Everything made so far (modules, extensions, pools) lives as long as the
+    # process; left in the collector's oldest generation, it is scanned by every
+    # full collection, which stalls every in-flight request for tens of ms
+    # (the gateway's p99 at 1,200 req/s). Frozen, a full collection scans only
+    # what came after.
+    gc.freeze()
     log.info("%s started", name)
     runnlet = eventlet.spawn(runner.wait)
     try:
