@@ -24,7 +24,7 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from unittest import mock  # noqa: E402
-from urllib.parse import quote  # noqa: E402
+from urllib.parse import quote, unquote  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -40,6 +40,15 @@ def pytest_addoption(parser):
 def _rabbitmqctl(*args):
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True,
                    timeout=60)
+
+
+def queue_types(amqp_uri):
+    """`{queue: "classic" | "quorum" | ...}` of the vhost `amqp_uri` names."""
+    vhost = unquote(amqp_uri.rsplit("/", 1)[1]) or "/"
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers",
+                          "name", "type"], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return dict(line.split("\t") for line in out.splitlines() if "\t" in line)
 
 
 @contextlib.contextmanager

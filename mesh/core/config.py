@@ -115,6 +115,10 @@ class Settings(Schema):
         fields.Float(validate=validate.Range(min=0.001, max=86400)), load_default=[1, 5, 30],
         validate=validate.Length(max=20),
         error_messages={"invalid": "must be a list of seconds, for example [1, 5, 30]"})
+    QUEUE_TYPE = fields.String(load_default="classic",
+                               validate=validate.OneOf(("classic", "quorum")))
+    QUEUE_DELIVERY_LIMIT = fields.Integer(strict=True, load_default=20,
+                                          validate=validate.Range(min=1, max=1000))
     SAGA_TIMEOUT_SECONDS = fields.Float(load_default=30.0,
                                         validate=validate.Range(min=0.1, max=86400))
     OPS_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))

@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import logging
 
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 from marshmallow import ValidationError
 from nameko.amqp.publish import get_producer
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -31,7 +31,9 @@ from contracts.base import EventEnvelope
 from mesh.core.config import setting
 from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.tables import inbox as INBOX
-from mesh.messaging.topology import dlq_name, lasting_queue, retry_queue_name
+from mesh.messaging.health import refuse_mismatched
+from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
+                                     retry_queue_name)
 
 __all__ = ["handle_event", "retry_queue", "dlq", "publish_raw"]
 
@@ -41,20 +43,26 @@ ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-f
                                      "x-mesh-queue")
 
 
-def dlq(queue_name):
+def dlq(queue_name, config):
+    """The DLQ of the handler queue `queue_name` (its lasting name)."""
     return Queue(dlq_name(queue_name), exchange=DEFAULT_EXCHANGE,
-                 routing_key=dlq_name(queue_name), durable=True)
+                 routing_key=dlq_name(queue_name), durable=True,
+                 queue_arguments=lasting_arguments(config, limit_deliveries=False))
 
 
-def retry_queue(queue_name, delay_ms, expires_ms=None):
-    """Holds a message `delay_ms`, then dead-letters it back into `queue_name`;
-    with `expires_ms`, the broker deletes it once unused that long (a broadcast
-    instance's, whose queue goes with the instance)."""
+def retry_queue(queue_name, delay_ms, config, exclusive=False):
+    """Holds a message `delay_ms`, then dead-letters it back into `queue_name`.
+    An exclusive (broadcast instance's) queue's delay queues are classic and
+    deleted by the broker once unused for a minute: they go with the instance."""
     name = retry_queue_name(queue_name, delay_ms)
-    arguments = {"x-message-ttl": delay_ms, "x-dead-letter-exchange": "",
-                 "x-dead-letter-routing-key": queue_name}
-    if expires_ms is not None:
-        arguments["x-expires"] = expires_ms
+    if exclusive:
+        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name,
+                     "x-expires": delay_ms + 60_000}
+    else:
+        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name,
+                     **lasting_arguments(config, dead_letter_to=queue_name,
+                                         limit_deliveries=False)}
+    arguments["x-message-ttl"] = delay_ms
     return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True,
                  queue_arguments=arguments)
 
@@ -99,11 +107,15 @@ class MeshEventHandler(EventHandler):
         super().setup()
         config = self.container.config
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
-        self.delays = [float(d) for d in setting(config, "EVENT_RETRY_DELAYS")]
+        self.delays_ms = [max(1, int(float(d) * 1000))
+                          for d in setting(config, "EVENT_RETRY_DELAYS")]
         service = self.container.service_name
         self.lasting = lasting_queue(self.source_service, self.event_type, service,
                                      self.method_name, self.handler_type)
         self.handler_name = f"{service}.{self.method_name}"
+        if not self.queue.exclusive:
+            self.queue.queue_arguments = lasting_arguments(
+                config, dead_letter_to=dlq_name(self.lasting))
         if self.handler_type == BROADCAST:
             # each instance handles its own copy of every event, once: its inbox
             # rows are its own (the queue's instance id)
@@ -113,6 +125,19 @@ class MeshEventHandler(EventHandler):
         self.record = insert(INBOX)  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
+
+    def start(self):
+        if not self.queue.exclusive:
+            config = self.container.config
+            parked = dlq(self.lasting, config)
+            refuse_mismatched(self.amqp_uri, [self.queue, parked] + [
+                retry_queue(self.queue.name, delay_ms, config) for delay_ms in self.delays_ms])
+            if self.queue.queue_arguments.get("x-dead-letter-routing-key"):
+                # the broker dead-letters a message past the delivery limit only
+                # into a queue that exists (until then it keeps it): make the DLQ
+                with Connection(self.amqp_uri) as connection:
+                    parked(connection.channel()).declare()
+        super().start()
 
     def handle_message(self, body, message):
         try:
@@ -175,16 +200,15 @@ class MeshEventHandler(EventHandler):
     def retry_or_park(self, message, exc):
         attempt = int((message.headers or {}).get(ATTEMPT, 0))
         error = f"{type(exc).__name__}: {exc}"[:1000]
-        if attempt < len(self.delays):
-            delay_ms = max(1, int(self.delays[attempt] * 1000))
+        if attempt < len(self.delays_ms):
+            delay_ms = self.delays_ms[attempt]
             log.warning("%s failed on attempt %d (%s); retrying in %d ms",
                         self.handler_name, attempt + 1, error, delay_ms)
             headers = dict(message.headers or {}, **{ATTEMPT: attempt + 1, ERROR: error})
             headers.pop("x-death", None)
-            # an instance's own queue goes with it, and so should its delay queues
-            expires = delay_ms + 60_000 if self.queue.exclusive else None
             publish_raw(self.amqp_uri, message,
-                        retry_queue(self.queue.name, delay_ms, expires), headers)
+                        retry_queue(self.queue.name, delay_ms, self.container.config,
+                                    exclusive=self.queue.exclusive), headers)
             self.queue_consumer.ack_message(message)
         else:
             self.park(message, error, attempt)
@@ -202,7 +226,8 @@ class MeshEventHandler(EventHandler):
             ATTEMPT: attempt, ERROR: error, ORIGIN: self.queue.name,
             FAILED_AT: dt.datetime.now(dt.timezone.utc).isoformat()})
         headers.pop("x-death", None)
-        publish_raw(self.amqp_uri, message, dlq(self.lasting), headers)
+        publish_raw(self.amqp_uri, message, dlq(self.lasting, self.container.config),
+                    headers)
         self.queue_consumer.ack_message(message)
 
 

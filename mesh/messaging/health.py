@@ -1,12 +1,14 @@
 """Readiness: does the broker answer, and does each service have a consumer?"""
-from amqp.exceptions import NotFound, ResourceLocked
+from amqp.exceptions import NotFound, PreconditionFailed, ResourceLocked
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 
 from mesh.messaging.topology import dlq_name, rpc_queue
 
-__all__ = ["queue_state", "consumers", "service_queues", "check_services", "Readiness"]
+__all__ = ["queue_state", "consumers", "service_queues", "check_services", "Readiness",
+           "refuse_mismatched"]
 
 
 def queue_state(connection, queue):
@@ -26,6 +28,27 @@ def queue_state(connection, queue):
         except ResourceLocked:
             return 0, 1
     return messages, consumers
+
+
+def refuse_mismatched(amqp_uri, queues):
+    """Raise ConfigurationError naming the first of `queues` (kombu Queues about
+    to be declared) that already exists with other arguments, typically another
+    QUEUE_TYPE. Unchecked, the broker refuses the declare by closing the
+    channel, and the consumer reconnects and fails again for ever."""
+    with Connection(amqp_uri) as connection:
+        for queue in queues:
+            if queue_state(connection, queue.name) is None:
+                continue  # made as declared when it is first needed
+            with connection.channel() as channel:
+                try:
+                    channel.queue_declare(queue.name, durable=queue.durable,
+                                          auto_delete=queue.auto_delete,
+                                          arguments=queue.queue_arguments)
+                except PreconditionFailed as exc:
+                    raise ConfigurationError(
+                        f"queue {queue.name} exists with other arguments ({exc.reply_text}); "
+                        "a queue's type cannot change in place: see README "
+                        "\"Quorum queues\"") from None
 
 
 def consumers(connection, service):

@@ -41,6 +41,8 @@ from mesh.data.db import end_work_of, utcnow
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, watch_presence
+from mesh.messaging.health import refuse_mismatched
+from mesh.messaging.topology import lasting_arguments
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
            "claim_request", "RpcTimeout"]
@@ -64,8 +66,15 @@ class ContractRpcConsumer(RpcConsumer):
                 "mesh.messaging.rpc.rpc only")
         super().setup()
         config = self.container.config
+        # a poison request is dropped after QUEUE_DELIVERY_LIMIT deliveries: its
+        # caller has long since had its timeout
+        self.queue.queue_arguments = lasting_arguments(config)
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.exchange = get_rpc_exchange(config)
+
+    def start(self):
+        refuse_mismatched(self.amqp_uri, [self.queue])
+        super().start()
 
     def handle_result(self, message, result, exc_info):
         properties = message.properties

@@ -14,11 +14,18 @@ A broadcast handler has one queue per running instance, named by an id that
 changes with each start. Its retries and dead letters hang off its lasting name,
 the same without the instance, so every instance's failures land in one DLQ an
 operator can find by name.
+
+Queues that outlive their consumers (RPC, service-pool and singleton handlers,
+their retries and DLQs) are of QUEUE_TYPE (`lasting_arguments`); an instance's
+own queues (broadcast handlers, replies) are exclusive and stay classic.
 """
 from nameko.events import BROADCAST, SINGLETON
 
+from mesh.core.config import setting
+
 __all__ = ["rpc_queue", "handler_queue", "lasting_queue", "dlq_name",
-           "retry_queue_name", "lasting_queue_of", "BROADCAST", "SINGLETON"]
+           "retry_queue_name", "lasting_queue_of", "lasting_arguments", "BROADCAST",
+           "SINGLETON"]
 
 
 def rpc_queue(service):
@@ -50,3 +57,25 @@ def dlq_name(queue):
 
 def retry_queue_name(queue, delay_ms):
     return f"{queue}.retry.{delay_ms}"
+
+
+def lasting_arguments(config, dead_letter_to=None, limit_deliveries=True):
+    """The declare arguments of a queue that outlives its consumers.
+
+    Classic: none (as such queues were always declared, so existing ones still
+    match). Quorum: replicated; with `limit_deliveries`, a message delivered
+    QUEUE_DELIVERY_LIMIT times without an ack is dead-lettered to the queue
+    `dead_letter_to`, at least once (the broker keeps it until that queue has
+    it), or dropped when there is none.
+    """
+    if setting(config, "QUEUE_TYPE") != "quorum":
+        return {}
+    arguments = {"x-queue-type": "quorum"}
+    if limit_deliveries:
+        arguments["x-delivery-limit"] = setting(config, "QUEUE_DELIVERY_LIMIT")
+    if dead_letter_to is not None:
+        arguments.update({"x-dead-letter-exchange": "",
+                          "x-dead-letter-routing-key": dead_letter_to,
+                          "x-dead-letter-strategy": "at-least-once",
+                          "x-overflow": "reject-publish"})
+    return arguments

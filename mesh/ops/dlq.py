@@ -9,7 +9,7 @@ from amqp.exceptions import NotFound
 from kombu import Connection
 
 from mesh.messaging.broker import ConfirmedPublisher
-from mesh.messaging.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler, dlq
+from mesh.messaging.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler
 from mesh.messaging.health import queue_state
 from mesh.messaging.topology import BROADCAST, dlq_name, lasting_queue_of
 from mesh.runtime.serve import entrypoints_of, import_service
@@ -77,9 +77,13 @@ def _describe(message):
         event_id, event_type = body.get("event_id"), body.get("type")
     except (ValueError, AttributeError, TypeError):
         event_id, event_type = None, None
+    error = headers.get(ERROR)
+    if error is None and headers.get("x-death"):
+        # the broker moved it here (a quorum queue's delivery limit), not the handler
+        error = f"dead-lettered by the broker: {headers['x-death'][0].get('reason')}"
     return {"id": message.properties.get("message_id") or event_id,
             "event_id": event_id, "type": event_type, "attempts": headers.get(ATTEMPT),
-            "error": headers.get(ERROR), "failed_at": headers.get(FAILED_AT)}
+            "error": error, "failed_at": headers.get(FAILED_AT)}
 
 
 def messages(amqp_uri, queue):
@@ -141,6 +145,8 @@ def _replayed(message):
 def purge(amqp_uri, queue):
     """Drop everything in `queue`'s DLQ; returns how many messages went."""
     with Connection(amqp_uri) as connection:
-        bound = dlq(base_queue(queue))(connection.channel())
-        bound.declare()
-        return bound.purge()
+        channel = connection.channel()
+        try:  # purged as it is, whatever its type; one that does not exist is empty
+            return channel.queue_purge(dlq_name(base_queue(queue)))
+        except NotFound:
+            return 0

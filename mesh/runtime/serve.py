@@ -7,6 +7,7 @@ import signal
 import sys
 
 import eventlet
+from nameko.exceptions import ConfigurationError
 from nameko.runners import ServiceRunner
 
 from mesh.core import codec, logs
@@ -67,7 +68,11 @@ def serve(config, name):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    runner.start()
+    try:
+        runner.start()
+    except ConfigurationError as exc:  # e.g. a queue of another type: say it once
+        runner.kill()
+        sys.exit(f"mesh: {name}: {exc}")
     # Everything made so far (modules, extensions, pools) lives as long as the
     # process; left in the collector's oldest generation, it is scanned by every
     # full collection, which stalls every in-flight request for tens of ms

@@ -173,3 +173,10 @@ def test_dockerfile_copies_what_the_services_import():
     for path in ("contracts", "mesh", "services", "gateway.py", "config.yaml"):
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.M), path
     assert 'ENTRYPOINT ["mesh", "--config", "/app/config.yaml"]' in dockerfile
+
+
+def test_production_configs_use_quorum_queues():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert compose["x-service"]["environment"]["QUEUE_TYPE"] == "quorum"
+    configmap = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
+    assert configmap["data"]["QUEUE_TYPE"] == "quorum"

@@ -11,6 +11,7 @@ import uuid
 import eventlet
 import pytest
 from kombu import Connection, Exchange, Queue
+from nameko.exceptions import ConfigurationError
 from sqlalchemy import String, create_engine, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -269,3 +270,50 @@ def test_a_replay_into_a_missing_queue_is_refused_and_moves_nothing(mesh_config)
     refused = operator("replay", ghost, uri=uri, check=False)
     assert refused.returncode == 1 and "does not exist" in refused.stderr
     assert len(dlq.messages(uri, ghost)) == 1  # still parked
+
+
+def test_a_poison_event_on_a_quorum_queue_is_bounded_then_parked(
+        mesh_containers, mesh_config, tmp_path, queue_type):
+    """A message whose consumer keeps dying on it (it is never acked) is moved to
+    the DLQ the operator knows after QUEUE_DELIVERY_LIMIT deliveries."""
+    if queue_type != "quorum":
+        pytest.skip("a classic queue has no delivery limit")
+    uri = mesh_config["AMQP_URI"]
+    url = f"sqlite:///{tmp_path}/flaky.sqlite"
+    engine = create_engine(url)
+    create_tables(engine, ToyBase)
+    config = {**mesh_config, "DATABASE_URL_FLAKY": url, "QUEUE_DELIVERY_LIMIT": 2}
+    container = mesh_containers(FlakyService, config)
+    container.start()  # declares its queue and its DLQ
+    container.stop()
+    event = envelope()
+    publish(uri, event)
+    with Connection(uri) as connection:
+        channel = connection.channel()
+        for _ in range(3):  # a consumer that dies before it acks, three times
+            message = wait_until(lambda: channel.basic_get(QUEUE, no_ack=False), 10,
+                                 "the event to be delivered again")
+            channel.basic_reject(message.delivery_tag, requeue=True)
+        assert channel.basic_get(QUEUE, no_ack=True) is None
+    (parked,) = wait_until(lambda: dlq.messages(uri, QUEUE), 10, "the event to be parked")
+    assert parked["event_id"] == event["event_id"]
+    assert parked["error"] == "dead-lettered by the broker: delivery_limit"
+    FlakyService.failures_left = 0
+    container = mesh_containers(FlakyService, config)
+    container.start()
+    assert "replayed 1" in operator("replay", QUEUE, uri=uri).stdout
+    with Session(engine) as session:
+        wait_until(lambda: session.scalar(select(func.count()).select_from(Seen)) == 1)
+    engine.dispose()
+
+
+def test_a_queue_made_with_another_type_is_refused_with_what_to_do(
+        mesh_containers, mesh_config, tmp_path, queue_type):
+    url = f"sqlite:///{tmp_path}/flaky.sqlite"
+    create_tables(create_engine(url), ToyBase)
+    config = {**mesh_config, "DATABASE_URL_FLAKY": url}
+    mesh_containers(FlakyService, config).start()
+    other = "classic" if queue_type == "quorum" else "quorum"
+    with pytest.raises(ConfigurationError, match=f"queue {QUEUE} exists with other "
+                                                 r"arguments .*README \"Quorum queues\""):
+        mesh_containers(FlakyService, {**config, "QUEUE_TYPE": other}).start()

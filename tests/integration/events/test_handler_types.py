@@ -14,7 +14,7 @@ from mesh.messaging.handlers import MeshEventHandler, handle_event
 from mesh.messaging.health import service_queues
 from mesh.messaging.topology import handler_queue
 from mesh.ops import dlq
-from mesh.testing import create_tables, wait_until
+from mesh.testing import create_tables, queue_types, wait_until
 from tests.integration.events.test_events import envelope, operator, publish
 
 POOL = "evt-accounts-user_registered--watcher.on_pool"
@@ -118,3 +118,19 @@ def test_a_broadcast_instance_s_dead_letters_are_where_operators_look(watchers,
     replayed = operator("replay", EVERY, uri=uri, check=False)
     assert "replayed 2" in replayed.stdout, replayed.stderr
     wait_until(lambda: handled() == ["broadcast", "broadcast", "pool", "singleton"])
+
+
+def test_lasting_queues_are_of_the_configured_type_and_instance_queues_classic(
+        watchers, mesh_config, queue_type):
+    uri = mesh_config["AMQP_URI"]
+    WatcherService.broadcasts_fail = True
+    publish(uri, envelope())  # a retry queue for each broadcast instance
+    wait_until(lambda: len(dlq.messages(uri, EVERY)) == 2)
+    types = queue_types(uri)
+    lasting = {ONE, POOL, f"{EVERY}.dlq"}
+    if queue_type == "quorum":  # DLQs made up front: the broker may dead-letter into them
+        lasting |= {f"{ONE}.dlq", f"{POOL}.dlq"}
+    assert {name: types.get(name) for name in lasting} == dict.fromkeys(lasting, queue_type)
+    instances = [name for name in types if name.startswith(f"{EVERY}-")]
+    assert len(instances) == 4  # two instances, each with its queue and a retry queue
+    assert {types[name] for name in instances} == {"classic"}
