@@ -125,18 +125,17 @@ class MeshEventHandler(EventHandler):
         self.record = insert(INBOX)  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
+        if not self.queue.exclusive:
+            # before anything consumes: a refused declare would loop for ever there
+            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config)] + [
+                retry_queue(self.queue.name, delay_ms, config) for delay_ms in self.delays_ms])
 
     def start(self):
-        if not self.queue.exclusive:
-            config = self.container.config
-            parked = dlq(self.lasting, config)
-            refuse_mismatched(self.amqp_uri, [self.queue, parked] + [
-                retry_queue(self.queue.name, delay_ms, config) for delay_ms in self.delays_ms])
-            if self.queue.queue_arguments.get("x-dead-letter-routing-key"):
-                # the broker dead-letters a message past the delivery limit only
-                # into a queue that exists (until then it keeps it): make the DLQ
-                with Connection(self.amqp_uri) as connection:
-                    parked(connection.channel()).declare()
+        if (self.queue.queue_arguments or {}).get("x-dead-letter-routing-key"):
+            # the broker dead-letters a message past the delivery limit only into
+            # a queue that exists (until then it keeps it): make the DLQ first
+            with Connection(self.amqp_uri) as connection:
+                dlq(self.lasting, self.container.config)(connection.channel()).declare()
         super().start()
 
     def handle_message(self, body, message):

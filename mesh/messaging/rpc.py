@@ -71,10 +71,8 @@ class ContractRpcConsumer(RpcConsumer):
         self.queue.queue_arguments = lasting_arguments(config)
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.exchange = get_rpc_exchange(config)
-
-    def start(self):
+        # before anything consumes: a refused declare would loop for ever there
         refuse_mismatched(self.amqp_uri, [self.queue])
-        super().start()
 
     def handle_result(self, message, result, exc_info):
         properties = message.properties
@@ -289,6 +287,13 @@ class ReplyConsumer(QueueConsumer):
 
 class ContractReplyListener(ReplyListener):
     queue_consumer = ReplyConsumer()
+
+    def setup(self):
+        super().setup()
+        # transient (nameko's is durable): a cluster forgets it with its node,
+        # so the listener can declare it again on another node; a reply never
+        # outlives a broker restart anyway
+        self.queue.durable = False
 
 
 class ServiceRpc(RpcProxy):
