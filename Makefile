@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit integration e2e bench broker clean
+.PHONY: install run test unit integration e2e test-cluster bench broker clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ integration: install broker
 
 e2e: install broker
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
+
+# Three RabbitMQ nodes of its own on loopback (needs root, as the tests' vhosts do).
+test-cluster: install broker
+	$(BIN)/pytest -p no:cacheprovider -s tests/cluster
 
 # The mesh beside stock nameko and raw py-amqp; prints a table, writes var/bench.json.
 bench: install broker

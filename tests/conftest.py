@@ -3,7 +3,7 @@ import pathlib
 
 import pytest
 
-LEVELS = ("unit", "integration", "e2e")
+LEVELS = ("unit", "integration", "e2e", "cluster")
 
 
 def pytest_collection_modifyitems(items):
