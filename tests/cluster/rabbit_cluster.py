@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 
 from mesh.testing import free_port
 
@@ -25,13 +26,16 @@ class RabbitCluster:
         self.root = tempfile.mkdtemp(prefix="mesh-rabbit-")
         os.chmod(self.root, 0o755)
         self.nodes = [f"{prefix}{i}@localhost" for i in range(1, size + 1)]
+        # a vhost of its own: a process left over from another run, retrying an
+        # address that one of these nodes now has, cannot take this run's work
+        self.vhost = f"mesh-cluster-{uuid.uuid4().hex[:8]}"
         self.ports = {node: free_port() for node in self.nodes}
         self.dist_ports = {node: free_port() for node in self.nodes}
 
     @property
     def uri(self):
         """kombu's failover form: every node, tried in turn."""
-        return ";".join(f"pyamqp://guest:guest@127.0.0.1:{self.ports[node]}/"
+        return ";".join(f"pyamqp://guest:guest@127.0.0.1:{self.ports[node]}/{self.vhost}"
                         for node in self.nodes)
 
     def _dir(self, node):
@@ -78,12 +82,14 @@ class RabbitCluster:
             _ctl(node, "stop_app")
             _ctl(node, "join_cluster", first)
             _ctl(node, "start_app")
+        _ctl(first, "add_vhost", self.vhost)
+        _ctl(first, "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         return self
 
     def leader(self, queue, ask):
         """The node leading the quorum queue `queue`, asked of the running node `ask`."""
-        for line in _ctl(ask, "list_queues", "--no-table-headers", "name", "leader") \
-                .splitlines():
+        for line in _ctl(ask, "list_queues", "-p", self.vhost, "--no-table-headers", "name",
+                         "leader").splitlines():
             name, _, leader = line.partition("\t")
             if name == queue:
                 return leader.strip()
