@@ -98,6 +98,13 @@ class RunningMesh:
 
     def kill(self):
         if self.process.poll() is None:
+            # its services first: killed alone, `mesh up` would leave them running,
+            # retrying the broker for ever and taking later tests' work
+            for pid in self.children():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.process.kill()
             self.process.wait()
 
