@@ -22,7 +22,7 @@ broker:
 	@bash .ci/ensure-services
 
 test: install broker
-	$(BIN)/pytest -p no:cacheprovider tests/unit tests/integration tests/e2e
+	$(BIN)/pytest -p no:cacheprovider tests/unit tests/integration tests/e2e tests/cluster
 
 unit: install
 	$(BIN)/pytest -p no:cacheprovider tests/unit
@@ -33,7 +33,8 @@ integration: install broker
 e2e: install broker
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
 
-# Three RabbitMQ nodes of its own on loopback (needs root, as the tests' vhosts do).
+# Three RabbitMQ nodes of its own on loopback (needs root, as the tests' vhosts do);
+# part of `make test`, alone here with its figures shown.
 test-cluster: install broker
 	$(BIN)/pytest -p no:cacheprovider -s tests/cluster
 

@@ -7,7 +7,12 @@ holds the platform's (mesh.data.tables). `upgrade` brings both to their heads.
 A revision may replace a squashed run of older ones (``replaces = ("0001",
 "0002")``, oldest first, as Django's squashed migrations do): a database
 stamped with the last of them is adopted in place, its tables and rows kept.
+
+On PostgreSQL an upgrade holds a transaction-scoped advisory lock named after
+the service, so replicas (or a Job and a replica) starting together take turns:
+the first migrates, the others then find the schema at its head.
 """
+import hashlib
 import importlib.util
 import os
 import sys
@@ -17,11 +22,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import text
 
 from mesh.data import tables
 from mesh.data.db import database_url, make_engine
 
-__all__ = ["alembic_config", "upgrade", "upgrade_or_exit", "run_env", "migrations_dir", "PLATFORM_VERSIONS"]
+__all__ = ["alembic_config", "upgrade", "upgrade_or_exit", "run_env", "migrations_dir",
+           "migration_lock_key", "PLATFORM_VERSIONS"]
 
 PLATFORM_VERSIONS = os.path.join(os.path.dirname(__file__), "platform_migrations")
 
@@ -60,12 +67,23 @@ def upgrade(config, service, revision="heads"):
     engine = make_engine(cfg.attributes["url"])
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # released by the commit (or rollback) that ends this transaction
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": migration_lock_key(service)})
             cfg.attributes["connection"] = connection
             _adopt_squashed(cfg, connection)
             command.upgrade(cfg, revision)
     finally:
         engine.dispose()
     return True
+
+
+def migration_lock_key(service):
+    """The advisory lock `upgrade` holds for `service` (a signed 64-bit number,
+    the same in every process and release)."""
+    digest = hashlib.blake2b(f"mesh migrate {service}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def upgrade_or_exit(config, service):

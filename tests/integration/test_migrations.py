@@ -1,9 +1,13 @@
 """Every service's schema comes from its own history plus the platform's `mesh`
 branch; a database made before that split upgrades in place."""
 import importlib
+import os
 import pathlib
 import sqlite3
+import subprocess
+import sys
 
+import psycopg2
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -113,3 +117,45 @@ def test_the_platform_tables_are_declared_once():
             text = revision.read_text()
             for table in tables.metadata.tables:
                 assert f"'{table}'" not in text, (revision.name, table)
+
+
+def _migrate(tmp_path, service, url):
+    env = dict(os.environ, MESH_DATA_DIR=str(tmp_path),
+               **{f"DATABASE_URL_{service.upper()}": url})
+    return subprocess.Popen([sys.executable, "-m", "mesh.ops.cli", "migrate", "--only",
+                             service], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.postgres
+def test_migrate_waits_for_the_advisory_lock_a_replica_holds(tmp_path, postgres_databases):
+    url = postgres_databases("migrate_lock")
+    holder = psycopg2.connect(url)
+    holder.autocommit = True
+    with holder.cursor() as cursor:  # as another replica's migration would hold it
+        cursor.execute("SELECT pg_advisory_lock(%s)",
+                       (migrations.migration_lock_key("orders"),))
+    process = _migrate(tmp_path, "orders", url)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=3)
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('alembic_version')")
+            assert cursor.fetchone() == (None,), "migrated while the lock was held"
+            cursor.execute("SELECT pg_advisory_unlock(%s)",
+                           (migrations.migration_lock_key("orders"),))
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        holder.close()
+    assert process.returncode == 0, output
+    assert schema_drift(url, "orders") == []
+
+
+@pytest.mark.postgres
+def test_replicas_migrating_at_once_take_turns(tmp_path, postgres_databases):
+    url = postgres_databases("migrate_race")
+    processes = [_migrate(tmp_path, "inventory", url) for _ in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, outputs
+    assert schema_drift(url, "inventory") == []
