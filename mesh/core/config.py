@@ -127,6 +127,11 @@ class Settings(Schema):
         values=fields.Integer(strict=True, validate=validate.Range(min=0, max=65535),
                               error_messages={"invalid": "must be an integer from 0 to "
                                                          "65535"}))
+    REPLICAS = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        values=fields.Integer(strict=True, validate=validate.Range(min=1, max=16),
+                              error_messages={"invalid": "must be an integer from 1 to "
+                                                         "16"}))
     HTTP_MAX_CONNECTIONS = fields.Integer(strict=True, load_default=500,
                                           validate=validate.Range(min=1, max=100000))
     HTTP_READ_TIMEOUT = fields.Float(load_default=10.0,

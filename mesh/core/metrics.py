@@ -93,6 +93,7 @@ class OpsServer(SharedExtension):
 
     def setup(self):
         config = self.container.config
+        # `mesh serve --replica N` has already moved OPS_PORTS to its own port
         self.address = (setting(config, "OPS_HOST"),
                         setting(config, "OPS_PORTS").get(self.container.service_name, 0))
         self.socket = self.thread = None

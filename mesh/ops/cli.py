@@ -33,16 +33,22 @@ def cmd_up(args):
     import os
 
     from mesh.auth.tokens import signing_key
+    from mesh.core.config import ConfigError
+    from mesh.runtime.replicas import parse_scale, replica_counts
     from mesh.runtime.supervisor import Supervisor
 
     config = _load(args)
     names = _names(args, config)
+    try:
+        replicas = replica_counts(config, names, parse_scale(args.scale or ""))
+    except ConfigError as exc:
+        sys.exit(f"mesh: {exc}")
     os.makedirs(config["MESH_DATA_DIR"], exist_ok=True)
     signing_key(config)  # made once here, so every process reads the same one
     # text for a person at a terminal, JSON lines for anything reading a pipe
     log_format = os.environ.get("MESH_LOG_FORMAT") or \
         ("text" if sys.stdout.isatty() else "json")
-    return Supervisor(args.config, config, names, log_format=log_format).run()
+    return Supervisor(args.config, config, replicas, log_format=log_format).run()
 
 
 def cmd_serve(args):
@@ -53,7 +59,7 @@ def cmd_serve(args):
 
     config = _load(args)
     _names(argparse.Namespace(only=args.name), config)
-    serve(config, args.name)
+    serve(config, args.name, args.replica)
     return 0
 
 
@@ -176,10 +182,15 @@ def build_parser():
 
     up = commands.add_parser("up", help="run every service and the gateway")
     up.add_argument("--only", help="comma-separated services to run, e.g. accounts,inventory")
+    up.add_argument("--scale", help="processes of some services, e.g. orders=2,inventory=2 "
+                    "(default: REPLICAS in config, else 1; more than one needs PostgreSQL)")
     up.set_defaults(func=cmd_up)
 
     serve = commands.add_parser("serve", help="run one service in this process")
     serve.add_argument("name")
+    serve.add_argument("--replica", type=int, default=1,
+                       help="which of the service's replicas this is (from 1): "
+                       "replica N serves /metrics on its ops port + (N - 1) * 100")
     serve.set_defaults(func=cmd_serve)
 
     migrate = commands.add_parser("migrate", help="bring databases to the latest schema")

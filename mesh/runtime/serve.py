@@ -12,6 +12,7 @@ from nameko.runners import ServiceRunner
 
 from mesh.core import codec, logs
 from mesh.data import migrations
+from mesh.runtime.replicas import ops_port
 
 __all__ = ["serve", "container_config", "import_service", "entrypoints_of",
            "STOP_GRACE_SECONDS"]
@@ -36,14 +37,17 @@ def entrypoints_of(service_cls):
             yield attr, entrypoint
 
 
-def container_config(config, name):
-    """`config` for `name`'s container: its WORKERS become nameko's max_workers
-    (from which nameko also takes its prefetch)."""
-    return {**config, "max_workers": (config.get("WORKERS") or {}).get(
-        name, DEFAULT_WORKERS)}
+def container_config(config, name, replica=1):
+    """`config` for replica `replica` of `name`'s container: its WORKERS become
+    nameko's max_workers (from which nameko also takes its prefetch); a replica
+    after the first serves /metrics on a port of its own."""
+    return {**config,
+            "max_workers": (config.get("WORKERS") or {}).get(name, DEFAULT_WORKERS),
+            "OPS_PORTS": {**(config.get("OPS_PORTS") or {}),
+                          name: ops_port(config, name, replica)}}
 
 
-def serve(config, name):
+def serve(config, name, replica=1):
     """Migrate the service's database, run it until SIGTERM/SIGINT, then drain."""
     logs.set_process_service(name)
     logs.skip_unused_record_fields()
@@ -54,7 +58,7 @@ def serve(config, name):
     if migrations.upgrade_or_exit(config, name):
         log.info("%s database is at the latest schema", name)
 
-    runner = ServiceRunner(container_config(config, name))
+    runner = ServiceRunner(container_config(config, name, replica))
     runner.add_service(service_cls)
     stopping = []
 

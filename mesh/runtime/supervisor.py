@@ -42,14 +42,17 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, config_path, config, names, out=sys.stdout, log_format="text"):
+    def __init__(self, config_path, config, replicas, out=sys.stdout, log_format="text"):
+        """`replicas`: `{service: processes}`; replica N of a service that runs
+        several is shown as `service.N`."""
         self.config, self.out, self.log_format = config, out, log_format
-        width = max(len(n) for n in names)
-        self.width = width
         self.children = [
-            Child(name, [sys.executable, "-m", "mesh.ops.cli", "serve", name,
-                         "--config", os.path.abspath(config_path)])
-            for name in names]
+            Child(f"{name}.{n}" if count > 1 else name,
+                  [sys.executable, "-m", "mesh.ops.cli", "serve", name,
+                   "--config", os.path.abspath(config_path)] +
+                  (["--replica", str(n)] if count > 1 else []))
+            for name, count in replicas.items() for n in range(1, count + 1)]
+        self.width = max(len(c.name) for c in self.children)
         self.stopping = threading.Event()
         self.lock = threading.Lock()
 

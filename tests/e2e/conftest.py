@@ -86,7 +86,10 @@ class RunningMesh:
             except FileNotFoundError:
                 continue
             if "serve" in argv:
-                found[int(pid)] = argv[argv.index("serve") + 1]
+                name = argv[argv.index("serve") + 1]
+                if "--replica" in argv:  # one of several: `orders.2`
+                    name += "." + argv[argv.index("--replica") + 1]
+                found[int(pid)] = name
         return found
 
     def stop(self, sig=signal.SIGTERM, timeout=10):

@@ -116,6 +116,11 @@ def test_only_runs_a_subset(start_mesh):
     ((), {"AMQP_URI": "http://localhost"}, "AMQP_URI"),
     ((), {"DATABASE_URL_INVENTORY": "mysql://x/y"}, "DATABASE_URL_INVENTORY"),
     (("--only", "accounts,billing"), {}, "billing"),
+    # several processes cannot share a SQLite file, nor one gateway port
+    (("--scale", "orders=2"), {}, "DATABASE_URL_ORDERS"),
+    (("--scale", "gateway=2"), {}, "load balancer"),
+    (("--scale", "orders=two"), {}, "--scale"),
+    ((), {"REPLICAS_INVENTORY": "0"}, "REPLICAS"),
 ])
 def test_bad_settings_stop_start_up_in_one_line(mesh_env, args, extra, named):
     result = subprocess.run([str(BIN / "mesh"), "up", *args], cwd=REPO,

@@ -95,7 +95,7 @@ def test_context_is_per_greenthread():
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_mesh_up_output_is_all_json_or_all_prefixed(fmt):
     out = io.StringIO()
-    supervisor = Supervisor("config.yaml", CONFIG, ["orders", "gateway"], out=out,
+    supervisor = Supervisor("config.yaml", CONFIG, {"orders": 1, "gateway": 1}, out=out,
                             log_format=fmt)
     supervisor.say("mesh", "starting orders, gateway")
     supervisor.say("orders", '{"level": "INFO", "service": "orders", "message": "hi"}\n')
