@@ -1,9 +1,7 @@
 """The HTTP entry point: a route table from HTTP to contract RPCs, nothing else."""
-from werkzeug.wrappers import Response
 
 from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, NotFound
-from mesh.core.metrics import exposition
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
 from mesh.http.auth import KnownUsers
 from mesh.http.openapi import OpenApi, docs_asset, docs_page
@@ -71,11 +69,6 @@ class GatewayService:
     @operation("GET", "/health")
     def health(self):
         return {"status": "ok"}
-
-    @operation("GET", "/metrics")
-    def metrics(self):
-        body, content_type = exposition(self.telemetry.registry)
-        return Response(body, content_type=content_type)
 
     @operation("GET", "/api/v1/openapi.json")
     def openapi(self):

@@ -103,8 +103,9 @@ class Mesh:
                "API_RATE_LIMIT": "100000000/60", "AUTH_RATE_LIMIT": "100000000/60",
                "AUTH_ACCOUNT_RATE_LIMIT": "100000000/60",
                "AUTH_ADDRESS_RATE_LIMIT": "100000000/60"}
+        env["OPS_PORT_GATEWAY"] = "0"  # a running mesh may hold them
         for name in stores.SERVICES:
-            env[f"OPS_PORT_{name.upper()}"] = "0"  # a running mesh may hold them
+            env[f"OPS_PORT_{name.upper()}"] = "0"
             env[f"DATABASE_URL_{name.upper()}"] = self.databases.get(name, "")
         self.process = processes.start("mesh-postgres" if databases else "mesh",
                                        [sys.executable, "-m", "mesh.ops.cli", "up"], env)

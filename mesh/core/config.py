@@ -132,6 +132,8 @@ class Settings(Schema):
         values=fields.Integer(strict=True, validate=validate.Range(min=1, max=16),
                               error_messages={"invalid": "must be an integer from 1 to "
                                                          "16"}))
+    TRUSTED_PROXIES = fields.Integer(strict=True, load_default=0,
+                                     validate=validate.Range(min=0, max=10))
     HTTP_MAX_CONNECTIONS = fields.Integer(strict=True, load_default=500,
                                           validate=validate.Range(min=1, max=100000))
     HTTP_READ_TIMEOUT = fields.Float(load_default=10.0,

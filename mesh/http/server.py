@@ -16,6 +16,7 @@ from nameko.web.server import BindAddress, WebServer
 from prometheus_client import Counter, Histogram
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
     RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import Map
 from werkzeug.wrappers import Request, Response
 
@@ -219,7 +220,13 @@ class MeshWebServer(WebServer):
         return BindAddress(config["GATEWAY_HOST"], int(config["GATEWAY_PORT"]))
 
     def get_wsgi_app(self):
-        return MeshWsgiApp(self)
+        app = MeshWsgiApp(self)
+        hops = setting(self.container.config, "TRUSTED_PROXIES")
+        # behind a load balancer every client has its address; trust the
+        # X-Forwarded-For/-Proto entries its `hops` proxies added, and no more
+        # (a client can write any it likes before them)
+        return ProxyFix(app, x_for=hops, x_proto=hops, x_host=0, x_port=0,
+                        x_prefix=0) if hops else app
 
     def make_url_map(self):
         url_map = Map(strict_slashes=False, merge_slashes=False)

@@ -1,4 +1,5 @@
 """Readiness: does the broker answer, and does each service have a consumer?"""
+import redis
 from amqp.exceptions import NotFound, PreconditionFailed, ResourceLocked
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -7,7 +8,7 @@ from nameko.extensions import DependencyProvider
 
 from mesh.messaging.topology import dlq_name, rpc_queue
 
-__all__ = ["queue_state", "consumers", "service_queues", "check_services", "Readiness",
+__all__ = ["queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
            "refuse_mismatched"]
 
 
@@ -81,8 +82,12 @@ def service_queues(connection, service, serves_rpc, handlers):
     return report
 
 
-def check_services(amqp_uri, services, timeout=2.0):
-    """`(ready, checks)`: each check is "ok" or what is wrong."""
+def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0):
+    """`(ready, checks)`: ready when the broker answers, and Redis too when
+    `redis_url` is set. Each of `services` is checked as well, "ok" or
+    "no instance", without deciding readiness: a missing service makes only the
+    routes that need it answer 503 (its guard says so), and one bad rollout of it
+    must not take every gateway out of its load balancer."""
     checks = {}
     try:
         with Connection(amqp_uri, connect_timeout=timeout,
@@ -90,19 +95,24 @@ def check_services(amqp_uri, services, timeout=2.0):
             connection.connect()
             checks["broker"] = "ok"
             for service in services:
-                running = consumers(connection, service)
-                checks[service] = "ok" if running else "no running instance"
+                checks[service] = "ok" if consumers(connection, service) else "no instance"
     except Exception as exc:  # any failure to reach the broker means "not ready"
         checks["broker"] = f"unreachable: {type(exc).__name__}"
         checks.update({service: "unknown" for service in services if service not in checks})
-    return all(v == "ok" for v in checks.values()), checks
+    if redis_url:
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=timeout,
+                                 socket_timeout=timeout).ping()
+            checks["redis"] = "ok"
+        except redis.RedisError as exc:
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+    ready = checks["broker"] == "ok" and checks.get("redis", "ok") == "ok"
+    return ready, checks
 
 
 class Readiness(DependencyProvider):
-    """Gives workers a callable that checks the broker and the services.
-
-    By default: every other service in config's SERVICES.
-    """
+    """Gives workers a callable that checks the broker, Redis when REDIS_URL is
+    set, and the services (by default every other one in config's SERVICES)."""
 
     def __init__(self, services=None):
         self.services = list(services) if services is not None else None
@@ -113,5 +123,6 @@ class Readiness(DependencyProvider):
                              if name != self.container.service_name]
 
     def get_dependency(self, worker_ctx):
-        uri = self.container.config[AMQP_URI_CONFIG_KEY]
-        return lambda: check_services(uri, self.services)
+        config = self.container.config
+        return lambda: check_readiness(config[AMQP_URI_CONFIG_KEY], self.services,
+                                       config.get("REDIS_URL"))

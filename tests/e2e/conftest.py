@@ -127,7 +127,8 @@ def mesh_env(tmp_path_factory):
         def make(**extra):
             env = {k: v for k, v in os.environ.items() if not k.startswith(
                 ("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_", "OPS_", "OTEL_"))}
-            env.update({f"OPS_PORT_{name.upper()}": str(free_port()) for name in OPS_SERVICES})
+            env.update({f"OPS_PORT_{name.upper()}": str(free_port())
+                        for name in OPS_SERVICES + ("gateway",)})
             env.update(AMQP_URI=vhosts.enter_context(temporary_vhost()),
                        GATEWAY_PORT=str(free_port()),
                        MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),

@@ -89,13 +89,13 @@ def test_by_default_the_logs_show_answers_only_as_access_lines(mesh):
 
 def test_metrics_move_with_calls(mesh):
     admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
-    before_gateway = samples(mesh.http("GET", "/metrics").text)
+    before_gateway = samples(mesh.ops("gateway").text)
     before = samples(mesh.ops("inventory").text)
     created = mesh.http("POST", "/api/v1/products", admin, json={
         "sku": f"m-{uuid.uuid4().hex[:8]}", "name": "M", "price_cents": 1})
     assert created.status_code == 201
     assert mesh.http("GET", "/api/v1/products/987654321").status_code == 404
-    after_gateway = samples(mesh.http("GET", "/metrics").text)
+    after_gateway = samples(mesh.ops("gateway").text)
     after = samples(mesh.ops("inventory").text)
 
     def moved(before, after, name, **labels):
@@ -115,12 +115,14 @@ def test_metrics_move_with_calls(mesh):
     assert value(after_gateway, "mesh_circuit_state", target="inventory") == 0
     assert value(after, "mesh_rpc_consumers", service="inventory") == 1
     assert mesh.ops("inventory", "/health").json() == {"status": "ok", "service": "inventory"}
+    # the gateway's metrics are on its ops port only, never on the public one
+    assert mesh.http("GET", "/metrics").status_code == 404
 
 
 def test_the_dashboard_queries_only_metrics_the_mesh_exports(mesh):
     place_order(mesh)  # so that every family has been created
     exported = set()
-    pages = [mesh.http("GET", "/metrics").text] + [mesh.ops(s).text for s in OPS_SERVICES]
+    pages = [mesh.ops(s).text for s in OPS_SERVICES + ("gateway",)]
     for page in pages:
         for family in text_string_to_metric_families(page):
             suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}

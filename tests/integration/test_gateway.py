@@ -160,11 +160,15 @@ def test_health_and_ready(mesh):
 def test_a_missing_service_is_named_and_answered_quickly(start_service, mesh_config):
     port = free_port()
     start_service(GatewayService, GATEWAY_PORT=port, RPC_TIMEOUT=1)
-    # a service name no test ever starts: its queue does not exist
     base = f"http://127.0.0.1:{port}"
+    # no service runs: the gateway still serves (what needs one answers 503), so
+    # it stays in its load balancer and names what is missing
     ready = requests.get(base + "/ready", timeout=5)
-    assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
-    assert ready.json()["checks"]["broker"] == "ok"
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["checks"] == {"broker": "ok", "accounts": "no instance",
+                                      "inventory": "no instance", "orders": "no instance",
+                                      "payments": "no instance",
+                                      "notifications": "no instance"}
     started = time.monotonic()
     response = requests.get(base + "/api/v1/products", timeout=5)
     assert response.status_code in (503, 504)
@@ -313,3 +317,17 @@ def test_connections_beyond_the_cap_are_answered_503(start_mesh):
         sock.close()
     time.sleep(0.3)
     assert requests.get(mesh.base + "/health", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("redis_url,ready", [
+    ("redis://127.0.0.1:6379/0", True),
+    ("redis://127.0.0.1:{dead}/0", False),  # a port nothing listens on
+])
+def test_ready_checks_redis_when_it_is_set(start_service, redis_url, ready):
+    port = free_port()
+    start_service(GatewayService, GATEWAY_PORT=port,
+                  REDIS_URL=redis_url.format(dead=free_port()))
+    answer = requests.get(f"http://127.0.0.1:{port}/ready", timeout=10)
+    assert answer.status_code == (200 if ready else 503)
+    assert answer.json()["checks"]["broker"] == "ok"
+    assert (answer.json()["checks"]["redis"] == "ok") is ready

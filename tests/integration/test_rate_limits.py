@@ -1,5 +1,6 @@
 """Rate limits through the gateway, counted in the machine's real Redis."""
 import pytest
+import requests
 
 from tests.integration.conftest import REDIS_URL
 
@@ -20,12 +21,19 @@ def gateways(start_mesh, start_service, redis_prefix):
     def start(**limits):
         limits = {**LIMITS, **limits}
         first = start_mesh(["accounts", "inventory", "gateway"],
-                           RATE_LIMIT_PREFIX=redis_prefix, **limits)
-        port = free_port()
+                           RATE_LIMIT_PREFIX=redis_prefix,
+                           OPS_PORTS={"gateway": free_port()}, **limits)
+        port, ops = free_port(), {"gateway": free_port()}
         start_service(GatewayService, GATEWAY_PORT=port, RATE_LIMIT_PREFIX=redis_prefix,
-                      **limits)
-        return first, Client(f"http://127.0.0.1:{port}", first.config)
+                      OPS_PORTS=ops, **limits)
+        return first, Client(f"http://127.0.0.1:{port}", {**first.config, "OPS_PORTS": ops})
     return start
+
+
+def gateway_metrics(client):
+    """The gateway's /metrics, from its operations port."""
+    port = client.config["OPS_PORTS"]["gateway"]
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
 
 def test_a_flood_of_logins_is_refused_across_gateways(gateways):
@@ -39,8 +47,8 @@ def test_a_flood_of_logins_is_refused_across_gateways(gateways):
     assert flooded.json()["error"]["code"] == "rate_limited"
     assert int(flooded.headers["Retry-After"]) in range(1, 61)
     # the gateway that refused counts it, by limit
-    assert 'mesh_http_rate_limited_total{limit="auth"} 1.0' in second("GET", "/metrics").text
-    assert 'mesh_http_rate_limited_total{limit="auth"}' not in first("GET", "/metrics").text
+    assert 'mesh_http_rate_limited_total{limit="auth"} 1.0' in gateway_metrics(second)
+    assert 'mesh_http_rate_limited_total{limit="auth"}' not in gateway_metrics(first)
     # another account from the same client is not held back
     other = first.register()
     assert login(second, other, "correct horse").status_code == 200
@@ -60,3 +68,23 @@ def test_logins_count_against_the_api_limit_too(gateways):
         [login(second, "nobody-2@example.com").status_code,
          login(second, "nobody-3@example.com").status_code]
     assert statuses == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize("hops,spoofed_gets_through", [(0, False), (1, True)])
+def test_limits_key_on_the_client_the_trusted_proxy_saw(start_service, redis_prefix, hops,
+                                                        spoofed_gets_through):
+    """TRUSTED_PROXIES=1: a load balancer's X-Forwarded-For names the client; with 0
+    (no proxy) the header is the client's own word and changes nothing."""
+    from gateway import GatewayService
+    from mesh.testing import free_port
+
+    port = free_port()
+    start_service(GatewayService, GATEWAY_PORT=port, RATE_LIMIT_PREFIX=redis_prefix,
+                  TRUSTED_PROXIES=hops, **{**LIMITS, "API_RATE_LIMIT": "2/60"})
+
+    def get(client):
+        return requests.get(f"http://127.0.0.1:{port}/api/v1/products", timeout=5,
+                            headers={"X-Forwarded-For": client}).status_code
+
+    assert [get("198.51.100.7") for _ in range(3)][-1] == 429
+    assert (get("198.51.100.8") != 429) is spoofed_gets_through
