@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit integration e2e test-cluster bench broker clean
+.PHONY: install run test unit integration e2e test-cluster bench broker image clean
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ test-cluster: install broker
 # The mesh beside stock nameko and raw py-amqp; prints a table, writes var/bench.json.
 bench: install broker
 	$(BIN)/python -m bench
+
+# The one image every container runs (needs a Docker daemon; CI builds none).
+VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+image:
+	docker build -t nameko-mesh:$(VERSION) .
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -109,5 +109,8 @@ class OrdersService:
         timeout = setting(self.config, "SAGA_TIMEOUT_SECONDS")
         cutoff = utcnow() - dt.timedelta(seconds=timeout)
         acted = domain.expire(self.db.session, self.outbox, cutoff)
+        self.telemetry.counter(
+            "mesh_saga_timeouts", "Order sagas the timeout acted on (rejected, or a "
+            "stuck cancellation announced again)").inc(len(acted))
         if acted:
             log.warning("saga timeout (%g s) compensated orders %s", timeout, acted)

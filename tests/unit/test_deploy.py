@@ -4,6 +4,7 @@ Docker does not run on the development machines, so these files are checked by
 parsing them and cross-checking what they name.
 """
 import json
+import os
 import pathlib
 import re
 
@@ -12,6 +13,7 @@ import yaml
 
 from mesh.core.config import read_yaml
 from mesh.testing import load_test_config
+from tests.unit.test_k8s import built, configmap, of_kind
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SERVICES = list(load_test_config(str(REPO / "config.yaml"))["SERVICES"])
@@ -39,16 +41,6 @@ def settings():
 
 def compose():
     return yaml.load((REPO / "docker-compose.yml").read_text(), PlainLoader)["services"]
-
-
-def k8s_docs():
-    for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml")):
-        yield from (doc for doc in yaml.load_all(path.read_text(), PlainLoader) if doc)
-
-
-def deployments():
-    return {doc["metadata"]["name"]: doc for doc in k8s_docs()
-            if doc["kind"] == "Deployment"}
 
 
 def test_config_yaml_reads_as_nameko_reads_it():
@@ -82,61 +74,20 @@ def test_compose_gateway_is_reachable_only_from_loopback():
     assert gateway["ports"] == [f"127.0.0.1:{port}:{port}"]
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_k8s_deploys_every_service(service):
-    deployment = deployments()[service]
-    spec = deployment["spec"]
-    assert spec["selector"]["matchLabels"] == {"app.kubernetes.io/name": service}
-    assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == service
-    (container,) = spec["template"]["spec"]["containers"]
-    assert container["args"] == ["serve", service]
-    names = {e["name"] for e in container["env"]}
-    assert names <= settings() and {"AMQP_URI", "JWT_SECRET"} <= names
-    if service != "gateway":
-        assert f"DATABASE_URL_{service.upper()}" in names
-
-
-def test_k8s_configmap_holds_only_known_settings():
-    (configmap,) = [d for d in k8s_docs() if d["kind"] == "ConfigMap"]
-    assert set(configmap["data"]) <= settings()
-
-
-def test_k8s_gateway_probes_and_service_match():
-    gateway = deployments()["gateway"]
-    (container,) = gateway["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    port = int(env["GATEWAY_PORT"])
-    assert container["ports"][0]["containerPort"] == port
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-    (service,) = [d for d in k8s_docs() if d["kind"] == "Service"]
-    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "gateway"}
-    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
-
-
-def test_services_expose_their_ops_port_to_probes_and_prometheus():
-    ops_ports = load_test_config(str(REPO / "config.yaml"))["OPS_PORTS"]
-    assert set(ops_ports) == set(SERVICES) - {"gateway"}
-    for service, port in ops_ports.items():
-        template = deployments()[service]["spec"]["template"]
-        (container,) = template["spec"]["containers"]
-        assert container["ports"] == [{"name": "ops", "containerPort": port}]
-        assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "ops"}
-        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
-    (configmap,) = [d for d in k8s_docs() if d["kind"] == "ConfigMap"]
-    assert configmap["data"]["OPS_HOST"] == "0.0.0.0"
-    assert compose()["orders"]["environment"]["OPS_HOST"] == "0.0.0.0"
-
-
-def test_prometheus_scrapes_every_service_where_it_listens():
+def test_prometheus_scrapes_every_ops_port_never_the_public_one():
     scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     targets = {target for job in scrape["scrape_configs"]
                for group in job["static_configs"] for target in group["targets"]}
     config = load_test_config(str(REPO / "config.yaml"))
-    gateway_port = compose()["gateway"]["environment"]["GATEWAY_PORT"]
-    expected = {f"{name}:{port}" for name, port in config["OPS_PORTS"].items()}
-    assert targets == expected | {f"gateway:{gateway_port}"}
+    assert targets == {f"{name}:{port}" for name, port in config["OPS_PORTS"].items()}
+    assert set(config["OPS_PORTS"]) == set(SERVICES)
     assert set(name for name, _ in (t.split(":") for t in targets)) <= set(compose())
+    # the series carry their own `service` label: a target label would rename it
+    assert all("labels" not in group for job in scrape["scrape_configs"]
+               for group in job["static_configs"])
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in \
+        compose()["prometheus"]["volumes"]
 
 
 def test_grafana_is_provisioned_with_the_dashboard_and_prometheus():
@@ -168,15 +119,35 @@ def dashboard_metrics():
             for name in re.findall(r"\b(mesh_[a-z_]+)\b", target["expr"])}
 
 
-def test_dockerfile_copies_what_the_services_import():
-    dockerfile = (REPO / "Dockerfile").read_text()
+def test_dockerfile_builds_in_one_stage_and_runs_as_a_numeric_user_in_another():
+    text = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\w+)$", text, re.M)
+    assert stages == [("python:3.11-slim", "build"), ("python:3.11-slim", "run")]
+    build, run = re.split(r"^FROM .* AS run$", text, flags=re.M)
     for path in ("contracts", "mesh", "services", "gateway.py", "config.yaml"):
-        assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.M), path
-    assert 'ENTRYPOINT ["mesh", "--config", "/app/config.yaml"]' in dockerfile
+        assert re.search(rf"^COPY .*\b{re.escape(path)}\b", build, re.M), path
+    assert "pip install ." in build and "pip install" not in run
+    assert "COPY --from=build /venv /venv" in run
+    uid = re.search(r"^ARG UID=(\d+)$", run, re.M)[1]
+    assert int(uid) >= 10000
+    assert re.search(r"^USER \$\{UID\}:\$\{UID\}$", run, re.M)  # numeric, not a name
+    assert 'ENTRYPOINT ["mesh", "--config", "/app/config.yaml"]' in run
+    for template in (d["spec"]["template"] for d in built() if d["kind"] == "Deployment"
+                     and d["metadata"]["name"] in SERVICES):
+        assert template["spec"]["securityContext"]["runAsUser"] == int(uid)
+
+
+def test_dockerignore_keeps_the_venv_data_and_secrets_out():
+    ignored = set((REPO / ".dockerignore").read_text().split("\n"))
+    assert {".venv", "var", ".git", ".env", "*.pem", "*.key", "**/__pycache__"} <= ignored
+    data_dir = load_test_config(str(REPO / "config.yaml"))["MESH_DATA_DIR"]
+    # SQLite files and the development JWT secret
+    assert os.path.relpath(data_dir, REPO) in ignored
 
 
 def test_production_configs_use_quorum_queues():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert compose["x-service"]["environment"]["QUEUE_TYPE"] == "quorum"
-    configmap = yaml.safe_load((REPO / "deploy" / "k8s" / "configmap.yaml").read_text())
-    assert configmap["data"]["QUEUE_TYPE"] == "quorum"
+    assert configmap()["data"]["QUEUE_TYPE"] == "quorum"
+    (rabbitmq,) = of_kind("RabbitmqCluster")
+    assert "default_queue_type = quorum" in rabbitmq["spec"]["rabbitmq"]["additionalConfig"]

@@ -1,6 +1,9 @@
 """Every saga path through the gateway, with all services in real containers."""
 import eventlet
 import pytest
+import requests
+
+from mesh.testing import free_port
 
 FAST = dict(EVENT_RETRY_DELAYS=[0.2, 0.4])
 
@@ -133,8 +136,9 @@ def test_twelve_orders_race_for_five_units(mesh):
 
 def test_a_stuck_saga_times_out_and_is_compensated(start_mesh):
     # no payments service: the saga stops after reserving stock
+    ops = free_port()
     mesh = start_mesh(["accounts", "inventory", "orders", "notifications", "gateway"],
-                      SAGA_TIMEOUT_SECONDS=1, **FAST)
+                      SAGA_TIMEOUT_SECONDS=1, OPS_PORTS={"orders": ops}, **FAST)
     customer = mesh.customer()
     product = mesh.product(stock=3)
     order = mesh.order(customer, product["id"], quantity=2).json()
@@ -146,6 +150,9 @@ def test_a_stuck_saga_times_out_and_is_compensated(start_mesh):
             eventlet.sleep(0.1)
     finally:
         deadline.cancel()
+    # what the "saga timeouts" alert watches
+    metrics = requests.get(f"http://127.0.0.1:{ops}/metrics", timeout=5).text
+    assert 'mesh_saga_timeouts_total{service="orders"} 1.0' in metrics
 
 
 def test_every_event_delivered_twice_changes_nothing(mesh, mesh_config, rpc_client):
