@@ -103,14 +103,18 @@ def openapi_document(routes, errors, title="nameko-mesh", version="1"):
         paths.setdefault(url, {})[route.method.lower()] = operation
     for url, operations in paths.items():
         spec.path(path=url, operations=operations)
-    for url, summary, media in (
-            ("/health", "Up while the process runs", "application/json"),
-            ("/ready", "200 when the broker and every service answer", "application/json"),
-            ("/metrics", "Prometheus metrics, text format", "text/plain")):
+    # /metrics is not here: it is served on the operations port, never this one
+    json_body = {"application/json": {"schema": {}}}
+    for url, summary, responses in (
+            ("/health", "Up while the process runs",
+             {"200": {"description": "OK", "content": json_body}}),
+            ("/ready", "Whether the gateway can serve (its broker, Redis when set); "
+             "`checks` names each service `ok` or `no instance`",
+             {"200": {"description": "Ready", "content": json_body},
+              "503": {"description": "Not ready: `checks` says what fails",
+                      "content": json_body}})):
         spec.path(path=url, operations={"get": {
-            "summary": summary, "tags": ["operations"],
-            "responses": {"200": {"description": "OK",
-                                  "content": {media: {"schema": {}}}}}}})
+            "summary": summary, "tags": ["operations"], "responses": responses}})
     return spec.to_dict()
 
 

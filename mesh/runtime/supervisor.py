@@ -84,14 +84,17 @@ class Supervisor:
             self.say(child.name, line)
 
     def watch_ready(self):
-        """Print the gateway's URL once /ready answers 200."""
+        """Print the gateway's URL once /ready answers 200 with every check ok:
+        the gateway is ready as soon as its broker answers, the mesh once every
+        service it names has an instance too."""
         host = self.config["GATEWAY_HOST"]
         url = f"http://{host}:{self.config['GATEWAY_PORT']}"
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.stopping.is_set() and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(url + "/ready", timeout=2) as response:
-                    if response.status == 200:
+                    checks = json.load(response)["checks"]
+                    if response.status == 200 and set(checks.values()) == {"ok"}:
                         self.say("mesh", f"ready: the gateway is serving on {url} "
                                  f"(API under {url}/api/v1)")
                         return
