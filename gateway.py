@@ -1,5 +1,7 @@
 """The HTTP entry point: a route table from HTTP to contract RPCs, nothing else."""
+from werkzeug.wrappers import Response
 
+import contracts
 from contracts import accounts, inventory, notifications, orders
 from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, NotFound
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
@@ -7,6 +9,7 @@ from mesh.http.auth import KnownUsers
 from mesh.http.openapi import OpenApi, docs_asset, docs_page
 from mesh.messaging.health import Readiness
 from mesh.messaging.rpc import ServiceRpcs
+from mesh.runtime.asyncapi import AsyncApi, events_page
 from mesh.runtime.telemetry import Telemetry
 
 ROUTES = RouteTable("/api/v1", [
@@ -58,6 +61,7 @@ class GatewayService:
     readiness = Readiness()
     known_users = KnownUsers()
     openapi_document = OpenApi(ROUTES, ERRORS)
+    asyncapi_document = AsyncApi(contracts.CONTRACTS)
 
     @api(ROUTES, ERRORS)
     def api(self, route, kwargs, caller):
@@ -73,6 +77,15 @@ class GatewayService:
     @operation("GET", "/api/v1/openapi.json")
     def openapi(self):
         return self.openapi_document
+
+    @operation("GET", "/api/v1/asyncapi.json")
+    def asyncapi(self):
+        return self.asyncapi_document
+
+    @operation("GET", "/docs/events")
+    def events_docs(self):
+        return Response(events_page(self.asyncapi_document),
+                        content_type="text/html; charset=utf-8")
 
     @operation("GET", "/docs")
     def docs(self):

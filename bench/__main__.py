@@ -10,7 +10,11 @@ median of the rounds. Prints one table and writes it as JSON (`--out`).
 
 ``python -m bench [--rounds 3] [--seconds 3] [--smoke] [--no-postgres] [--out FILE]``
 """
-from mesh.testing import free_port, temporary_vhost  # patches eventlet first
+import eventlet
+
+eventlet.monkey_patch()  # before anything opens a socket: the bench's load is green
+
+from mesh.testing import free_port, temporary_vhost  # noqa: E402
 
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402

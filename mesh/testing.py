@@ -2,20 +2,14 @@
 
 Each test gets a RabbitMQ vhost and a MESH_DATA_DIR of its own; each session a
 PostgreSQL database of its own. Each is deleted at the end, and nothing else is.
+
+It patches nothing when it is imported (pytest imports every installed plugin in
+every session): eventlet's monkey patch is the test suite's to apply, first thing
+in its root conftest.py, or by running `nameko test`, as nameko's own plugin asks.
 """
-# nameko's plugin no longer patches eventlet, and without the patch a real socket
-# read hangs in teardown: it must happen before anything opens a socket.
 from mesh.core.logs import quiet_eventlet_deprecation
 
-quiet_eventlet_deprecation()
-
-import eventlet  # noqa: E402
-
-eventlet.monkey_patch()
-
-from mesh.core import codec  # noqa: E402
-
-codec.register()  # the services under test speak as `mesh serve` makes them
+quiet_eventlet_deprecation()  # a warnings filter: eventlet's import-time notice
 
 import contextlib  # noqa: E402
 import os  # noqa: E402
@@ -24,17 +18,82 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from unittest import mock  # noqa: E402
-from urllib.parse import quote, unquote  # noqa: E402
+from urllib.parse import quote, unquote, urlsplit  # noqa: E402
 
+import eventlet  # noqa: E402  (imported, never patched here)
 import pytest  # noqa: E402
 
-RABBIT_HOST = os.environ.get("MESH_TEST_RABBIT_HOST", "127.0.0.1")
-POSTGRES_DSN = os.environ.get("MESH_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+# Where the tests find their backing services (README "Set up"): the machine's
+# own by default, or the containers of docker-compose.backing.yml.
+DEFAULTS = {"MESH_TEST_AMQP_URI": "pyamqp://guest:guest@127.0.0.1:5672/",
+            "MESH_TEST_RABBIT_API": "http://127.0.0.1:15672",
+            "MESH_TEST_POSTGRES": "postgresql://postgres:postgres@127.0.0.1:5432",
+            "MESH_TEST_REDIS_URL": "redis://127.0.0.1:6379/0"}
+AMQP_URI, RABBIT_API, POSTGRES_DSN, REDIS_URL = (
+    os.environ.get(name, default) for name, default in DEFAULTS.items())
 
 
 def pytest_addoption(parser):
     parser.addoption("--mesh-config", default="config.yaml",
                      help="the mesh config file the tests start from")
+
+
+def pytest_configure(config):
+    from mesh.core import codec
+
+    codec.register()  # the services under test speak as `mesh serve` makes them
+
+
+class RabbitAdmin:
+    """Vhosts and queue listings through RabbitMQ's management HTTP API (as
+    nameko's own test fixtures do), so tests need no root; `rabbitmqctl` (root or
+    the rabbitmq user, on the broker's machine) when the API does not answer."""
+
+    def __init__(self, amqp_uri=AMQP_URI, api=RABBIT_API):
+        parts = urlsplit(amqp_uri.split(";")[0])
+        self.host, self.port = parts.hostname, parts.port or 5672
+        self.user, self.password = unquote(parts.username or "guest"), \
+            unquote(parts.password or "guest")
+        self.api = api.rstrip("/")
+
+    def uri(self, vhost):
+        return (f"pyamqp://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
+                f"@{self.host}:{self.port}/{quote(vhost, safe='')}")
+
+    def _call(self, method, path, **kwargs):
+        """The API's answer, or None when it does not answer at all."""
+        import requests
+
+        try:
+            response = requests.request(method, f"{self.api}/api/{path}", timeout=30,
+                                        auth=(self.user, self.password), **kwargs)
+        except requests.ConnectionError:
+            return None
+        response.raise_for_status()
+        return response
+
+    def add_vhost(self, vhost):
+        name = quote(vhost, safe="")
+        if self._call("PUT", f"vhosts/{name}") is None:
+            _rabbitmqctl("add_vhost", vhost)
+            _rabbitmqctl("set_permissions", "-p", vhost, self.user, ".*", ".*", ".*")
+            return
+        self._call("PUT", f"permissions/{name}/{quote(self.user, safe='')}",
+                   json={"configure": ".*", "write": ".*", "read": ".*"})
+
+    def delete_vhost(self, vhost):
+        if self._call("DELETE", f"vhosts/{quote(vhost, safe='')}") is None:
+            _rabbitmqctl("delete_vhost", vhost)
+
+    def queue_types(self, vhost):
+        answer = self._call("GET", f"queues/{quote(vhost, safe='')}",
+                            params={"columns": "name,type"})
+        if answer is not None:
+            return {queue["name"]: queue["type"] for queue in answer.json()}
+        out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost,
+                              "--no-table-headers", "name", "type"], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+        return dict(line.split("\t") for line in out.splitlines() if "\t" in line)
 
 
 def _rabbitmqctl(*args):
@@ -45,22 +104,19 @@ def _rabbitmqctl(*args):
 def queue_types(amqp_uri):
     """`{queue: "classic" | "quorum" | ...}` of the vhost `amqp_uri` names."""
     vhost = unquote(amqp_uri.rsplit("/", 1)[1]) or "/"
-    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "--no-table-headers",
-                          "name", "type"], check=True, capture_output=True, text=True,
-                         timeout=60).stdout
-    return dict(line.split("\t") for line in out.splitlines() if "\t" in line)
+    return RabbitAdmin().queue_types(vhost)
 
 
 @contextlib.contextmanager
 def temporary_vhost(prefix="mesh-test"):
     """A RabbitMQ vhost that exists only inside the block; yields its AMQP URI."""
+    admin = RabbitAdmin()
     vhost = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    _rabbitmqctl("add_vhost", vhost)
+    admin.add_vhost(vhost)
     try:
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        yield f"pyamqp://guest:guest@{RABBIT_HOST}:5672/{quote(vhost, safe='')}"
+        yield admin.uri(vhost)
     finally:
-        _rabbitmqctl("delete_vhost", vhost)
+        admin.delete_vhost(vhost)
 
 
 @pytest.fixture(scope="session")

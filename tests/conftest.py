@@ -1,7 +1,17 @@
-"""Markers follow the folder: tests/unit → unit, and so on (select with -m)."""
-import pathlib
+"""The suite's own setup: eventlet's monkey patch, before anything opens a socket
+(nameko's services run on green threads; unpatched, a real socket read hangs in
+teardown), and markers that follow the folder."""
+from mesh.core.logs import quiet_eventlet_deprecation
 
-import pytest
+quiet_eventlet_deprecation()
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
 
 LEVELS = ("unit", "integration", "e2e", "cluster")
 

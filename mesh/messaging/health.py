@@ -9,6 +9,7 @@ from nameko.extensions import DependencyProvider
 from mesh.messaging.topology import dlq_name, rpc_queue
 
 __all__ = ["queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
+           "broker_unreachable",
            "refuse_mismatched"]
 
 
@@ -80,6 +81,18 @@ def service_queues(connection, service, serves_rpc, handlers):
         report["dead_letters"][lasting] = \
             (queue_state(connection, dlq_name(lasting)) or (0,))[0]
     return report
+
+
+def broker_unreachable(amqp_uri, timeout=3.0):
+    """None when a broker of `amqp_uri` (each of a failover list in turn) accepts
+    a connection, else why not (the exception's type and message)."""
+    try:
+        with Connection(amqp_uri, connect_timeout=timeout,
+                        transport_options={"max_retries": 0}) as connection:
+            connection.connect()
+    except Exception as exc:  # refused, unresolvable, timed out, bad credentials ...
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0):

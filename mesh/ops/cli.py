@@ -1,4 +1,4 @@
-"""The `mesh` command: up, serve, migrate, status, call, dlq.
+"""The `mesh` command: up, serve, migrate, status, call, shell, dlq.
 
 Imports stay inside each command: `serve` must apply eventlet's monkey patch
 before nameko, kombu or the database drivers are imported.
@@ -29,6 +29,24 @@ def _names(args, config):
     return names
 
 
+def _require_broker(config):
+    """Exit with what to do when no broker answers, rather than letting every
+    service retry it in silence."""
+    from urllib.parse import urlsplit
+
+    from mesh.messaging.health import broker_unreachable
+
+    why = broker_unreachable(config["AMQP_URI"])
+    if why is None:
+        return
+    where = ", ".join(f"{p.hostname}:{p.port or 5672}{p.path or '/'}" for p in
+                      map(urlsplit, config["AMQP_URI"].split(";")))
+    sys.exit(f"mesh: no RabbitMQ answers at {where} (AMQP_URI): {why}\n"
+             "Start one: `sudo apt-get install rabbitmq-server` (Debian starts it), or "
+             "`docker compose -f docker-compose.backing.yml up -d rabbitmq`; "
+             "see README \"Set up\".")
+
+
 def cmd_up(args):
     import os
 
@@ -43,6 +61,7 @@ def cmd_up(args):
         replicas = replica_counts(config, names, parse_scale(args.scale or ""))
     except ConfigError as exc:
         sys.exit(f"mesh: {exc}")
+    _require_broker(config)
     os.makedirs(config["MESH_DATA_DIR"], exist_ok=True)
     signing_key(config)  # made once here, so every process reads the same one
     # text for a person at a terminal, JSON lines for anything reading a pipe
@@ -145,6 +164,18 @@ def cmd_call(args):
     return 0
 
 
+def cmd_shell(args):
+    import eventlet
+
+    eventlet.monkey_patch()
+    from mesh.core import codec
+    from mesh.ops.shell import run_shell
+
+    codec.register()
+    run_shell(_load(args), args.interface)
+    return 0
+
+
 def cmd_dlq(args):
     from mesh.messaging import topology
     from mesh.ops import dlq
@@ -210,6 +241,13 @@ def build_parser():
     call.add_argument("--timeout", type=float, help="seconds to wait (default: RPC_TIMEOUT)")
     call.set_defaults(func=cmd_call)
 
+    shell = commands.add_parser(
+        "shell", help="nameko's shell with the mesh's config: n.rpc (contract-checked, "
+        "timed out, a request id each), n.emit(SERVICE, EVENT, DATA), typed errors")
+    shell.add_argument("--interface", choices=("bpython", "ipython", "plain"),
+                       help="the shell to run (default: the first installed)")
+    shell.set_defaults(func=cmd_shell)
+
     dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered events")
     dlq.add_argument("action", choices=("list", "replay", "purge"))
     dlq.add_argument("queue", nargs="?", help="a handler's queue (or its .dlq)")
@@ -217,7 +255,7 @@ def build_parser():
     dlq.add_argument("--yes", action="store_true", help="confirm a purge")
     dlq.set_defaults(func=cmd_dlq)
 
-    for sub in (up, serve, migrate, status, call, dlq):
+    for sub in (up, serve, migrate, status, call, shell, dlq):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

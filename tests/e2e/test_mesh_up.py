@@ -67,6 +67,43 @@ def test_nameko_shell_calls_services_with_typed_errors(mesh):
     assert "CAUGHT NotFound product 999999999 not found" in shell.stdout
 
 
+def test_mesh_shell_checks_calls_names_them_and_emits_events_handlers_take(mesh):
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    user_id = 700000 + uuid.uuid4().int % 100000
+    script = (
+        "try:\n"
+        "    n.rpc.inventory.get_product(product_id=999999999)\n"
+        "except NotFound as exc:\n"
+        "    print('CAUGHT', exc, n.last_request_id)\n"
+        "\n"
+        "try:\n"
+        "    n.rpc.inventory.no_such_method\n"
+        "except AttributeError as exc:\n"
+        "    print('REFUSED', exc)\n"
+        "\n"
+        "try:\n"
+        "    n.emit('accounts', 'user_registered', {'user_id': 'seven'})\n"
+        "except Exception as exc:\n"
+        "    print('INVALID', type(exc).__name__)\n"
+        "\n"
+        f"print('EMITTED', n.emit('accounts', 'user_registered', {{'user_id': {user_id}, "
+        "'email': 'shell@example.com', 'name': 'Shell'}))\n")
+    shell = subprocess.run([str(BIN / "mesh"), "shell"], cwd=REPO, env=mesh.env,
+                           input=script, text=True, capture_output=True, timeout=60)
+    out = shell.stdout + shell.stderr
+    assert "CAUGHT product 999999999 not found shell-" in shell.stdout, out
+    assert "REFUSED inventory declares no RPC method 'no_such_method'" in shell.stdout, out
+    assert "INVALID ValidationError" in shell.stdout, out
+    assert "EMITTED " in shell.stdout, out
+    # the envelope is one notifications' handler accepts: a welcome, not a dead letter
+    deadline = time.monotonic() + 15
+    with ClusterRpcProxy({"AMQP_URI": mesh.env["AMQP_URI"]}, timeout=10) as rpc:
+        while rpc.notifications.list_notifications(user_id=user_id)["total"] != 1:
+            assert time.monotonic() < deadline, mesh.story()
+            time.sleep(0.2)
+
+
 def test_a_crashed_service_is_restarted(mesh):
     pid = next(pid for pid, name in mesh.children().items() if name == "inventory")
     os.kill(pid, signal.SIGKILL)
@@ -175,3 +212,16 @@ def test_services_killed_mid_saga_still_settle_every_order(mesh):
             expected = "declined" if order is orders[2] else "captured"
             assert payment["status"] == expected
             assert payment["amount_cents"] == 700  # one charge, of the order's total
+
+
+def test_no_broker_says_how_to_start_one_and_exits(mesh_env):
+    from mesh.testing import free_port
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(BIN / "mesh"), "up"], cwd=REPO, capture_output=True, text=True, timeout=30,
+        env=mesh_env(AMQP_URI=f"pyamqp://guest:secret@127.0.0.1:{free_port()}/"))
+    assert result.returncode == 1 and result.stdout == ""
+    assert time.monotonic() - started < 15
+    assert "no RabbitMQ answers at 127.0.0.1:" in result.stderr
+    assert "docker-compose.backing.yml" in result.stderr and "secret" not in result.stderr

@@ -5,7 +5,7 @@ import pytest
 import requests
 
 from mesh.runtime.serve import import_service
-from mesh.testing import free_port
+from mesh.testing import REDIS_URL, free_port  # noqa: F401 (REDIS_URL: for the limit tests)
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"
 
@@ -86,9 +86,6 @@ def start_mesh(start_service, mesh_config):
             start_service(import_service(mesh_config["SERVICES"][name]), **overrides)
         return Client(f"http://127.0.0.1:{port}", {**mesh_config, **overrides})
     return start
-
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import requests
 
 from gateway import GatewayService
 from mesh.auth.tokens import Tokens, signing_key
-from mesh.testing import free_port
+from mesh.testing import REDIS_URL, free_port
 
 @pytest.fixture
 def mesh(start_mesh):
@@ -320,7 +320,7 @@ def test_connections_beyond_the_cap_are_answered_503(start_mesh):
 
 
 @pytest.mark.parametrize("redis_url,ready", [
-    ("redis://127.0.0.1:6379/0", True),
+    (REDIS_URL, True),
     ("redis://127.0.0.1:{dead}/0", False),  # a port nothing listens on
 ])
 def test_ready_checks_redis_when_it_is_set(start_service, redis_url, ready):
@@ -331,3 +331,13 @@ def test_ready_checks_redis_when_it_is_set(start_service, redis_url, ready):
     assert answer.status_code == (200 if ready else 503)
     assert answer.json()["checks"]["broker"] == "ok"
     assert (answer.json()["checks"]["redis"] == "ok") is ready
+
+
+def test_events_are_documented_beside_the_http_api(mesh):
+    document = mesh("GET", "/api/v1/asyncapi.json")
+    assert document.status_code == 200
+    assert document.json()["asyncapi"] == "3.0.0"
+    assert "orders.order_created" in document.json()["channels"]
+    page = mesh("GET", "/docs/events")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "payments handles payment_requested" in page.text

@@ -1,0 +1,214 @@
+"""The AsyncAPI 3 document of the mesh, from the same contracts that check every
+event and RPC call, and the page that shows it.
+
+Every event a contract declares is a channel (its routing key on the
+publisher's `<service>.events` topic exchange) with its message (the envelope,
+`data` by its schema and `version` fixed), an operation for the service that
+publishes it and one for each handler that consumes it, read off the service
+classes in config's SERVICES. Every RPC method is a channel on nameko's
+`nameko-rpc` exchange, received by its service and answered on the caller's
+reply queue. Schemas come from marshmallow through apispec, as OpenAPI's do,
+made plain JSON Schema (`nullable` becomes a `null` type).
+"""
+import html
+import json
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from nameko.extensions import DependencyProvider
+from nameko.rpc import Rpc
+
+from contracts.base import EventEnvelope
+from mesh.messaging.handlers import MeshEventHandler
+from mesh.messaging.topology import lasting_queue
+from mesh.runtime.serve import entrypoints_of, import_service
+
+__all__ = ["asyncapi_document", "AsyncApi", "events_page"]
+
+RPC_EXCHANGE = {"name": "nameko-rpc", "type": "topic", "durable": True,
+                "autoDelete": False, "vhost": "/"}
+AMQP_BINDING_VERSION = "0.3.0"
+
+
+def _json_schema(value):
+    """apispec's OpenAPI 3.0 schema made JSON Schema: `nullable` → a null type."""
+    if isinstance(value, list):
+        return [_json_schema(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    value = {key: _json_schema(item) for key, item in value.items()}
+    if value.pop("nullable", False):
+        if "type" in value:
+            value["type"] = [value["type"], "null"]
+        elif "$ref" in value:
+            value = {"oneOf": [{"$ref": value.pop("$ref")}, {"type": "null"}], **value}
+    return value
+
+
+class _Schemas:
+    """marshmallow schemas → JSON Schema, nested ones under components/schemas."""
+
+    def __init__(self):
+        self.plugin = MarshmallowPlugin()
+        self.spec = APISpec("mesh", "1", "3.0.3", plugins=[self.plugin])
+
+    def __call__(self, schema):
+        return _json_schema(self.plugin.converter.schema2jsonschema(schema))
+
+    def components(self):
+        return _json_schema(self.spec.to_dict().get("components", {}).get("schemas", {}))
+
+
+def _envelope(schemas, event):
+    """The wire message of `event`: the envelope with its `data` and `version`."""
+    envelope = schemas(EventEnvelope)
+    envelope["properties"]["data"] = schemas(event.data)
+    envelope["properties"]["type"] = {"const": event.type}
+    envelope["properties"]["version"] = {"const": event.version}
+    return envelope
+
+
+def _consumers(service_classes):
+    """`{(source, event type): [(service, method, handler type, queue)]}`."""
+    found = {}
+    for service, service_cls in service_classes.items():
+        for method, entrypoint in entrypoints_of(service_cls):
+            if isinstance(entrypoint, MeshEventHandler):
+                key = (entrypoint.source_service, entrypoint.event_type)
+                queue = lasting_queue(*key, service, method, entrypoint.handler_type)
+                found.setdefault(key, []).append(
+                    (service, method, entrypoint.handler_type, queue))
+    return found
+
+
+def _rpc_served(service_cls):
+    return {method for method, entrypoint in entrypoints_of(service_cls)
+            if isinstance(entrypoint, Rpc)}
+
+
+def asyncapi_document(contracts, service_classes, title="nameko-mesh", version="1"):
+    """A dict: the AsyncAPI 3.0 document of `contracts` (`{service: contract}`),
+    whose consumers and RPC methods are read off `service_classes`."""
+    schemas = _Schemas()
+    channels, operations, messages = {}, {}, {}
+    consumers = _consumers(service_classes)
+    for service, contract in sorted(contracts.items()):
+        served = _rpc_served(service_classes[service]) if service in service_classes \
+            else set(contract.methods)
+        for event in contract.events.values():
+            key = f"{service}.{event.type}"
+            messages[key] = {
+                "name": event.type, "title": f"{event.type} v{event.version}",
+                "summary": event.doc or f"{service} announces {event.type}",
+                "contentType": "application/json", "payload": _envelope(schemas, event)}
+            channels[key] = {
+                "address": event.type,
+                "title": f"{event.type} on {service}.events",
+                "messages": {event.type: {"$ref": f"#/components/messages/{key}"}},
+                "bindings": {"amqp": {
+                    "is": "routingKey", "bindingVersion": AMQP_BINDING_VERSION,
+                    "exchange": {"name": f"{service}.events", "type": "topic",
+                                 "durable": True, "autoDelete": False, "vhost": "/"}}}}
+            message_ref = [{"$ref": f"#/channels/{key}/messages/{event.type}"}]
+            operations[f"{service}.publish.{event.type}"] = {
+                "action": "send", "channel": {"$ref": f"#/channels/{key}"},
+                "title": f"{service} publishes {event.type}",
+                "summary": "recorded in its outbox with the change it reports, "
+                           "published once the broker confirms",
+                "messages": message_ref}
+            for consumer, method, handler_type, queue in consumers.get(
+                    (service, event.type), []):
+                operations[f"{consumer}.{method}"] = {
+                    "action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+                    "title": f"{consumer} handles {event.type}",
+                    "summary": f"{handler_type} handler {consumer}.{method}, queue "
+                               f"{queue}: idempotent (an inbox), retried, then "
+                               f"dead-lettered to {queue}.dlq",
+                    "messages": message_ref}
+        for name, method in sorted(contract.methods.items()):
+            if name not in served:
+                continue
+            key = f"rpc.{service}.{name}"
+            messages[f"{key}.request"] = {
+                "name": f"{name}_request", "title": f"{service}.{name} arguments",
+                "summary": method.doc or f"call {service}.{name}",
+                "contentType": "application/json", "payload": {
+                    "type": "object", "required": ["args", "kwargs"], "properties": {
+                        "args": {"type": "array", "maxItems": 0},
+                        "kwargs": schemas(method.args)}}}
+            messages[f"{key}.reply"] = {
+                "name": f"{name}_reply", "title": f"{service}.{name} result",
+                "summary": "the result, or the contract error (by name) it raised: " +
+                           (", ".join(e.__name__ for e in method.errors) or "none"),
+                "contentType": "application/json", "payload": {
+                    "type": "object", "required": ["result", "error"], "properties": {
+                        "result": {"oneOf": [schemas(method.result), {"type": "null"}]},
+                        "error": {"oneOf": [{"type": "null"}, {"type": "object"}]}}}}
+            channels[key] = {
+                "address": f"{service}.{name}",
+                "title": f"{service}.{name} on nameko-rpc (queue rpc-{service})",
+                "messages": {"request": {"$ref": f"#/components/messages/{key}.request"}},
+                "bindings": {"amqp": {"is": "routingKey", "exchange": RPC_EXCHANGE,
+                                      "bindingVersion": AMQP_BINDING_VERSION}}}
+            channels[f"{key}.reply"] = {
+                "address": None, "title": "the caller's own reply queue",
+                "messages": {"reply": {"$ref": f"#/components/messages/{key}.reply"}}}
+            operations[f"rpc.{service}.{name}"] = {
+                "action": "receive", "channel": {"$ref": f"#/channels/{key}"},
+                "title": f"{service} answers {name}",
+                "messages": [{"$ref": f"#/channels/{key}/messages/request"}],
+                "reply": {"address": {"location": "$message.header#/reply_to"},
+                          "channel": {"$ref": f"#/channels/{key}.reply"},
+                          "messages": [{"$ref": f"#/channels/{key}.reply/messages/reply"}]}}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": title, "version": version,
+                 "description": "The mesh's events and RPC methods, from its contracts: "
+                                "every event carries the envelope {event_id, type, "
+                                "version, occurred_at, correlation_id, data}."},
+        "defaultContentType": "application/json",
+        "channels": channels, "operations": operations,
+        "components": {"messages": messages, "schemas": schemas.components()}}
+
+
+class AsyncApi(DependencyProvider):
+    """The document of the contracts of config's SERVICES, built once per container."""
+
+    def __init__(self, contracts):
+        self.contracts = contracts
+
+    def setup(self):
+        classes = {name: import_service(path) for name, path in
+                   self.container.config["SERVICES"].items()}
+        self.document = asyncapi_document(
+            {name: c for name, c in self.contracts.items() if name in classes}, classes,
+            title="nameko-mesh events and RPC")
+
+    def get_dependency(self, worker_ctx):
+        return self.document
+
+
+def events_page(document):
+    """The document as a page: each event with its publisher, consumers and
+    payload, then each RPC method."""
+    operations = document["operations"].values()
+    rows = []
+    for key, channel in document["channels"].items():
+        if channel["address"] is None:
+            continue
+        (message,) = channel["messages"].values()
+        body = document["components"]["messages"][message["$ref"].rsplit("/", 1)[1]]
+        who = [op["title"] for op in operations
+               if op["channel"]["$ref"] == f"#/channels/{key}"]
+        rows.append(
+            f"<section><h2>{html.escape(body['title'])}</h2>"
+            f"<p>{html.escape(channel['title'])}: {html.escape(body['summary'])}</p>"
+            f"<ul>{''.join(f'<li>{html.escape(w)}</li>' for w in who)}</ul>"
+            f"<pre>{html.escape(json.dumps(body['payload'], indent=2))}</pre></section>")
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(document['info']['title'])}</title></head><body>"
+            f"<h1>{html.escape(document['info']['title'])}</h1>"
+            f"<p>{html.escape(document['info']['description'])} The document: "
+            f"<a href=\"/api/v1/asyncapi.json\">/api/v1/asyncapi.json</a> "
+            f"(AsyncAPI 3.0).</p>{''.join(rows)}</body></html>")
+    return page
