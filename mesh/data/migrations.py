@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import os
 import sys
+import tempfile
 
 from alembic import command
 from alembic.config import Config
@@ -28,7 +29,8 @@ from mesh.data import tables
 from mesh.data.db import database_url, make_engine
 
 __all__ = ["alembic_config", "upgrade", "upgrade_or_exit", "run_env", "migrations_dir",
-           "migration_lock_key", "PLATFORM_VERSIONS"]
+           "migration_lock_key", "revision", "downgrade", "current", "history",
+           "PLATFORM_VERSIONS"]
 
 PLATFORM_VERSIONS = os.path.join(os.path.dirname(__file__), "platform_migrations")
 
@@ -59,24 +61,105 @@ def alembic_config(config, service):
     return cfg
 
 
+def _migrating(cfg, service, url=None):
+    """A context: `cfg` bound to one transaction on `service`'s database (or
+    `url`), holding the service's advisory lock on PostgreSQL until it ends."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def bound():
+        engine = make_engine(url or cfg.attributes["url"])
+        try:
+            with engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    # released by the commit (or rollback) that ends this transaction
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                       {"key": migration_lock_key(service)})
+                cfg.attributes["connection"] = connection
+                yield connection
+        finally:
+            cfg.attributes.pop("connection", None)
+            engine.dispose()
+    return bound()
+
+
 def upgrade(config, service, revision="heads"):
     """Bring `service`'s schema up to `revision`; returns False when it has none."""
     cfg = alembic_config(config, service)
     if cfg is None:
         return False
+    with _migrating(cfg, service) as connection:
+        _adopt_squashed(cfg, connection)
+        command.upgrade(cfg, revision)
+    return True
+
+
+def _required(config, service):
+    cfg = alembic_config(config, service)
+    if cfg is None:
+        raise CommandError(f"{service} keeps no database (it has no migrations/)")
+    return cfg
+
+
+def _own_revisions(cfg, service):
+    """The service's own revisions (not the `mesh` branch's), newest first."""
+    versions = os.path.realpath(os.path.join(cfg.get_main_option("script_location"),
+                                             "versions"))
+    return [script for script in ScriptDirectory.from_config(cfg).walk_revisions()
+            if os.path.realpath(os.path.dirname(script.path)) == versions]
+
+
+def revision(config, service, message, autogenerate=True):
+    """Write the service's next revision, and return its path: with
+    `autogenerate`, what its models have that its history does not make yet
+    (compared on a scratch SQLite database brought to the current heads, so no
+    real database is read or changed); review it before committing it.
+
+    A service's first revision depends on the `mesh` branch and carries its
+    name as a branch label (`orders@head`, `orders@-1`)."""
+    cfg = _required(config, service)
+    own = _own_revisions(cfg, service)
+    options = {"rev_id": f"{service}_{len(own) + 1:04d}",
+               "version_path": os.path.join(cfg.get_main_option("script_location"),
+                                            "versions")}
+    if own:
+        options["head"] = own[0].revision
+    else:
+        options.update(head="base", branch_label=service, depends_on="mesh_0001")
+    with tempfile.TemporaryDirectory() as scratch:
+        with _migrating(cfg, service, f"sqlite:///{scratch}/scratch.sqlite"):
+            command.upgrade(cfg, "heads")
+            script = command.revision(cfg, message=message, autogenerate=autogenerate,
+                                      **options)
+    return script.path
+
+
+def downgrade(config, service, target):
+    """Take `service`'s schema down to `target` (`orders@-1`, `orders_0001`,
+    `orders@base`): its own history only, the `mesh` branch stays."""
+    cfg = _required(config, service)
+    if not (target.startswith(f"{service}@") or target.startswith(f"{service}_")):
+        raise CommandError(f"name a revision of {service}'s own history, e.g. "
+                           f"{service}@-1, {service}@base or {service}_0001")
+    with _migrating(cfg, service):
+        command.downgrade(cfg, target)
+
+
+def current(config, service):
+    """The revisions `service`'s database is at (empty: none yet)."""
+    cfg = _required(config, service)
     engine = make_engine(cfg.attributes["url"])
     try:
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # released by the commit (or rollback) that ends this transaction
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": migration_lock_key(service)})
-            cfg.attributes["connection"] = connection
-            _adopt_squashed(cfg, connection)
-            command.upgrade(cfg, revision)
+        with engine.connect() as connection:
+            return sorted(MigrationContext.configure(connection).get_current_heads())
     finally:
         engine.dispose()
-    return True
+
+
+def history(config, service):
+    """`(revision, down revision, message)` of the service's own history, newest first."""
+    return [(script.revision, script.down_revision, script.doc)
+            for script in _own_revisions(_required(config, service), service)]
 
 
 def migration_lock_key(service):

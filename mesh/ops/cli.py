@@ -1,4 +1,5 @@
-"""The `mesh` command: up, serve, migrate, status, call, shell, dlq.
+"""The `mesh` command: up, serve, migrate (and revision, downgrade, current,
+history), status, call, shell, dlq, new.
 
 Imports stay inside each command: `serve` must apply eventlet's monkey patch
 before nameko, kombu or the database drivers are imported.
@@ -89,6 +90,64 @@ def cmd_migrate(args):
     for name in _names(args, config):
         if migrations.upgrade_or_exit(config, name):
             print(f"{name}: at the latest schema")
+    return 0
+
+
+def _one_service(args, config):
+    if args.service not in config["SERVICES"]:
+        sys.exit(f"mesh: unknown service {args.service!r}; known: "
+                 f"{', '.join(config['SERVICES'])}")
+    return args.service
+
+
+def _alembic(step):
+    """Run `step()`; an Alembic refusal ends the process in one line."""
+    from alembic.util import CommandError
+
+    try:
+        return step()
+    except CommandError as exc:
+        sys.exit(f"mesh: {exc}")
+
+
+def cmd_revision(args):
+    from mesh.data import migrations
+
+    config = _load(args)
+    service = _one_service(args, config)
+    path = _alembic(lambda: migrations.revision(config, service, args.message,
+                                                autogenerate=not args.empty))
+    print(f"wrote {path}: review it, then `mesh migrate --only {service}`")
+    return 0
+
+
+def cmd_downgrade(args):
+    from mesh.data import migrations
+
+    config = _load(args)
+    service = _one_service(args, config)
+    _alembic(lambda: migrations.downgrade(config, service, args.target))
+    print(f"{service}: at {', '.join(migrations.current(config, service)) or 'base'}")
+    return 0
+
+
+def cmd_current(args):
+    from mesh.data import migrations
+
+    config = _load(args)
+    for name in _names(args, config):
+        if migrations.alembic_config(config, name) is not None:
+            print(f"{name}: {', '.join(migrations.current(config, name)) or 'base'}")
+    return 0
+
+
+def cmd_history(args):
+    from mesh.data import migrations
+
+    config = _load(args)
+    service = _one_service(args, config)
+    for revision, down, message in _alembic(lambda: migrations.history(config, service)):
+        print(f"{down or 'base'} -> {revision}: {message.splitlines()[0]}")
     return 0
 
 
@@ -228,6 +287,27 @@ def build_parser():
     migrate.add_argument("--only", help="comma-separated services")
     migrate.set_defaults(func=cmd_migrate)
 
+    revision = commands.add_parser(
+        "revision", help="write a service's next migration from its models (autogenerate)")
+    revision.add_argument("service")
+    revision.add_argument("-m", "--message", required=True, help="what it changes")
+    revision.add_argument("--empty", action="store_true",
+                          help="an empty revision to write by hand (data migrations)")
+    revision.set_defaults(func=cmd_revision)
+
+    downgrade = commands.add_parser("downgrade", help="take a service's schema back")
+    downgrade.add_argument("service")
+    downgrade.add_argument("target", help="e.g. orders@-1, orders_0001 or orders@base")
+    downgrade.set_defaults(func=cmd_downgrade)
+
+    current = commands.add_parser("current", help="the revision each database is at")
+    current.add_argument("--only", help="comma-separated services")
+    current.set_defaults(func=cmd_current)
+
+    history = commands.add_parser("history", help="a service's own migrations")
+    history.add_argument("service")
+    history.set_defaults(func=cmd_history)
+
     status = commands.add_parser(
         "status", help="instances, queues, outbox backlog and dead letters of each service")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -255,7 +335,8 @@ def build_parser():
     dlq.add_argument("--yes", action="store_true", help="confirm a purge")
     dlq.set_defaults(func=cmd_dlq)
 
-    for sub in (up, serve, migrate, status, call, shell, dlq):
+    for sub in (up, serve, migrate, revision, downgrade, current, history, status, call,
+                shell, dlq):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

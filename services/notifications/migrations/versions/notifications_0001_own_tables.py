@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 revision = 'notifications_0001'
 down_revision = None
-branch_labels = None
+branch_labels = ('notifications',)  # `notifications@head`, `notifications@-1` name this history
 depends_on = 'mesh_0001'
 replaces = ('0001',)
 

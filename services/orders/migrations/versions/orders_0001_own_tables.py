@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 revision = 'orders_0001'
 down_revision = None
-branch_labels = None
+branch_labels = ('orders',)  # `orders@head`, `orders@-1` name this history
 depends_on = 'mesh_0001'
 replaces = ('0001', '0002', '0003')
 

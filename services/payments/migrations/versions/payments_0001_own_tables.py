@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 revision = 'payments_0001'
 down_revision = None
-branch_labels = None
+branch_labels = ('payments',)  # `payments@head`, `payments@-1` name this history
 depends_on = 'mesh_0001'
 replaces = ('0001', '0002', '0003')
 
