@@ -199,6 +199,16 @@ def _adopt_squashed(cfg, connection):
         return
 
 
+def _render_item(kind, obj, autogen_context):
+    """Autogenerate writes a project type (a TypeDecorator such as UtcDateTime) as
+    the plain SQLAlchemy type it stores, so a revision imports nothing of ours."""
+    from sqlalchemy.types import TypeDecorator
+
+    if kind == "type" and isinstance(obj, TypeDecorator):
+        return f"sa.{obj.impl_instance!r}"
+    return False
+
+
 def run_env(metadata):
     """The body of every service's `migrations/env.py`."""
     from alembic import context
@@ -211,6 +221,7 @@ def run_env(metadata):
                           render_as_batch=True)
     else:
         context.configure(connection=connection, target_metadata=target,
-                          render_as_batch=True)
+                          render_as_batch=True, render_item=_render_item,
+                          compare_type=True)
     with context.begin_transaction():
         context.run_migrations()

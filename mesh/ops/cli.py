@@ -151,6 +151,22 @@ def cmd_history(args):
     return 0
 
 
+def cmd_new(args):
+    import os
+
+    from mesh.ops.scaffold import ScaffoldError, new_service
+
+    root = os.path.dirname(os.path.abspath(args.config))
+    try:
+        written = new_service(root, args.name)
+    except ScaffoldError as exc:
+        sys.exit(f"mesh: new service: {exc}")
+    print("\n".join(["wrote:", *(f"  {path}" for path in written),
+                      "and wired it into config.yaml, contracts/__init__.py, "
+                      "docker-compose.yml, deploy/; next: `make test`, then make it yours"]))
+    return 0
+
+
 def cmd_status(args):
     import json
 
@@ -321,6 +337,11 @@ def build_parser():
     call.add_argument("--timeout", type=float, help="seconds to wait (default: RPC_TIMEOUT)")
     call.set_defaults(func=cmd_call)
 
+    new = commands.add_parser("new", help="make something new: `mesh new service NAME`")
+    new.add_argument("kind", choices=("service",))
+    new.add_argument("name", help="the service's name, e.g. shipments")
+    new.set_defaults(func=cmd_new)
+
     shell = commands.add_parser(
         "shell", help="nameko's shell with the mesh's config: n.rpc (contract-checked, "
         "timed out, a request id each), n.emit(SERVICE, EVENT, DATA), typed errors")
@@ -336,7 +357,7 @@ def build_parser():
     dlq.set_defaults(func=cmd_dlq)
 
     for sub in (up, serve, migrate, revision, downgrade, current, history, status, call,
-                shell, dlq):
+                shell, dlq, new):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

@@ -16,8 +16,8 @@ class FakeDb:
 
 
 @pytest.fixture
-def service(session_for):
-    return worker_factory(AccountsService, db=FakeDb(session_for("accounts")),
+def service(migrated_session):
+    return worker_factory(AccountsService, db=FakeDb(migrated_session("accounts")),
                           tokens=TOKENS, passwords=PasswordSlots(concurrency=4, wait=1))
 
 
@@ -70,8 +70,8 @@ class CountingSlots(PasswordSlots):
         return super().hash(password)
 
 
-def test_a_taken_email_is_refused_before_any_hashing(session_for):
-    service = worker_factory(AccountsService, db=FakeDb(session_for("accounts")),
+def test_a_taken_email_is_refused_before_any_hashing(migrated_session):
+    service = worker_factory(AccountsService, db=FakeDb(migrated_session("accounts")),
                              tokens=TOKENS, passwords=CountingSlots(concurrency=4, wait=1))
     service.register("dup@example.com", "correct horse", "Dup")
     CountingSlots.hashed = 0

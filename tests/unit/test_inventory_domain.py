@@ -5,8 +5,8 @@ from services.inventory import domain
 
 
 @pytest.fixture
-def session(session_for):
-    return session_for("inventory")
+def session(migrated_session):
+    return migrated_session("inventory")
 
 
 def product(session, sku="sku-1", stock=5, price=250):

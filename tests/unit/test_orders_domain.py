@@ -21,8 +21,8 @@ class RecordingOutbox:
 
 
 @pytest.fixture
-def session(session_for):
-    return session_for("orders")
+def session(migrated_session):
+    return migrated_session("orders")
 
 
 @pytest.fixture
