@@ -384,6 +384,9 @@ class RecordingOutbox:
         self.events.append((event_type, envelope["data"]))
         return envelope
 
+    def types(self):
+        return [event_type for event_type, _ in self.events]
+
 
 class ContractStub:
     """A contract-checked stand-in for a `ServiceRpc` in a unit test:
@@ -411,7 +414,11 @@ class ContractStub:
             answer = answer(**args) if callable(answer) else answer
             if isinstance(answer, Exception):
                 raise answer
-            errors = declared.result().validate(declared.result().dump(answer))
+            result = declared.result()
+            try:
+                errors = result.validate(result.dump(answer))
+            except (AttributeError, TypeError, ValueError) as exc:  # cannot even dump it
+                errors = f"{type(exc).__name__}: {exc}"
             assert not errors, f"the stub's answer breaks the contract: {errors}"
             return answer
         return call

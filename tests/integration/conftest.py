@@ -2,27 +2,19 @@ import time
 import uuid
 
 import pytest
-import requests
 
 from mesh.runtime.serve import import_service
-from mesh.testing import REDIS_URL, free_port  # noqa: F401 (REDIS_URL: for the limit tests)
+from mesh.testing import REDIS_URL, GatewayClient, free_port  # noqa: F401 (REDIS_URL: for the limit tests)
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"
 
 
-class Client:
-    """HTTP against an in-process gateway, with the helpers most tests need."""
+class Client(GatewayClient):
+    """The plugin's gateway client, with the helpers most of these tests need."""
 
     def __init__(self, base, config):
-        self.base, self.config = base, config
-        self.http = requests.Session()
-
-    def __call__(self, method, path, token=None, **kwargs):
-        headers = kwargs.pop("headers", {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.http.request(method, self.base + path, headers=headers, timeout=10,
-                                 **kwargs)
+        super().__init__(base)
+        self.config = config
 
     def register(self):
         email = f"u-{uuid.uuid4().hex[:10]}@example.com"

@@ -6,18 +6,8 @@ import pytest
 from contracts.errors import NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable
 from mesh.data.db import utcnow
+from mesh.testing import RecordingOutbox
 from services.orders import domain
-
-
-class RecordingOutbox:
-    def __init__(self):
-        self.events = []
-
-    def add(self, session, event_type, data):
-        self.events.append((event_type, data))
-
-    def types(self):
-        return [t for t, _ in self.events]
 
 
 @pytest.fixture
@@ -27,7 +17,7 @@ def session(migrated_session):
 
 @pytest.fixture
 def outbox():
-    return RecordingOutbox()
+    return RecordingOutbox("orders")
 
 
 ITEMS = [{"product_id": 7, "quantity": 2}]
@@ -119,3 +109,14 @@ def test_pages_are_newest_first(session, outbox):
     ids = [place(session, outbox) for _ in range(3)]
     items, total = domain.page(session.connection(), 1, limit=2, offset=0)
     assert total == 3 and [o["id"] for o in items] == ids[::-1][:2]
+
+
+def test_stock_reserved_asks_for_the_payment(migrated_session):
+    # README "Testing a service": a saga step, on a migrated database
+    session, outbox = migrated_session("orders"), RecordingOutbox("orders")
+    order = domain.create(session, outbox, 1, [{"product_id": 7, "quantity": 2}],
+                          "tok_visa", {7: 250})
+    domain.on_stock_reserved(session, outbox, order["id"])
+    assert outbox.events[-1] == ("payment_requested", {
+        "order_id": order["id"], "user_id": 1, "amount_cents": 500,
+        "card_token": "tok_visa"})

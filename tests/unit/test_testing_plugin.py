@@ -33,3 +33,35 @@ def test_the_backing_compose_file_serves_where_the_tests_look():
     assert services["rabbitmq"]["image"].endswith("-management")  # the vhosts' API
     assert all(port.startswith("127.0.0.1:") for s in services.values()
                for port in s["ports"])
+
+
+def test_the_contract_stub_checks_arguments_and_answers_against_the_contract():
+    import pytest
+    from marshmallow import ValidationError
+
+    from contracts.errors import NotFound
+
+    inventory = testing.ContractStub(
+        "inventory", get_prices={"prices": {"1": 250}},
+        get_product=lambda product_id: NotFound(f"product {product_id} not found"))
+    assert inventory.get_prices(product_ids=[1]) == {"prices": {"1": 250}}
+    assert inventory.calls == [("get_prices", {"product_ids": [1]})]
+    with pytest.raises(ValidationError):
+        inventory.get_prices(product_ids="one")  # the service would refuse it too
+    with pytest.raises(NotFound):
+        inventory.get_product(product_id=9)
+    with pytest.raises(AttributeError, match="declares no RPC method"):
+        inventory.get_pricez
+    broken = testing.ContractStub("inventory", get_prices={"prices": "cheap"})
+    with pytest.raises(AssertionError, match="breaks the contract"):
+        broken.get_prices(product_ids=[1])
+
+
+def test_the_recording_outbox_refuses_what_the_contract_does_not_declare():
+    import pytest
+
+    outbox = testing.RecordingOutbox("accounts")
+    outbox.add(None, "user_registered", {"user_id": 1, "email": "a@example.com", "name": "A"})
+    assert outbox.types() == ["user_registered"]
+    with pytest.raises(ValueError, match="declares no event"):
+        outbox.add(None, "user_deleted", {"user_id": 1})
