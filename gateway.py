@@ -98,7 +98,7 @@ class GatewayService:
             raise HttpError(404, "not_found", f"no such file {name}")
         return found
 
-    @operation("GET", "/ready")
+    @operation("GET", "/ready", limited=True)
     def ready(self):
         ready, checks = self.readiness()
         return (200 if ready else 503), {"status": "ready" if ready else "not_ready",

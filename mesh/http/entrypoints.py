@@ -14,7 +14,6 @@ from mesh.core.config import setting
 from mesh.core.tracing import TRACEPARENT, valid_traceparent
 from mesh.http.auth import authenticate
 from mesh.http.errors import ErrorTable, HttpError, json_response
-from mesh.http.limits import RateLimits
 from mesh.http.server import MeshWebServer
 from mesh.messaging.guard import ServiceUnavailable
 
@@ -69,7 +68,7 @@ class Api(HttpEntrypoint):
     def setup(self):
         config = self.container.config
         self.tokens = Tokens(signing_key(config), setting(config, "JWT_TTL_SECONDS"))
-        self.limits = RateLimits.from_config(config, self.server.http_metrics.rate_limited)
+        self.limits = self.server.rate_limits
         # API requests may fill the worker pool but for a few workers kept for
         # probes, scrapes and docs; one more is answered 503 at once, not queued
         self.slots = Semaphore(max(1, self.container.max_workers - KEPT_FOR_OPERATIONS))
@@ -115,15 +114,19 @@ class Operation(HttpEntrypoint):
 
     quiet = True  # probes, scrapes and docs: their workers log at DEBUG when they succeed
 
-    def __init__(self, method, path, **kwargs):
+    def __init__(self, method, path, limited=False, **kwargs):
+        """`limited`: counted against the API limit of the caller's address, for
+        a route that costs the gateway work (a readiness check)."""
         kwargs.setdefault("expected_exceptions", (HttpError,))
         super().__init__(**kwargs)
-        self.method, self.path = method, path
+        self.method, self.path, self.limited = method, path, limited
 
     def url_rules(self):
         return [Rule(self.path, methods=[self.method], endpoint=self.handle)]
 
     def handle(self, request, path_values, request_id):
+        if self.limited:
+            self.server.rate_limits.anonymous(request)
         result = self.run_worker((), {"request_id": request_id}, path_values)
         if isinstance(result, Response):
             return result

@@ -68,6 +68,12 @@ class RateLimits:
                    read("AUTH_ACCOUNT_RATE_LIMIT"), read("AUTH_ADDRESS_RATE_LIMIT"),
                    read("RATE_LIMIT_ON_ERROR"))
 
+    def anonymous(self, request):
+        """Count a request that carries no identity (a probe) against the API limit
+        of its address. Uncounted when the store cannot answer, whatever
+        RATE_LIMIT_ON_ERROR says: /ready must still say what is wrong."""
+        self._hit("api", f"addr:{_address(request)}", fail_open=True)
+
     def before_body(self, route, request, claims):
         """Count a request before its body is read; 429 when over a limit."""
         address = _address(request)
@@ -82,13 +88,13 @@ class RateLimits:
             self._hit("auth", _address(request), email)
             self._hit("auth_account", email)
 
-    def _hit(self, limit, *key):
+    def _hit(self, limit, *key, fail_open=False):
         item = self.items[limit]
         try:
             if self.limiter.hit(item, limit, *key):
                 return
         except StorageError as exc:
-            if self.fail_open:
+            if self.fail_open or fail_open:
                 log.warning("rate limit %s not counted: its store is unreachable (%s)",
                             limit, exc.storage_error)
                 return

@@ -214,6 +214,14 @@ class MeshWebServer(WebServer):
             Counter("mesh_http_rate_limited", "Requests refused by a rate limit (api or "
                     "auth)", ["limit"], registry=registry))
 
+    @functools.cached_property
+    def rate_limits(self):
+        """The gateway's limits, one for every route it serves: an address's API
+        requests and its probes count together, in memory or in REDIS_URL."""
+        from mesh.http.limits import RateLimits
+
+        return RateLimits.from_config(self.container.config, self.http_metrics.rate_limited)
+
     @property
     def bind_addr(self):
         config = self.container.config

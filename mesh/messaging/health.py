@@ -1,6 +1,9 @@
 """Readiness: does the broker answer, and does each service have a consumer?"""
+import time
+
 import redis
 from amqp.exceptions import NotFound, PreconditionFailed, ResourceLocked
+from eventlet.semaphore import Semaphore
 from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import ConfigurationError
@@ -125,17 +128,34 @@ def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0):
 
 class Readiness(DependencyProvider):
     """Gives workers a callable that checks the broker, Redis when REDIS_URL is
-    set, and the services (by default every other one in config's SERVICES)."""
+    set, and the services (by default every other one in config's SERVICES).
 
-    def __init__(self, services=None):
+    A result is reused for `max_age` seconds, and requests arriving while one
+    check runs wait for it: however often /ready is asked, the broker sees at
+    most one connection a second from each gateway."""
+
+    def __init__(self, services=None, max_age=1.0, clock=time.monotonic):
         self.services = list(services) if services is not None else None
+        self.max_age, self.clock = max_age, clock
+        self.result, self.expires = None, 0.0
+        self.checking = Semaphore()
 
     def setup(self):
         if self.services is None:
             self.services = [name for name in self.container.config.get("SERVICES", {})
                              if name != self.container.service_name]
 
-    def get_dependency(self, worker_ctx):
+    def check(self):
         config = self.container.config
-        return lambda: check_readiness(config[AMQP_URI_CONFIG_KEY], self.services,
-                                       config.get("REDIS_URL"))
+        return check_readiness(config[AMQP_URI_CONFIG_KEY], self.services,
+                               config.get("REDIS_URL"))
+
+    def fresh(self):
+        with self.checking:
+            if self.result is None or self.clock() >= self.expires:
+                self.result = self.check()
+                self.expires = self.clock() + self.max_age
+            return self.result
+
+    def get_dependency(self, worker_ctx):
+        return self.fresh

@@ -341,3 +341,13 @@ def test_events_are_documented_beside_the_http_api(mesh):
     page = mesh("GET", "/docs/events")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "payments handles payment_requested" in page.text
+
+
+def test_ready_is_rate_limited_like_the_api(start_service):
+    port = free_port()
+    start_service(GatewayService, GATEWAY_PORT=port, API_RATE_LIMIT="2/60")
+    answers = [requests.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code
+               for _ in range(3)]
+    assert answers[2] == 429, answers
+    # /health stays free: a liveness probe is never refused
+    assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200

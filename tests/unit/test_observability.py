@@ -161,3 +161,23 @@ def test_nameko_s_line_for_an_expected_error_is_dropped_and_others_kept():
     unexpected = logging.LogRecord("nameko.containers", logging.ERROR, __file__, 1,
                                    "error handling worker %s: %s", ("w", "x"), None)
     assert not quiet.filter(expected) and quiet.filter(unexpected)
+
+
+def test_readiness_reuses_a_result_for_a_second():
+    from mesh.messaging.health import Readiness
+
+    now, checks = [100.0], []
+
+    class Counted(Readiness):
+        def check(self):
+            checks.append(now[0])
+            return True, {"broker": "ok"}
+
+    readiness = Counted(services=[], clock=lambda: now[0])
+    assert readiness.fresh() == (True, {"broker": "ok"})
+    now[0] += 0.9
+    readiness.fresh()
+    assert len(checks) == 1  # a flood of /ready costs the broker nothing more
+    now[0] += 0.2
+    readiness.fresh()
+    assert len(checks) == 2
