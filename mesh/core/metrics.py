@@ -96,9 +96,19 @@ class Metrics(SharedExtension):
 
 
 class OpsServer(SharedExtension):
-    """A service's own /metrics and /health, on OPS_HOST and its port in OPS_PORTS."""
+    """A service's own /metrics and /health, on OPS_HOST and its port in OPS_PORTS,
+    and /ready when an extension has registered a check (`add_readiness`): the
+    probes of an orchestrator, on a port no client reaches."""
 
     metrics = Metrics()
+
+    def __init__(self):
+        super().__init__()
+        self.ready_checks = []
+
+    def add_readiness(self, check):
+        """`check()` → `(ready, checks)`; /ready answers 200 when every one is ready."""
+        self.ready_checks.append(check)
 
     def setup(self):
         config = self.container.config
@@ -141,6 +151,13 @@ class OpsServer(SharedExtension):
             if path == "/health":
                 status, payload = "200 OK", {"status": "ok",
                                               "service": self.container.service_name}
+            elif path == "/ready" and self.ready_checks:
+                results = [check() for check in self.ready_checks]
+                ready = all(ok for ok, _ in results)
+                status = "200 OK" if ready else "503 Service Unavailable"
+                payload = {"status": "ready" if ready else "not_ready",
+                           "checks": {k: v for _, checks in results
+                                      for k, v in checks.items()}}
             else:
                 status, payload = "404 Not Found", {"error": {
                     "code": "not_found", "message": f"no route for {path}"}}

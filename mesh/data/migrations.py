@@ -8,8 +8,7 @@ A revision may replace a squashed run of older ones (``replaces = ("0001",
 "0002")``, oldest first, as Django's squashed migrations do): a database
 stamped with the last of them is adopted in place, its tables and rows kept.
 
-On PostgreSQL an upgrade holds a transaction-scoped advisory lock named after
-the service, so replicas (or a Job and a replica) starting together take turns:
+On PostgreSQL an upgrade holds an advisory lock named after the service, so replicas (or a Job and a replica) starting together take turns:
 the first migrates, the others then find the schema at its head.
 """
 import hashlib
@@ -69,14 +68,23 @@ def _migrating(cfg, service, url=None):
     @contextlib.contextmanager
     def bound():
         engine = make_engine(url or cfg.attributes["url"])
+        key = {"key": migration_lock_key(service)}
         try:
-            with engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    # released by the commit (or rollback) that ends this transaction
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                       {"key": migration_lock_key(service)})
-                cfg.attributes["connection"] = connection
-                yield connection
+            with engine.connect() as connection:
+                # a session lock, not a transaction's: a migration that commits
+                # part-way (autocommit_block) still holds it until the unlock
+                locking = connection.dialect.name == "postgresql"
+                if locking:
+                    connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+                    connection.commit()
+                try:
+                    with connection.begin():
+                        cfg.attributes["connection"] = connection
+                        yield connection
+                finally:
+                    if locking and not connection.invalidated:
+                        connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                        connection.commit()
         finally:
             cfg.attributes.pop("connection", None)
             engine.dispose()
@@ -119,7 +127,9 @@ def revision(config, service, message, autogenerate=True):
     name as a branch label (`orders@head`, `orders@-1`)."""
     cfg = _required(config, service)
     own = _own_revisions(cfg, service)
-    options = {"rev_id": f"{service}_{len(own) + 1:04d}",
+    numbers = [int(s.revision.rsplit("_", 1)[1]) for s in own
+               if s.revision.rsplit("_", 1)[-1].isdigit()]
+    options = {"rev_id": f"{service}_{max(numbers, default=0) + 1:04d}",
                "version_path": os.path.join(cfg.get_main_option("script_location"),
                                             "versions")}
     if own:

@@ -8,7 +8,8 @@ any argon2 work. Once a login's email is known (`auth_limit_by`, normalised by
 the contract exactly as accounts looks it up), it counts against AUTH_RATE_LIMIT
 per address and email (one client guessing one account is slowed, other accounts
 from that address are not) and AUTH_ACCOUNT_RATE_LIMIT per email from any address.
-The client address is the TCP peer's: the gateway trusts no forwarding header.
+The client address is the TCP peer's, or, with TRUSTED_PROXIES set, the one the
+last trusted proxy put in X-Forwarded-For (Werkzeug's ProxyFix, in the server).
 
 When the counters' store (Redis) cannot answer within a second, RATE_LIMIT_ON_ERROR
 decides: `closed` (the default) answers 503 with Retry-After, `open` lets the

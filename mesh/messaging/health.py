@@ -9,6 +9,7 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 
+from mesh.core.metrics import OpsServer
 from mesh.messaging.topology import dlq_name, rpc_queue
 
 __all__ = ["queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
@@ -98,12 +99,13 @@ def broker_unreachable(amqp_uri, timeout=3.0):
     return None
 
 
-def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0):
+def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0, redis_decides=True):
     """`(ready, checks)`: ready when the broker answers, and Redis too when
-    `redis_url` is set. Each of `services` is checked as well, "ok" or
-    "no instance", without deciding readiness: a missing service makes only the
-    routes that need it answer 503 (its guard says so), and one bad rollout of it
-    must not take every gateway out of its load balancer."""
+    `redis_url` is set and `redis_decides` (the limits fail closed without it).
+    Each of `services` is checked as well, "ok" or "no instance", without
+    deciding readiness: a missing service makes only the routes that need it
+    answer 503 (its guard says so), and one bad rollout of it must not take
+    every gateway out of its load balancer."""
     checks = {}
     try:
         with Connection(amqp_uri, connect_timeout=timeout,
@@ -117,12 +119,14 @@ def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0):
         checks.update({service: "unknown" for service in services if service not in checks})
     if redis_url:
         try:
-            redis.Redis.from_url(redis_url, socket_connect_timeout=timeout,
-                                 socket_timeout=timeout).ping()
+            with redis.Redis.from_url(redis_url, socket_connect_timeout=timeout,
+                                      socket_timeout=timeout) as client:
+                client.ping()
             checks["redis"] = "ok"
         except redis.RedisError as exc:
             checks["redis"] = f"unreachable: {type(exc).__name__}"
-    ready = checks["broker"] == "ok" and checks.get("redis", "ok") == "ok"
+    ready = checks["broker"] == "ok" and (
+        checks.get("redis", "ok") == "ok" or not redis_decides)
     return ready, checks
 
 
@@ -134,6 +138,8 @@ class Readiness(DependencyProvider):
     check runs wait for it: however often /ready is asked, the broker sees at
     most one connection a second from each gateway."""
 
+    ops = OpsServer()
+
     def __init__(self, services=None, max_age=1.0, clock=time.monotonic):
         self.services = list(services) if services is not None else None
         self.max_age, self.clock = max_age, clock
@@ -144,11 +150,15 @@ class Readiness(DependencyProvider):
         if self.services is None:
             self.services = [name for name in self.container.config.get("SERVICES", {})
                              if name != self.container.service_name]
+        self.ops.add_readiness(self.fresh)  # for the kubelet, on the ops port
 
     def check(self):
         config = self.container.config
+        # with RATE_LIMIT_ON_ERROR=open the gateway serves without Redis: one
+        # shared Redis down must not take every gateway out of rotation
         return check_readiness(config[AMQP_URI_CONFIG_KEY], self.services,
-                               config.get("REDIS_URL"))
+                               config.get("REDIS_URL"),
+                               redis_decides=config.get("RATE_LIMIT_ON_ERROR") != "open")
 
     def fresh(self):
         with self.checking:

@@ -147,7 +147,7 @@ def cmd_history(args):
     config = _load(args)
     service = _one_service(args, config)
     for revision, down, message in _alembic(lambda: migrations.history(config, service)):
-        print(f"{down or 'base'} -> {revision}: {message.splitlines()[0]}")
+        print(f"{down or 'base'} -> {revision}: {(message.splitlines() or [''])[0]}")
     return 0
 
 
@@ -161,6 +161,10 @@ def cmd_new(args):
         written = new_service(root, args.name)
     except ScaffoldError as exc:
         sys.exit(f"mesh: new service: {exc}")
+    except Exception as exc:  # after files were written: say so, and what is left
+        sys.exit(f"mesh: new service {args.name}: stopped half-way ({exc}); "
+                 "`git status` shows what it wrote, `git checkout . && git clean -fd "
+                 "services contracts tests deploy` undoes it")
     print("\n".join(["wrote:", *(f"  {path}" for path in written),
                       "and wired it into config.yaml, contracts/__init__.py, "
                       "docker-compose.yml, deploy/; next: `make test`, then make it yours"]))

@@ -11,6 +11,7 @@ ones). What it wrote is a working example, an item store with one event, to be
 reshaped into the service's own.
 """
 import importlib
+import keyword
 import pathlib
 import re
 import string
@@ -18,6 +19,8 @@ import string
 __all__ = ["new_service", "ScaffoldError"]
 
 NAME = re.compile(r"^[a-z][a-z_]{1,30}[a-z]$")
+# names the platform, the contracts package or the gateway already use
+RESERVED = {"mesh", "gateway", "base", "errors", "contracts", "services", "tests"}
 MODEL = "notifications"  # the existing service whose deploy files are copied
 
 
@@ -262,9 +265,11 @@ def new_service(root, name):
     from mesh.data import migrations
 
     root = pathlib.Path(root)
-    if not NAME.match(name):
+    if not NAME.match(name) or keyword.iskeyword(name):
         raise ScaffoldError(f"{name!r}: a service's name is 3 to 32 lower-case letters "
-                            "and underscores, e.g. shipments")
+                            "and underscores, not a Python keyword, e.g. shipments")
+    if name in RESERVED:
+        raise ScaffoldError(f"{name!r} is taken by the platform; choose another name")
     config = load_config(str(root / "config.yaml"))
     if name in config["SERVICES"] or (root / "services" / name).exists() or \
             (root / "contracts" / f"{name}.py").exists():

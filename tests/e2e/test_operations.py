@@ -117,6 +117,9 @@ def test_metrics_move_with_calls(mesh):
     assert mesh.ops("inventory", "/health").json() == {"status": "ok", "service": "inventory"}
     # the gateway's metrics are on its ops port only, never on the public one
     assert mesh.http("GET", "/metrics").status_code == 404
+    # its readiness for an orchestrator is there too, out of the rate limits' way
+    ready = mesh.ops("gateway", "/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["broker"] == "ok"
 
 
 def test_the_dashboard_queries_only_metrics_the_mesh_exports(mesh):

@@ -319,18 +319,21 @@ def test_connections_beyond_the_cap_are_answered_503(start_mesh):
     assert requests.get(mesh.base + "/health", timeout=5).status_code == 200
 
 
-@pytest.mark.parametrize("redis_url,ready", [
-    (REDIS_URL, True),
-    ("redis://127.0.0.1:{dead}/0", False),  # a port nothing listens on
+@pytest.mark.parametrize("redis_url,on_error,ready,redis_ok", [
+    (REDIS_URL, "closed", True, True),
+    ("redis://127.0.0.1:{dead}/0", "closed", False, False),  # nothing listens there
+    # limits that fail open serve without Redis: still ready, and Redis named
+    ("redis://127.0.0.1:{dead}/0", "open", True, False),
 ])
-def test_ready_checks_redis_when_it_is_set(start_service, redis_url, ready):
+def test_ready_checks_redis_when_it_is_set(start_service, redis_url, on_error, ready,
+                                           redis_ok):
     port = free_port()
-    start_service(GatewayService, GATEWAY_PORT=port,
+    start_service(GatewayService, GATEWAY_PORT=port, RATE_LIMIT_ON_ERROR=on_error,
                   REDIS_URL=redis_url.format(dead=free_port()))
     answer = requests.get(f"http://127.0.0.1:{port}/ready", timeout=10)
     assert answer.status_code == (200 if ready else 503)
     assert answer.json()["checks"]["broker"] == "ok"
-    assert (answer.json()["checks"]["redis"] == "ok") is ready
+    assert (answer.json()["checks"]["redis"] == "ok") is redis_ok
 
 
 def test_events_are_documented_beside_the_http_api(mesh):

@@ -244,7 +244,7 @@ def test_the_gateway_is_ready_on_its_api_and_scraped_on_its_ops_port():
     assert ports == {"http": int(env["GATEWAY_PORT"]), "ops": int(env["OPS_PORT_GATEWAY"])}
     assert ports["ops"] == CONFIG["OPS_PORTS"]["gateway"]
     assert env["GATEWAY_HOST"] == "0.0.0.0"
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "ops"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "ops"}
     assert template["metadata"]["annotations"]["prometheus.io/port"] == str(ports["ops"])
     # limits shared by every gateway, keyed on the client the ingress saw

@@ -65,3 +65,13 @@ def test_the_recording_outbox_refuses_what_the_contract_does_not_declare():
     assert outbox.types() == ["user_registered"]
     with pytest.raises(ValueError, match="declares no event"):
         outbox.add(None, "user_deleted", {"user_id": 1})
+
+
+def test_mesh_new_refuses_names_that_would_break_the_repository(tmp_path):
+    import pytest
+
+    from mesh.ops.scaffold import ScaffoldError, new_service
+
+    for name in ("lambda", "mesh", "Shipments", "x"):
+        with pytest.raises(ScaffoldError):
+            new_service(tmp_path, name)
