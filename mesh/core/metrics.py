@@ -104,11 +104,21 @@ class OpsServer(SharedExtension):
 
     def __init__(self):
         super().__init__()
-        self.ready_checks = []
+        self.ready_checks, self.live_checks = [], []
 
     def add_readiness(self, check):
         """`check()` → `(ready, checks)`; /ready answers 200 when every one is ready."""
         self.ready_checks.append(check)
+
+    def add_liveness(self, check):
+        """`check()` → `(alive, checks)`; /health answers 503 when one is not."""
+        self.live_checks.append(check)
+
+    @staticmethod
+    def _combined(checks):
+        results = [check() for check in checks]
+        return (all(ok for ok, _ in results),
+                {k: v for _, found in results for k, v in found.items()})
 
     def setup(self):
         config = self.container.config
@@ -149,15 +159,15 @@ class OpsServer(SharedExtension):
         else:
             content_type = "application/json"
             if path == "/health":
-                status, payload = "200 OK", {"status": "ok",
-                                              "service": self.container.service_name}
+                alive, checks = self._combined(self.live_checks)
+                status = "200 OK" if alive else "503 Service Unavailable"
+                payload = {"status": "ok" if alive else "failing",
+                           "service": self.container.service_name,
+                           **({"checks": checks} if checks else {})}
             elif path == "/ready" and self.ready_checks:
-                results = [check() for check in self.ready_checks]
-                ready = all(ok for ok, _ in results)
+                ready, checks = self._combined(self.ready_checks)
                 status = "200 OK" if ready else "503 Service Unavailable"
-                payload = {"status": "ready" if ready else "not_ready",
-                           "checks": {k: v for _, checks in results
-                                      for k, v in checks.items()}}
+                payload = {"status": "ready" if ready else "not_ready", "checks": checks}
             else:
                 status, payload = "404 Not Found", {"error": {
                     "code": "not_found", "message": f"no route for {path}"}}

@@ -25,6 +25,7 @@ from mesh.core.metrics import Metrics, OpsServer
 from mesh.core.tracing import Tracing
 from mesh.messaging.handlers import MeshEventHandler
 from mesh.messaging.health import service_queues
+from mesh.runtime.probes import Probes
 
 __all__ = ["Telemetry", "outcome_of"]
 
@@ -45,6 +46,7 @@ class Telemetry(DependencyProvider):
     metrics = Metrics()
     ops = OpsServer()
     tracing = Tracing()
+    probes = Probes()
 
     def setup(self):
         self.service = self.container.service_name

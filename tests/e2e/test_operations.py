@@ -114,7 +114,10 @@ def test_metrics_move_with_calls(mesh):
                  route="/api/v1/products", method="POST") == 1
     assert value(after_gateway, "mesh_circuit_state", target="inventory") == 0
     assert value(after, "mesh_rpc_consumers", service="inventory") == 1
-    assert mesh.ops("inventory", "/health").json() == {"status": "ok", "service": "inventory"}
+    assert mesh.ops("inventory", "/health").json() == {
+        "status": "ok", "service": "inventory", "checks": {"event_loop": "ok"}}
+    assert mesh.ops("inventory", "/ready").json() == {
+        "status": "ready", "checks": {"broker": "ok", "database": "ok"}}
     # the gateway's metrics are on its ops port only, never on the public one
     assert mesh.http("GET", "/metrics").status_code == 404
     # its readiness for an orchestrator is there too, out of the rate limits' way

@@ -228,8 +228,9 @@ def test_services_migrate_first_then_probe_their_ops_port(service):
     port = CONFIG["OPS_PORTS"][service]
     assert container["ports"] == [{"name": "ops", "containerPort": port}]
     assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port)
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/health", "port": "ops"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "ops"}
     startup = container["startupProbe"]
     # a slow start (its schema checked, consumers up) is not killed by liveness
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 300

@@ -181,3 +181,14 @@ def test_readiness_reuses_a_result_for_a_second():
     now[0] += 0.2
     readiness.fresh()
     assert len(checks) == 2
+
+
+def test_liveness_fails_once_the_event_loop_has_stalled():
+    from mesh.runtime.probes import STALL_SECONDS, Probes
+
+    now = [50.0]
+    probes = Probes(clock=lambda: now[0])
+    assert probes.alive() == (True, {"event_loop": "ok"})
+    now[0] += STALL_SECONDS + 1  # no heartbeat ran: nothing else did either
+    alive, checks = probes.alive()
+    assert not alive and checks["event_loop"].startswith("stalled for")
