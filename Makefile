@@ -33,8 +33,8 @@ integration: install broker
 e2e: install broker
 	$(BIN)/pytest -p no:cacheprovider tests/e2e
 
-# Three RabbitMQ nodes of its own on loopback (needs root, as the tests' vhosts do);
-# part of `make test`, alone here with its figures shown.
+# Three RabbitMQ nodes of its own on loopback (root: they run as the rabbitmq user;
+# skipped for anyone else); part of `make test`, alone here with its figures shown.
 test-cluster: install broker
 	$(BIN)/pytest -p no:cacheprovider -s tests/cluster
 
