@@ -12,6 +12,7 @@ import pytest
 
 from mesh.runtime.replicas import OPS_PORT_STRIDE
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, token
+from tests.e2e.test_operations import samples, value
 
 pytestmark = pytest.mark.postgres
 ORDERS = 150
@@ -23,8 +24,7 @@ def served(mesh, port):
     import requests
 
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("mesh_worker_calls_total{"))
+    return value(samples(text), "mesh_worker_calls_total")
 
 
 def place(mesh, customer, product_id, answered):
