@@ -7,6 +7,7 @@ from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, N
 from mesh.http import ADMIN, USER, HttpError, Route, RouteTable, api, operation
 from mesh.http.auth import KnownUsers
 from mesh.http.openapi import OpenApi, docs_asset, docs_page
+from mesh.messaging.broadcasts import hear_event
 from mesh.messaging.health import Readiness
 from mesh.messaging.rpc import ServiceRpcs
 from mesh.runtime.asyncapi import AsyncApi, events_page
@@ -19,6 +20,18 @@ ROUTES = RouteTable("/api/v1", [
           auth_limit_by="email", summary="Exchange email and password for a bearer token"),
     Route("GET", "/me", accounts.CONTRACT, "get_user", access=USER,
           identity={"user_id": "user_id"}, summary="The caller's own user"),
+    Route("POST", "/me/password", accounts.CONTRACT, "change_password", access=USER,
+          status=204, identity={"user_id": "user_id"}, password_work=True,
+          summary="Change the caller's password; older tokens stop working"),
+    Route("POST", "/users/<int:user_id>/disable", accounts.CONTRACT, "disable_user",
+          access=ADMIN, identity={"actor_id": "user_id"},
+          summary="Disable a user: their tokens and logins stop working"),
+    Route("POST", "/users/<int:user_id>/enable", accounts.CONTRACT, "enable_user",
+          access=ADMIN, identity={"actor_id": "user_id"},
+          summary="Enable a disabled user again"),
+    Route("DELETE", "/users/<int:user_id>", accounts.CONTRACT, "delete_user",
+          access=ADMIN, status=204, identity={"actor_id": "user_id"},
+          summary="Delete a user (their orders and payments are kept)"),
     Route("GET", "/products", inventory.CONTRACT, "list_products",
           summary="A page of products"),
     Route("GET", "/products/<int:product_id>", inventory.CONTRACT, "get_product",
@@ -41,6 +54,10 @@ ROUTES = RouteTable("/api/v1", [
           access=USER, identity={"user_id": "user_id"},
           summary="The caller's notifications, newest first"),
 ])
+
+# calls after which what a gateway remembers of a user (`KnownUsers`) is stale
+CHANGES_ACCESS = frozenset({"change_password", "disable_user", "enable_user",
+                            "delete_user"})
 
 # A contract error's HTTP status; its code is the one its class declares, and a
 # subclass (NotCancellable is a Conflict) answers with its own code.
@@ -66,9 +83,21 @@ class GatewayService:
     @api(ROUTES, ERRORS)
     def api(self, route, kwargs, caller):
         if caller is not None:
-            self.known_users.require(caller.user_id, lambda: self.rpc["accounts"].get_user(
+            self.known_users.require(caller, lambda: self.rpc["accounts"].get_access(
                 user_id=caller.user_id))
-        return getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
+        result = getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
+        if route.rpc in CHANGES_ACCESS:
+            # this gateway's next request must not wait for the event to arrive
+            self.known_users.forget(kwargs["user_id"])
+        return result
+
+    # every gateway instance hears these: what it remembers of the user is stale
+    @hear_event(accounts.CONTRACT, "password_changed")
+    @hear_event(accounts.CONTRACT, "user_disabled")
+    @hear_event(accounts.CONTRACT, "user_enabled")
+    @hear_event(accounts.CONTRACT, "user_deleted")
+    def forget_user(self, event):
+        self.known_users.forget(event["data"]["user_id"])
 
     @operation("GET", "/health")
     def health(self):

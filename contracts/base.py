@@ -14,7 +14,7 @@ __all__ = [
     "ContractError", "Event", "Method", "ServiceContract", "Int", "Text", "EmailAddress",
     "BoundedList", "MAX_LINES", "MAX_QUANTITY", "MAX_PRICE_CENTS", "MAX_TOTAL_CENTS",
     "UtcDateTime", "Page", "page_of", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
-    "normalise_email",
+    "normalise_email", "Nothing",
 ]
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -180,6 +180,10 @@ def Page(item_schema):
 def page_of(items, total, limit, offset):
     """What a `Page` method returns."""
     return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+class Nothing(Schema):
+    """The result of a method that answers only "done" (an HTTP 204)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,8 @@ class InvalidToken(Exception):
 class Claims:
     user_id: int
     role: str
+    # the user's token generation when it was issued (0 in tokens older than it)
+    version: int = 0
 
     @property
     def owner_id(self):
@@ -67,9 +69,10 @@ class Tokens:
         self.key = key
         self.ttl = ttl
 
-    def issue(self, user_id, role, now=None):
+    def issue(self, user_id, role, version=0, now=None):
         now = int(time.time() if now is None else now)
-        claims = {"sub": str(user_id), "role": role, "iat": now, "exp": now + self.ttl}
+        claims = {"sub": str(user_id), "role": role, "ver": version, "iat": now,
+                  "exp": now + self.ttl}
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
     def verify(self, token):
@@ -77,7 +80,11 @@ class Tokens:
         try:
             claims = jwt.decode(token, self.key, algorithms=[ALGORITHM],
                                 options={"require": ["sub", "role", "iat", "exp"]})
-            return Claims(user_id=int(claims["sub"]), role=str(claims["role"]))
+            version = claims.get("ver", 0)
+            if type(version) is not int:
+                raise InvalidToken("the token's ver is not an integer")
+            return Claims(user_id=int(claims["sub"]), role=str(claims["role"]),
+                          version=version)
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise InvalidToken(str(exc)) from None
 

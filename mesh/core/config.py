@@ -89,6 +89,8 @@ class Settings(Schema):
         validate=validate.Length(min=32, error="must be at least 32 characters"))
     JWT_TTL_SECONDS = fields.Integer(strict=True, load_default=3600,
                                      validate=validate.Range(min=60, max=7 * 86400))
+    USER_CACHE_SECONDS = fields.Float(load_default=60.0,
+                                      validate=validate.Range(min=0, max=3600))
     MESH_ADMIN_EMAIL = fields.Email(load_default=None, allow_none=True)
     MESH_ADMIN_PASSWORD = fields.String(load_default=None, allow_none=True,
                                         validate=validate.Length(min=8, max=128))

@@ -5,6 +5,7 @@ from nameko.extensions import DependencyProvider
 
 from contracts.errors import NotFound
 from mesh.auth.tokens import InvalidToken
+from mesh.core.config import setting
 from mesh.http.errors import HttpError
 from mesh.http.routes import ADMIN, PUBLIC
 
@@ -38,28 +39,53 @@ def authenticate(request, access, tokens):
 
 
 class KnownUsers(DependencyProvider):
-    """Refuses a valid token whose user no longer exists.
+    """Refuses a valid token whose user was deleted or disabled since, or that was
+    issued before the user's password changed (an older token generation).
 
-    ``self.known_users.require(user_id, lookup)``: `lookup()` asks the service
-    that owns users and raises NotFound for an unknown one. A user found is
-    remembered for `ttl` seconds, so most requests cost no lookup; a deleted
-    user's tokens stop working within `ttl`.
+    ``self.known_users.require(claims, lookup)``: `lookup()` asks the service that
+    owns users for the user's access (`contracts.accounts.Access`) and raises
+    NotFound for a user that is gone. An answer is remembered, so most requests
+    cost no lookup, until `forget(user_id)`: the gateway calls it on the events
+    accounts publishes for such changes, which every gateway instance hears. It is
+    also remembered at most USER_CACHE_SECONDS: the bound on how long a gateway
+    that missed an event (cut off from the broker when it was published) lets an
+    old token through.
     """
 
-    def __init__(self, ttl=60.0):
-        self.ttl = ttl
+    MAX_REMEMBERED = 100_000  # users; past it, start again from nothing
+
+    def setup(self):
+        self.ttl = setting(self.container.config, "USER_CACHE_SECONDS")
         self.seen = {}
+        # counts `forget` calls: a lookup that ran across one may have read the
+        # user before the change, so its answer is used but not remembered
+        self.forgotten = 0
 
     def get_dependency(self, worker_ctx):
         return self
 
-    def require(self, user_id, lookup):
-        if self.seen.get(user_id, 0) > time.monotonic():
-            return
-        try:
-            lookup()
-        except NotFound:
-            self.seen.pop(user_id, None)
-            raise _unauthorized("the token's user no longer exists",
-                                "invalid_token") from None
-        self.seen[user_id] = time.monotonic() + self.ttl
+    def require(self, claims, lookup):
+        remembered = self.seen.get(claims.user_id)
+        if remembered is None or remembered[0] <= time.monotonic():
+            before = self.forgotten
+            try:
+                access = lookup()
+            except NotFound:
+                self.seen.pop(claims.user_id, None)
+                raise _unauthorized("the token's user no longer exists",
+                                    "invalid_token") from None
+            if self.forgotten == before:
+                if len(self.seen) >= self.MAX_REMEMBERED:
+                    self.seen.clear()
+                self.seen[claims.user_id] = (time.monotonic() + self.ttl, access)
+        else:
+            access = remembered[1]
+        if access["status"] != "active":
+            raise _unauthorized("the token's user is disabled", "invalid_token")
+        if access["token_version"] != claims.version or access["role"] != claims.role:
+            raise _unauthorized("the token was revoked (a password change, say): "
+                                "log in again", "invalid_token")
+
+    def forget(self, user_id):
+        self.forgotten += 1
+        self.seen.pop(user_id, None)

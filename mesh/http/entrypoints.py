@@ -105,6 +105,8 @@ class Api(HttpEntrypoint):
             raise mapped from None
         finally:
             self.slots.release()
+        if route.status == 204:  # done, nothing to say: no body at all
+            return Response(status=204)
         return json_response(result, route.status)
 
 

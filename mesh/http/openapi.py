@@ -84,7 +84,8 @@ def openapi_document(routes, errors, title="nameko-mesh", version="1"):
             "operationId": route.target.replace(".", "_"),
             "summary": route.summary, "description": method.doc,
             "tags": [route.contract.service],
-            "responses": {str(route.status): {
+            "responses": {str(route.status): {"description": "No content"}
+                          if route.status == 204 else {
                 "description": "OK",
                 "content": {"application/json": {"schema": method.result}}}},
         }

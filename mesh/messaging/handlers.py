@@ -35,7 +35,8 @@ from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
                                      retry_queue_name)
 
-__all__ = ["handle_event", "retry_queue", "dlq", "publish_raw"]
+__all__ = ["handle_event", "retry_queue", "dlq", "publish_raw", "declared_event",
+           "load_event"]
 
 log = logging.getLogger(__name__)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
@@ -78,6 +79,27 @@ def publish_raw(amqp_uri, message, queue, headers):
                          retry=True, retry_policy={"max_retries": 3})
 
 
+def declared_event(contract, event_type):
+    """The contract's `Event` of `event_type`; ConfigurationError when undeclared."""
+    declared = contract.events.get(event_type)
+    if declared is None:
+        raise ConfigurationError(f"{contract.service} declares no event {event_type!r}")
+    return declared
+
+
+def load_event(body, event_type, envelope_schema, data_schema):
+    """The checked envelope of a message `body`; ValidationError or TypeError when
+    it is not an `event_type` event as its contract declares it."""
+    if not isinstance(body, dict):
+        raise TypeError("the body is not a JSON object")
+    event = envelope_schema.load(body)
+    if event["type"] != event_type:
+        raise ValidationError(f"type {event['type']!r} is not {event_type!r}")
+    event["data"] = data_schema.load(event["data"])
+    event["event_id"] = str(event["event_id"])
+    return event
+
+
 class EventQueueConsumer(QueueConsumer):
     """nameko's QueueConsumer, but an undecodable message goes to its handler."""
 
@@ -99,9 +121,7 @@ class MeshEventHandler(EventHandler):
     def __init__(self, contract, event_type, **kwargs):
         super().__init__(contract.service, event_type, **kwargs)
         self.contract = contract
-        self.declared = contract.events.get(event_type)
-        if self.declared is None:
-            raise ConfigurationError(f"{contract.service} declares no event {event_type!r}")
+        self.declared = declared_event(contract, event_type)
 
     def setup(self):
         super().setup()
@@ -153,14 +173,7 @@ class MeshEventHandler(EventHandler):
             self.queue_consumer.requeue_message(message)
 
     def load(self, body):
-        if not isinstance(body, dict):
-            raise TypeError("the body is not a JSON object")
-        event = self.envelope_schema.load(body)
-        if event["type"] != self.event_type:
-            raise ValidationError(f"type {event['type']!r} is not {self.event_type!r}")
-        event["data"] = self.data_schema.load(event["data"])
-        event["event_id"] = str(event["event_id"])
-        return event
+        return load_event(body, self.event_type, self.envelope_schema, self.data_schema)
 
     def begin_work(self, worker_ctx, database):
         """Called by the service's `Database` as the worker starts: record the

@@ -15,11 +15,12 @@ import json
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from nameko.events import EventHandler
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
 
 from contracts.base import EventEnvelope
-from mesh.messaging.handlers import MeshEventHandler
+from mesh.messaging.broadcasts import InstanceEventHandler
 from mesh.messaging.topology import lasting_queue
 from mesh.runtime.serve import entrypoints_of, import_service
 
@@ -69,15 +70,25 @@ def _envelope(schemas, event):
 
 
 def _consumers(service_classes):
-    """`{(source, event type): [(service, method, handler type, queue)]}`."""
+    """`{(source, event type): [(operation name, service, summary)]}`."""
     found = {}
     for service, service_cls in service_classes.items():
         for method, entrypoint in entrypoints_of(service_cls):
-            if isinstance(entrypoint, MeshEventHandler):
+            if isinstance(entrypoint, EventHandler):  # the platform's kinds alike
                 key = (entrypoint.source_service, entrypoint.event_type)
                 queue = lasting_queue(*key, service, method, entrypoint.handler_type)
+                if isinstance(entrypoint, InstanceEventHandler):
+                    # one method may hear several events: an operation each
+                    name = f"{service}.{method}.{entrypoint.event_type}"
+                    how = (f"every instance hears it on a queue of its own, "
+                           f"{queue}-<instance>; not retried")
+                else:
+                    name = f"{service}.{method}"
+                    how = (f"queue {queue}: idempotent (an inbox), retried, then "
+                           f"dead-lettered to {queue}.dlq")
                 found.setdefault(key, []).append(
-                    (service, method, entrypoint.handler_type, queue))
+                    (name, service, f"{entrypoint.handler_type} handler {service}.{method}, "
+                                    f"{how}"))
     return found
 
 
@@ -116,14 +127,10 @@ def asyncapi_document(contracts, service_classes, title="nameko-mesh", version="
                 "summary": "recorded in its outbox with the change it reports, "
                            "published once the broker confirms",
                 "messages": message_ref}
-            for consumer, method, handler_type, queue in consumers.get(
-                    (service, event.type), []):
-                operations[f"{consumer}.{method}"] = {
+            for name, consumer, summary in consumers.get((service, event.type), []):
+                operations[name] = {
                     "action": "receive", "channel": {"$ref": f"#/channels/{key}"},
-                    "title": f"{consumer} handles {event.type}",
-                    "summary": f"{handler_type} handler {consumer}.{method}, queue "
-                               f"{queue}: idempotent (an inbox), retried, then "
-                               f"dead-lettered to {queue}.dlq",
+                    "title": f"{consumer} handles {event.type}", "summary": summary,
                     "messages": message_ref}
         for name, method in sorted(contract.methods.items()):
             if name not in served:

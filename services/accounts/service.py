@@ -42,16 +42,47 @@ class AccountsService:
     @rpc
     def issue_token(self, email, password):
         user = domain.find_by_email(self.db.session, email)
-        # verify even for an unknown email, so both failures take as long
+        # verify even for an unknown email, so every failure takes as long, and a
+        # disabled account is told apart from a wrong password by no one
         matches = self.passwords.verify(user.password_hash if user else DUMMY_HASH, password)
-        if user is None or not matches:
+        if user is None or not matches or user.status != domain.ACTIVE:
             raise InvalidCredentials("wrong email or password")
-        return {"access_token": self.tokens.issue(user.id, user.role),
+        return {"access_token": self.tokens.issue(user.id, user.role, user.token_version),
                 "token_type": "bearer", "expires_in": self.tokens.ttl}
 
     @rpc
     def get_user(self, user_id):
         return domain.get_user(self.db.session, user_id).to_dict()
+
+    @rpc
+    def get_access(self, user_id):
+        return domain.get_user(self.db.session, user_id).access()
+
+    @rpc
+    def change_password(self, user_id, current_password, new_password):
+        user = domain.get_user(self.db.session, user_id)
+        known_hash, active = user.password_hash, user.status == domain.ACTIVE
+        self.db.session.rollback()  # no read stays open while the hashes are worked
+        if not self.passwords.verify(known_hash, current_password) or not active:
+            raise InvalidCredentials("wrong password")
+        domain.change_password(self.db.session, self.outbox, user_id, known_hash,
+                               self.passwords.hash(new_password))
+        return {}
+
+    @rpc
+    def disable_user(self, user_id, actor_id):
+        return domain.set_status(self.db.session, self.outbox, user_id, actor_id,
+                                 domain.DISABLED).to_dict()
+
+    @rpc
+    def enable_user(self, user_id, actor_id):
+        return domain.set_status(self.db.session, self.outbox, user_id, actor_id,
+                                 domain.ACTIVE).to_dict()
+
+    @rpc
+    def delete_user(self, user_id, actor_id):
+        domain.delete_user(self.db.session, self.outbox, user_id, actor_id)
+        return {}
 
     @on_start
     def ensure_admin(self):

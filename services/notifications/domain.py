@@ -4,11 +4,14 @@ Functions take the worker's session and speak SQL through its connection; reads
 that change nothing take a connection. Notifications come back as contract dicts.
 Nothing here commits.
 """
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select
 
-from services.notifications.models import Notification
+from mesh.data.db import utcnow
+from services.notifications.models import ForgottenUser, Notification
 
 NOTIFICATIONS = Notification.__table__
+FORGOTTEN = ForgottenUser.__table__
+IS_FORGOTTEN = select(FORGOTTEN.c.user_id).where(FORGOTTEN.c.user_id == bindparam("b_user"))
 VIEW = (NOTIFICATIONS.c.id, NOTIFICATIONS.c.kind, NOTIFICATIONS.c.subject,
         NOTIFICATIONS.c.body, NOTIFICATIONS.c.order_id, NOTIFICATIONS.c.created_at)
 TOLD = select(NOTIFICATIONS.c.id).where(NOTIFICATIONS.c.order_id == bindparam("b_order"),
@@ -35,6 +38,8 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
     late reply); the user hears it once.
     """
     conn = session.connection()
+    if conn.scalar(IS_FORGOTTEN, {"b_user": user_id}):
+        return
     if order_id is not None and conn.scalar(TOLD, {"b_order": order_id, "b_kind": kind}):
         return
     subject, body = MESSAGES[kind]
@@ -42,6 +47,14 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
     conn.execute(TELL, {"user_id": user_id, "kind": kind, "order_id": order_id,
                         "event_id": event_id, "subject": subject.format(**values),
                         "body": body.format(**values)})
+
+
+def forget(session, user_id):
+    """Remove a deleted user's notifications, and keep none that comes later."""
+    conn = session.connection()
+    conn.execute(delete(NOTIFICATIONS).where(NOTIFICATIONS.c.user_id == user_id))
+    if not conn.scalar(IS_FORGOTTEN, {"b_user": user_id}):
+        conn.execute(insert(FORGOTTEN), {"user_id": user_id, "forgotten_at": utcnow()})
 
 
 def page(conn, user_id, limit, offset):

@@ -21,3 +21,13 @@ class Notification(Base):
     # the event it reports: a second delivery cannot make a second message
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     created_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)
+
+
+class ForgottenUser(Base):
+    """A deleted user: their notifications are gone, and news about them that
+    arrives later (an order's saga still running) is not kept either."""
+
+    __tablename__ = "forgotten_users"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    forgotten_at = mapped_column(UtcDateTime, default=utcnow, nullable=False)

@@ -28,6 +28,10 @@ class NotificationsService:
         domain.notify(self.db.session, event["event_id"], data["user_id"], "welcome",
                       name=data["name"], email=data["email"])
 
+    @handle_event(accounts.CONTRACT, "user_deleted")
+    def on_user_deleted(self, event):
+        domain.forget(self.db.session, event["data"]["user_id"])
+
     @handle_event(orders.CONTRACT, "order_confirmed")
     def on_order_confirmed(self, event):
         self._order_news(event, "order_confirmed")

@@ -32,7 +32,7 @@ def test_register_token_me(mesh):
     token = mesh.token(email.upper())
     me = mesh("GET", "/api/v1/me", token)
     assert me.status_code == 200
-    assert set(me.json()) == {"id", "email", "name", "role", "created_at"}
+    assert set(me.json()) == {"id", "email", "name", "role", "status", "created_at"}
     assert me.json()["email"] == email and me.json()["role"] == "customer"
     login = mesh("POST", "/api/v1/auth/token", json={"email": email,
                                                      "password": "correct horse"}).json()

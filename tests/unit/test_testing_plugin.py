@@ -64,7 +64,7 @@ def test_the_recording_outbox_refuses_what_the_contract_does_not_declare():
     outbox.add(None, "user_registered", {"user_id": 1, "email": "a@example.com", "name": "A"})
     assert outbox.types() == ["user_registered"]
     with pytest.raises(ValueError, match="declares no event"):
-        outbox.add(None, "user_deleted", {"user_id": 1})
+        outbox.add(None, "user_renamed", {"user_id": 1})
 
 
 def test_mesh_new_refuses_names_that_would_break_the_repository(tmp_path):
