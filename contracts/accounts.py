@@ -114,11 +114,11 @@ CONTRACT = ServiceContract(
     events=[
         Event("user_registered", UserRegistered,
               doc="A customer registered."),
-        Event("password_changed", UserChanged,
+        Event("password_changed", UserChanged, notice=True,
               doc="A user changed their password: tokens issued before are dead."),
-        Event("user_disabled", UserChanged,
+        Event("user_disabled", UserChanged, notice=True,
               doc="An admin disabled a user: their tokens and logins are refused."),
-        Event("user_enabled", UserChanged,
+        Event("user_enabled", UserChanged, notice=True,
               doc="An admin enabled a disabled user again."),
         Event("user_deleted", UserChanged,
               doc="An admin deleted a user: forget what you keep about them "

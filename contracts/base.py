@@ -198,12 +198,18 @@ class Method:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """One event type and the schema of its `data`, at one version."""
+    """One event type and the schema of its `data`, at one version.
+
+    A `notice` is for running instances only (what they keep in memory goes
+    stale): when no queue takes it, none runs and nobody needs it, so it is
+    marked sent instead of waiting in the outbox for a consumer.
+    """
 
     type: str
     data: type[Schema]
     version: int = 1
     doc: str = ""
+    notice: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

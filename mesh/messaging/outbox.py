@@ -137,6 +137,9 @@ class OutboxRelay(SharedExtension):
             "mesh_events_unroutable", "Publishes of an event that no queue took (it stays "
             "in the outbox)", ["service", "type"], registry=self.metrics.registry)
         self.unroutable = {}  # outbox row id -> when to try it again
+        contract = getattr(self.container.service_cls, "contract", None)
+        self.notices = frozenset() if contract is None else frozenset(
+            event.type for event in contract.events.values() if event.notice)
         self.metrics.add("outbox backlog", self.sample_backlog)
 
     def start(self):
@@ -240,7 +243,7 @@ class OutboxRelay(SharedExtension):
         returned = self.publisher.publish_batch(batch) if batch else set()
         taken = []
         for row in rows:
-            if row.event_id in returned:
+            if row.event_id in returned and row.type not in self.notices:
                 self._unroutable(row)
             else:
                 taken.append(row)

@@ -71,3 +71,54 @@ def test_admin_is_created_at_start(start_service, rpc_client, mesh_config):
             eventlet.sleep(0.1)
     claims = Tokens(signing_key(mesh_config)).verify(token["access_token"])
     assert claims.role == "admin"
+
+
+def test_lifecycle_over_rpc(accounts, mesh_config):
+    """What a gateway route does is the service's rule, whoever calls."""
+    import sqlalchemy
+
+    from mesh.data.db import database_url
+    from mesh.data.tables import outbox as OUTBOX
+    from mesh.testing import wait_until
+
+    address = email()
+    user = accounts.register(email=address, password="correct horse", name="Ann")
+    assert user["status"] == "active"
+    first = accounts.get_access(user_id=user["id"])
+    assert first == {"user_id": user["id"], "role": "customer", "status": "active",
+                     "token_version": 0}
+    with pytest.raises(InvalidCredentials):
+        accounts.change_password(user_id=user["id"], current_password="wrong horse",
+                                 new_password="battery staple")
+    assert accounts.change_password(user_id=user["id"], current_password="correct horse",
+                                    new_password="battery staple") == {}
+    assert accounts.get_access(user_id=user["id"])["token_version"] == 1
+    with pytest.raises(Conflict):
+        accounts.disable_user(user_id=user["id"], actor_id=user["id"])
+    assert accounts.disable_user(user_id=user["id"], actor_id=0)["status"] == "disabled"
+    with pytest.raises(InvalidCredentials):  # the right password, a disabled user
+        accounts.issue_token(email=address, password="battery staple")
+    with pytest.raises(InvalidCredentials):  # nor can a disabled user change it
+        accounts.change_password(user_id=user["id"], current_password="battery staple",
+                                 new_password="another staple")
+    assert accounts.enable_user(user_id=user["id"], actor_id=0)["status"] == "active"
+    assert accounts.get_access(user_id=user["id"])["token_version"] == 2
+    assert accounts.delete_user(user_id=user["id"], actor_id=0) == {}
+    for lookup in (accounts.get_user, accounts.get_access):
+        with pytest.raises(NotFound):
+            lookup(user_id=user["id"])
+    with pytest.raises(NotFound):
+        accounts.enable_user(user_id=user["id"], actor_id=0)
+
+    # no gateway runs, so no queue takes the notices: sent, not kept waiting; the
+    # registration waits for notifications' queue (never declared on this vhost)
+    engine = sqlalchemy.create_engine(database_url(mesh_config, "accounts"))
+
+    def unsent():
+        with engine.connect() as connection:
+            return sorted(connection.scalars(sqlalchemy.select(OUTBOX.c.type).where(
+                OUTBOX.c.published_at.is_(None))))
+
+    wait_until(lambda: unsent() == ["user_deleted", "user_registered"],
+               what="only the events a lasting queue must take left unsent")
+    engine.dispose()
