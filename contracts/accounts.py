@@ -1,8 +1,8 @@
 """The `accounts` service: users, password hashes, roles; authentication."""
 from marshmallow import Schema, validate
 
-from contracts.base import (EmailAddress, Event, Int, Method, Nothing, ServiceContract,
-                            Text, UtcDateTime)
+from contracts.base import (EmailAddress, Event, Id, Int, Method, Nothing,
+                            ServiceContract, Text, UtcDateTime)
 from contracts.errors import Busy, Conflict, InvalidCredentials, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "ROLES", "STATUSES", "User", "RegisterArgs", "IssueTokenArgs",
@@ -47,7 +47,7 @@ class Token(Schema):
 
 
 class GetUserArgs(Schema):
-    user_id = Int(required=True)
+    user_id = Id(required=True)
 
 
 class Access(Schema):
@@ -60,7 +60,7 @@ class Access(Schema):
 
 
 class ChangePasswordArgs(Schema):
-    user_id = Int(required=True)
+    user_id = Id(required=True)
     # any length up to a bound: an old password may predate today's rules
     current_password = Text(required=True, load_only=True,
                             validate=validate.Length(min=1, max=1024))
@@ -68,8 +68,8 @@ class ChangePasswordArgs(Schema):
 
 
 class AdminActionArgs(Schema):
-    user_id = Int(required=True)
-    actor_id = Int(required=True)  # the admin asking: never themselves
+    user_id = Id(required=True)
+    actor_id = Id(required=True)  # the admin asking: never themselves
 
 
 class UserRegistered(Schema):

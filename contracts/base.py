@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from nameko.exceptions import deserialize_to_instance
 
 __all__ = [
-    "ContractError", "Event", "Method", "ServiceContract", "Int", "Text", "EmailAddress",
+    "ContractError", "Event", "Method", "ServiceContract", "Int", "Id", "Text", "EmailAddress",
     "BoundedList", "MAX_LINES", "MAX_QUANTITY", "MAX_PRICE_CENTS", "MAX_TOTAL_CENTS",
     "UtcDateTime", "Page", "page_of", "PageArgs", "EventEnvelope", "SAFE_ID", "distinct_products",
     "normalise_email", "Nothing",
@@ -21,6 +21,7 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 MAX_LINES = 50  # lines of one order, and of its reservation
 MAX_QUANTITY = 1000  # units of one product on one line
 MAX_PRICE_CENTS = 2**31 - 1
+MAX_ID = 2**31 - 1
 # the most an order can cost: every store (BIGINT on PostgreSQL) holds it
 MAX_TOTAL_CENTS = MAX_LINES * MAX_QUANTITY * MAX_PRICE_CENTS
 
@@ -72,6 +73,14 @@ class Int(fields.Integer):
         if value is not None and not -INT64 <= value < INT64:
             raise self.make_error("range")
         return value
+
+
+class Id(Int):
+    """A row id: 1 to 2^31 - 1, what an INTEGER key holds on every backend (an id
+    beyond it is refused as invalid rather than failing in PostgreSQL)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=validate.Range(min=1, max=MAX_ID), **kwargs)
 
 
 class Text(fields.String):

@@ -83,6 +83,9 @@ def test_an_admin_cannot_disable_or_delete_themselves(mesh):
     assert mesh("GET", "/api/v1/me", admin).json()["status"] == "active"
     for method, path in (("POST", "/disable"), ("POST", "/enable"), ("DELETE", "")):
         assert_error(mesh(method, f"/api/v1/users/{10**9}{path}", admin), 404, "not_found")
+        # beyond what an id column holds on any backend: refused, never a 500
+        assert_error(mesh(method, f"/api/v1/users/{2**31}{path}", admin), 422,
+                     "validation_error")
 
 
 def test_a_deleted_user_is_gone_but_their_orders_stay(mesh, rpc_client):

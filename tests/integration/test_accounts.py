@@ -95,20 +95,20 @@ def test_lifecycle_over_rpc(accounts, mesh_config):
     assert accounts.get_access(user_id=user["id"])["token_version"] == 1
     with pytest.raises(Conflict):
         accounts.disable_user(user_id=user["id"], actor_id=user["id"])
-    assert accounts.disable_user(user_id=user["id"], actor_id=0)["status"] == "disabled"
+    assert accounts.disable_user(user_id=user["id"], actor_id=10**6)["status"] == "disabled"
     with pytest.raises(InvalidCredentials):  # the right password, a disabled user
         accounts.issue_token(email=address, password="battery staple")
     with pytest.raises(InvalidCredentials):  # nor can a disabled user change it
         accounts.change_password(user_id=user["id"], current_password="battery staple",
                                  new_password="another staple")
-    assert accounts.enable_user(user_id=user["id"], actor_id=0)["status"] == "active"
+    assert accounts.enable_user(user_id=user["id"], actor_id=10**6)["status"] == "active"
     assert accounts.get_access(user_id=user["id"])["token_version"] == 2
-    assert accounts.delete_user(user_id=user["id"], actor_id=0) == {}
+    assert accounts.delete_user(user_id=user["id"], actor_id=10**6) == {}
     for lookup in (accounts.get_user, accounts.get_access):
         with pytest.raises(NotFound):
             lookup(user_id=user["id"])
     with pytest.raises(NotFound):
-        accounts.enable_user(user_id=user["id"], actor_id=0)
+        accounts.enable_user(user_id=user["id"], actor_id=10**6)
 
     # no gateway runs, so no queue takes the notices: sent, not kept waiting; the
     # registration waits for notifications' queue (never declared on this vhost)
