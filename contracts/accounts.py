@@ -59,7 +59,7 @@ CONTRACT = ServiceContract(
             IssueTokenArgs, Token, (InvalidInput, InvalidCredentials, Busy),
             "Exchange an email and password for a signed, expiring bearer token."),
         "get_user": Method(GetUserArgs, User, (InvalidInput, NotFound),
-                           "One user by id."),
+                           "One user by id.", idempotent=True),
     },
     events=[
         Event("user_registered", UserRegistered,
