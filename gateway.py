@@ -74,7 +74,7 @@ class GatewayService:
     name = "gateway"
 
     telemetry = Telemetry()
-    rpc = ServiceRpcs(ROUTES.contracts, guarded=True)
+    rpc = ServiceRpcs(ROUTES.contracts)
     readiness = Readiness()
     known_users = KnownUsers()
     openapi_document = OpenApi(ROUTES, ERRORS)

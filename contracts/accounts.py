@@ -93,10 +93,11 @@ CONTRACT = ServiceContract(
             "Exchange an email and password for a signed, expiring bearer token. "
             "A disabled user is refused like a wrong password."),
         "get_user": Method(GetUserArgs, User, (InvalidInput, NotFound),
-                           "One user by id."),
+                           "One user by id.", idempotent=True),
         "get_access": Method(
             GetUserArgs, Access, (InvalidInput, NotFound),
-            "Whether a user's tokens may still work: NotFound once deleted."),
+            "Whether a user's tokens may still work: NotFound once deleted.",
+            idempotent=True),
         "change_password": Method(
             ChangePasswordArgs, Nothing, (InvalidInput, InvalidCredentials, NotFound, Busy),
             "Replace the caller's password; every token issued before stops working."),

@@ -197,12 +197,17 @@ class Nothing(Schema):
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One RPC method: its keyword arguments, its result and its expected errors."""
+    """One RPC method: its keyword arguments, its result and its expected errors.
+
+    `idempotent` marks a read: calling it twice changes nothing, so a caller may
+    send it again after a timeout or a lost connection (see mesh.messaging.policy).
+    """
 
     args: type[Schema]
     result: type[Schema]
     errors: tuple[type[ContractError], ...] = ()
     doc: str = ""
+    idempotent: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

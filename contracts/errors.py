@@ -28,7 +28,13 @@ class InvalidCredentials(ContractError):
 class Busy(ContractError):
     """The service is at its limit for this kind of work; try again shortly."""
     code = "service_unavailable"
-    retry_after = 2  # seconds
+    retry_after = 2  # seconds, unless the service says otherwise in fields["retry_after"]
+
+    def __init__(self, message, fields=None):
+        super().__init__(message, fields)
+        # across RPC nameko's error serialisation has made the number a string
+        if str(self.fields.get("retry_after")).isdigit():
+            self.retry_after = int(self.fields["retry_after"])
 
 
 class ContractViolation(ContractError):

@@ -91,13 +91,14 @@ CONTRACT = ServiceContract(
         "create_product": Method(CreateProductArgs, Product, (InvalidInput, Conflict),
                                  "Add a product; its sku is unique."),
         "get_product": Method(GetProductArgs, Product, (InvalidInput, NotFound),
-                              "One product by id."),
+                              "One product by id.", idempotent=True),
         "get_prices": Method(
             PricesArgs, Prices, (InvalidInput, NotFound),
             "Unit prices by product id (as strings); NotFound names unknown ids in "
-            "`fields['product_ids']`."),
+            "`fields['product_ids']`.", idempotent=True),
         "list_products": Method(PageArgs, ProductPage, (InvalidInput,),
-                                "A page of products, oldest first, with the total."),
+                                "A page of products, oldest first, with the total.",
+                                idempotent=True),
         "restock": Method(RestockArgs, Product, (InvalidInput, NotFound),
                           "Add units to a product's stock."),
         "reserve_stock": Method(

@@ -28,6 +28,7 @@ CONTRACT = ServiceContract(
     service="notifications",
     methods={
         "list_notifications": Method(ListNotificationsArgs, NotificationPage, (),
-                                     "A user's notifications, newest first."),
+                                     "A user's notifications, newest first.",
+                                     idempotent=True),
     },
 )

@@ -3,7 +3,7 @@ from marshmallow import Schema, fields, validate
 
 from contracts.base import (MAX_LINES, MAX_QUANTITY, BoundedList, Event, Int, Method, Page, PageArgs,
                             ServiceContract, Text, UtcDateTime, distinct_products)
-from contracts.errors import Conflict, InvalidInput, NotFound
+from contracts.errors import Busy, Conflict, InvalidInput, NotFound
 
 __all__ = ["CONTRACT", "Order", "OrderPage", "CreateOrderArgs", "OrderRef",
            "ListOrdersArgs", "UnknownProduct", "NotCancellable", "IdempotencyKeyReused",
@@ -104,14 +104,17 @@ CONTRACT = ServiceContract(
     methods={
         "create_order": Method(
             CreateOrderArgs, Order,
-            (InvalidInput, UnknownProduct, IdempotencyKeyReused),
+            (InvalidInput, UnknownProduct, IdempotencyKeyReused, Busy),
             "Create a pending order for `user_id`; unit prices are fixed now. The same "
-            "user and idempotency key with the same body return the same order."),
+            "user and idempotency key with the same body return the same order. Busy "
+            "while inventory cannot answer."),
         "get_order": Method(
             OrderRef, Order, (InvalidInput, NotFound),
-            "One order; with `user_id`, only that user's (else NotFound)."),
+            "One order; with `user_id`, only that user's (else NotFound).",
+            idempotent=True),
         "list_orders": Method(ListOrdersArgs, OrderPage, (InvalidInput,),
-                              "A user's orders, newest first, with the total."),
+                              "A user's orders, newest first, with the total.",
+                              idempotent=True),
         "cancel_order": Method(
             OrderRef, Order, (InvalidInput, NotFound, NotCancellable),
             "Start cancelling a confirmed order: refund and release follow."),

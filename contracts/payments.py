@@ -43,7 +43,7 @@ CONTRACT = ServiceContract(
     service="payments",
     methods={
         "get_payment": Method(PaymentRef, Payment, (InvalidInput, NotFound),
-                              "An order's payment."),
+                              "An order's payment.", idempotent=True),
     },
     events=[
         Event("payment_captured", PaymentCaptured),

@@ -67,6 +67,44 @@ def _http_url(value):
                               "for example http://localhost:4318")
 
 
+# what RPC_TARGETS may set per target: (kind, lowest, highest)
+CALL_POLICY_FIELDS = {
+    "timeout": (float, 0.1, 300), "retries": (int, 0, 10),
+    "retry_backoff": (float, 0, 60), "circuit_fail_max": (int, 1, 1000),
+    "circuit_reset_seconds": (float, 0.1, 3600), "concurrency": (int, 1, 100000)}
+
+
+def _call_value(where, value, kind, lowest, highest):
+    numeric = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not numeric or not lowest <= value <= highest:
+        what = "an integer" if kind is int else "a number"
+        raise ValidationError(f"{where}: must be {what} from {lowest:g} to {highest:g}")
+    return kind(value)
+
+
+class CallTargets(fields.Field):
+    """RPC_TARGETS: `default` and target services, each mapping a policy setting
+    (CALL_POLICY_FIELDS) to its value; a blank value (`${ENV:}`) is unset."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise ValidationError("must map default or a service to its call settings")
+        targets = {}
+        for target, policy in value.items():
+            policy = {} if policy is None else policy
+            if not isinstance(target, str) or not re.match(r"^[a-z_]+$", target) \
+                    or not isinstance(policy, dict):
+                raise ValidationError(f"{target}: must be a service's name mapping "
+                                      "settings to values")
+            unknown = sorted(set(policy) - set(CALL_POLICY_FIELDS))
+            if unknown:
+                raise ValidationError(f"{target}: unknown setting {unknown[0]!r} (known: "
+                                      f"{', '.join(CALL_POLICY_FIELDS)})")
+            targets[target] = {name: _call_value(f"{target}.{name}", v, *CALL_POLICY_FIELDS[name])
+                               for name, v in policy.items() if v not in (None, "")}
+        return targets
+
+
 def _service_path(value):
     if not re.match(r"^[\w.]+:\w+$", value):
         raise ValidationError("must look like package.module:ServiceClass")
@@ -113,6 +151,7 @@ class Settings(Schema):
     RATE_LIMIT_ON_ERROR = fields.String(load_default="closed",
                                         validate=validate.OneOf(("closed", "open")))
     RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
+    RPC_TARGETS = CallTargets(load_default=dict)
     EVENT_RETRY_DELAYS = fields.List(
         fields.Float(validate=validate.Range(min=0.001, max=86400)), load_default=[1, 5, 30],
         validate=validate.Length(max=20),
@@ -162,6 +201,14 @@ class Settings(Schema):
         if bool(data.get("MESH_ADMIN_EMAIL")) != bool(data.get("MESH_ADMIN_PASSWORD")):
             raise ValidationError("set both MESH_ADMIN_EMAIL and MESH_ADMIN_PASSWORD, "
                                   "or neither", "MESH_ADMIN_PASSWORD")
+
+    @validates_schema
+    def call_targets(self, data, **kwargs):
+        known = {"default", *data.get("SERVICES", {})}
+        unknown = sorted(set(data.get("RPC_TARGETS", {})) - known)
+        if unknown:  # a misspelt target would silently keep the defaults
+            raise ValidationError(f"{unknown[0]}: is neither default nor a service in "
+                                  "SERVICES", "RPC_TARGETS")
 
     @validates_schema
     def database_urls(self, data, **kwargs):

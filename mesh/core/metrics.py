@@ -90,6 +90,15 @@ class Metrics(SharedExtension):
                                      registry=self.registry).labels(self.service)
         return counters[name]
 
+    def labelled_counter(self, name, documentation, labels):
+        """A counter labelled `service` first, then `labels`: made once, whichever
+        extension asks first; counted as ``.labels(self.service, *values).inc()``."""
+        counters = self.__dict__.setdefault("labelled", {})
+        if name not in counters:
+            counters[name] = Counter(name, documentation, ["service", *labels],
+                                     registry=self.registry)
+        return counters[name]
+
     def gauge(self, name, documentation, labels=()):
         """A `GaugeMetricFamily` labelled with this service first."""
         return GaugeMetricFamily(name, documentation, labels=["service", *labels])

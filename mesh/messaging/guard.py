@@ -6,7 +6,8 @@ transport error, an unknown service. Anything else is an answer (a contract's
 expected errors, and errors a client could provoke), so no client can open a
 circuit for everyone. After CIRCUIT_FAIL_MAX failures in a row the circuit opens
 for CIRCUIT_RESET_SECONDS; then one call goes through as a probe, and its success
-closes the circuit.
+closes the circuit. Beyond `concurrency` calls in flight at once, one more is
+refused at once rather than queued behind them.
 
 Calls run concurrently: pybreaker's own `call()` holds its lock for the whole
 call, which under eventlet lets one call at a time reach the service, and starts
@@ -42,17 +43,19 @@ def _an_answer(exc):
 
 
 class ServiceUnavailable(Exception):
-    """The service has no running instance, or its circuit is open."""
+    """The service has no running instance, its circuit is open, or too many calls
+    to it are in flight; `cause` says which (the mesh_rpc_rejected_total label)."""
 
-    def __init__(self, service, reason, retry_after=5):
+    def __init__(self, service, reason, retry_after=5, cause="unavailable"):
         super().__init__(f"{service} is unavailable: {reason}")
-        self.service, self.retry_after = service, retry_after
+        self.service, self.retry_after, self.cause = service, retry_after, cause
 
 
 class Guard:
     """The state of one target service, shared by all workers of a container."""
 
-    def __init__(self, service, amqp_uri, fail_max=5, reset_seconds=10.0):
+    def __init__(self, service, amqp_uri, fail_max=5, reset_seconds=10.0,
+                 concurrency=None):
         self.service, self.amqp_uri = service, amqp_uri
         # None until the watcher first looks: a call before then asks the broker
         self.present = None
@@ -62,6 +65,7 @@ class Guard:
             fail_max=fail_max, reset_timeout=reset_seconds, exclude=[_an_answer],
             throw_new_error_on_trip=False, name=service)
         self.probing = False  # a half-open circuit lets one call through at a time
+        self.concurrency, self.in_flight = concurrency, 0
 
     @property
     def state(self):
@@ -70,26 +74,36 @@ class Guard:
     def call(self, fn):
         if self.broker_down:
             raise ServiceUnavailable(self.service, "the message broker is unreachable",
-                                     retry_after=int(PRESENCE_INTERVAL) + 1)
+                                     retry_after=int(PRESENCE_INTERVAL) + 1,
+                                     cause="broker_down")
         if not self.present and not self._present_now():
             raise ServiceUnavailable(self.service, "no running instance",
-                                     retry_after=int(PRESENCE_INTERVAL) + 1)
+                                     retry_after=int(PRESENCE_INTERVAL) + 1,
+                                     cause="no_instance")
         if self.probing:
             raise self._open()
+        if self.concurrency is not None and self.in_flight >= self.concurrency:
+            # waiting for a turn would hold the caller's worker behind a slow target
+            raise ServiceUnavailable(self.service, f"{self.concurrency} calls to it are "
+                                     "already in flight", retry_after=1,
+                                     cause="concurrency")
         probe = self.state != pybreaker.STATE_CLOSED
         self.probing = probe
+        self.in_flight += 1
         try:
             with self.breaker.calling():
                 return fn()
         except pybreaker.CircuitBreakerError:
             raise self._open() from None
         finally:
+            self.in_flight -= 1
             if probe:
                 self.probing = False
 
     def _open(self):
         return ServiceUnavailable(self.service, "its circuit is open after repeated "
-                                  "failures", retry_after=max(1, round(self.reset_seconds)))
+                                  "failures", retry_after=max(1, round(self.reset_seconds)),
+                                  cause="circuit_open")
 
     def _present_now(self):
         """Ask the broker again: the watcher's answer may be up to a second old,

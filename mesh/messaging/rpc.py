@@ -6,11 +6,17 @@ signature and loaded through the contract's schema (bad ones raise
 `contracts.errors.InvalidInput` to the caller, without starting a worker); the
 result is dumped through the result schema, so callers get plain JSON-able dicts.
 
+Every `ServiceRpc` call is guarded and follows its target's policy (timeout,
+retries of idempotent reads, circuit, concurrency: `mesh.messaging.policy`). A
+method whose call to another service finds it unavailable or too slow answers its
+own caller `Busy` (retryable; the gateway's 503), not an error of its own.
+
 The wire is nameko's own, so stock clients and `nameko shell` call mesh services
-and mesh callers call stock ones. Two things differ, both for speed: a reply is
-sent without waiting for a publisher confirm (were the broker to lose it, the
-caller's timeout answers, exactly as when the service dies before replying), and
-requests and replies go through `mesh.messaging.broker`'s long-lived producer pools.
+and mesh callers call stock ones. Two things differ, both for speed: requests and
+replies are sent without waiting for a publisher confirm (were the broker to lose
+one, the caller's timeout answers, exactly as when the service dies before
+replying; a service with no instance is refused by the guard first), and they go
+through `mesh.messaging.broker`'s long-lived producer pools.
 """
 import functools
 import inspect
@@ -22,7 +28,6 @@ import eventlet
 from kombu.exceptions import EncodeError
 from kombu.serialization import registry
 from marshmallow import ValidationError
-from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY, NON_PERSISTENT
 from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
                                RpcTimeout, UnknownService, UnserializableValueError,
@@ -34,14 +39,14 @@ from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from contracts.base import ContractError
-from contracts.errors import ContractViolation, InvalidInput
-from mesh.core.config import setting
+from contracts.errors import Busy, ContractViolation, InvalidInput
 from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, utcnow
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
-from mesh.messaging.guard import CIRCUIT_STATES, Guard, watch_presence
+from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
 from mesh.messaging.health import refuse_mismatched
+from mesh.messaging.policy import GuardedCall, policy_for
 from mesh.messaging.topology import lasting_arguments
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
@@ -155,6 +160,10 @@ class ContractRpc(Rpc):
                                exc.normalized_messages()) from None
 
     def handle_result(self, message, worker_ctx, result, exc_info):
+        if exc_info is not None and isinstance(exc_info[1], DOWNSTREAM_UNWELL):
+            log.warning("%s.%s answers Busy: %s", self.container.service_name,
+                        self.method_name, exc_info[1])
+            exc_info = (Busy, busy_for(exc_info[1]), None)
         if exc_info is None:
             try:
                 result = self.result_schema.dump(result)
@@ -175,6 +184,16 @@ class ContractRpc(Rpc):
 
 
 rpc = ContractRpc.decorator
+
+# a service this worker called could not answer (never the worker's own fault)
+DOWNSTREAM_UNWELL = (ServiceUnavailable, RpcTimeout, UnknownService)
+
+
+def busy_for(exc):
+    """The contract's answer when a service this one needs is unavailable: `Busy`,
+    which its callers (the gateway: 503 with Retry-After) know to try again."""
+    retry_after = getattr(exc, "retry_after", Busy.retry_after)
+    return Busy(f"{exc}; try again shortly", {"retry_after": retry_after})
 
 
 def claim_request(session, key):
@@ -208,13 +227,12 @@ class RequestKey(DependencyProvider):
 
 
 class ContractServiceProxy(HeaderEncoder):
-    """Calls only what the target's contract declares, and waits at most `timeout`."""
+    """Calls only what the target's contract declares, through its `GuardedCall`."""
 
-    def __init__(self, worker_ctx, contract, reply_listener, timeout, guard=None,
-                 exchange=None):
+    def __init__(self, worker_ctx, contract, reply_listener, guarded, exchange):
         self.worker_ctx, self.contract = worker_ctx, contract
-        self.reply_listener, self.timeout, self.guard = reply_listener, timeout, guard
-        self.exchange = exchange or get_rpc_exchange(worker_ctx.container.config)
+        self.reply_listener, self.guarded, self.exchange = reply_listener, guarded, exchange
+        self.timeout = guarded.policy.timeout
 
     def __getattr__(self, name):
         return ContractCall(self, name, self.contract.method(name))  # AttributeError
@@ -234,9 +252,7 @@ class ContractCall:
         unknown = set(kwargs) - set(self.method.args._declared_fields)
         if unknown:
             raise TypeError(f"{self!r} takes no argument(s) {sorted(unknown)}")
-        if self.proxy.guard is None:
-            return self._call(kwargs)
-        return self.proxy.guard.call(lambda: self._call(kwargs))
+        return self.proxy.guarded(self.method, self.name, lambda: self._call(kwargs))
 
     def _call(self, kwargs):
         """nameko's MethodProxy call, on mesh.messaging.broker's producers; the timeout is
@@ -249,25 +265,19 @@ class ContractCall:
             with eventlet.Timeout(proxy.timeout, RpcTimeout(
                     f"{self.service}.{self.name} did not answer within "
                     f"{proxy.timeout:g} s")):
-                # Unguarded, the broker must confirm the request, so that a service
-                # no queue stands for fails at once (mandatory); a guard has
-                # already refused a service with no running instance, and a
-                # request lost on the way is answered by the timeout.
-                confirmed = proxy.guard is None
-                # the request expires with its timeout: in the queue (the broker
-                # drops it) and at the service (which drops it unstarted)
+                # Sent without a publisher confirm: the guard has already refused a
+                # service with no running instance, and a request lost on the way
+                # is answered by the timeout.
+                # The request expires with its timeout: in the queue (the broker
+                # drops it) and at the service (which drops it unstarted).
                 headers = proxy.get_message_headers(proxy.worker_ctx)
                 headers[EXPIRES] = time.time() + proxy.timeout
-                try:
-                    publish(container.config[AMQP_URI_CONFIG_KEY],
-                            {"args": (), "kwargs": kwargs}, confirms=confirmed,
-                            mandatory=confirmed, exchange=proxy.exchange,
-                            routing_key=f"{self.service}.{self.name}",
-                            reply_to=proxy.reply_listener.routing_key,
-                            correlation_id=correlation_id, expiration=proxy.timeout,
-                            headers=headers)
-                except UndeliverableMessage:
-                    raise UnknownService(self.service) from None
+                publish(container.config[AMQP_URI_CONFIG_KEY],
+                        {"args": (), "kwargs": kwargs}, confirms=False,
+                        exchange=proxy.exchange, routing_key=f"{self.service}.{self.name}",
+                        reply_to=proxy.reply_listener.routing_key,
+                        correlation_id=correlation_id, expiration=proxy.timeout,
+                        headers=headers)
                 body = reply.wait()
         finally:
             # nameko keeps the event of a call that never got its answer
@@ -297,43 +307,55 @@ class ContractReplyListener(ReplyListener):
 
 
 class ServiceRpc(RpcProxy):
-    """A dependency calling one service through its contract.
+    """A dependency calling one service through its contract, guarded.
 
     Example: ``inventory = ServiceRpc(contracts.inventory.CONTRACT)`` then
-    ``self.inventory.get_product(product_id=1)``. The timeout comes from
-    RPC_TIMEOUT in config unless given here. With ``guarded=True`` calls fail
-    fast with `mesh.messaging.guard.ServiceUnavailable` while the service has no running
-    instance or its circuit is open (see mesh.messaging.guard).
+    ``self.inventory.get_product(product_id=1)``. Each call follows the target's
+    policy in RPC_TARGETS (`mesh.messaging.policy`): its timeout (unless given
+    here), retries for idempotent reads, and its guard (mesh.messaging.guard),
+    which fails fast with `ServiceUnavailable` while the service has no running
+    instance, its circuit is open or too many calls to it are in flight.
     """
 
     metrics = Metrics()
     rpc_reply_listener = ContractReplyListener()
 
-    def __init__(self, contract, timeout=None, guarded=False):
+    def __init__(self, contract, timeout=None):
         super().__init__(contract.service)
         self.contracts = {contract.service: contract}
-        self.timeout, self.guarded = timeout, guarded
-        self.guards = {}
+        self.timeout = timeout
+        self.guards, self.calls = {}, {}
 
     def setup(self):
         super().setup()
         config = self.container.config
-        if self.timeout is None:
-            self.timeout = setting(config, "RPC_TIMEOUT")
         self.exchange = get_rpc_exchange(config)
-        if self.guarded:
-            self.guards = {name: Guard(name, config[AMQP_URI_CONFIG_KEY],
-                                       setting(config, "CIRCUIT_FAIL_MAX"),
-                                       setting(config, "CIRCUIT_RESET_SECONDS"))
-                           for name in self.contracts}
-            self.metrics.add("circuits", self.sample_guards)
+        counters = (
+            self.metrics.labelled_counter(
+                "mesh_rpc_calls", "Calls to another service by outcome: ok, error (an "
+                "answer), timeout, failed (transport), refused (by its guard)",
+                ["target", "method", "outcome"]),
+            self.metrics.labelled_counter(
+                "mesh_rpc_retries", "Idempotent reads sent again after a timeout or a "
+                "transport failure", ["target", "method"]),
+            self.metrics.labelled_counter(
+                "mesh_rpc_rejected", "Calls refused at once by the target's guard, by "
+                "cause: no_instance, broker_down, circuit_open, concurrency",
+                ["target", "cause"]))
+        for name in self.contracts:
+            policy = policy_for(config, name, self.timeout)
+            self.guards[name] = Guard(name, config[AMQP_URI_CONFIG_KEY],
+                                      policy.circuit_fail_max,
+                                      policy.circuit_reset_seconds, policy.concurrency)
+            self.calls[name] = GuardedCall(self.container.service_name, name,
+                                           self.guards[name], policy, counters)
+        self.metrics.add("circuits", self.sample_guards)
 
     def start(self):
         super().start()
-        if self.guards:
-            self.container.spawn_managed_thread(functools.partial(
-                watch_presence, self.container.config[AMQP_URI_CONFIG_KEY],
-                list(self.guards.values())), identifier="service presence")
+        self.container.spawn_managed_thread(functools.partial(
+            watch_presence, self.container.config[AMQP_URI_CONFIG_KEY],
+            list(self.guards.values())), identifier="service presence")
 
     def sample_guards(self):
         circuits = self.metrics.gauge(
@@ -342,10 +364,14 @@ class ServiceRpc(RpcProxy):
         present = self.metrics.gauge(
             "mesh_target_present", "1 while a called service has a running instance",
             ["target"])
+        in_flight = self.metrics.gauge(
+            "mesh_rpc_in_flight", "Calls to a service waiting for its answer now",
+            ["target"])
         for name, guard in self.guards.items():
             circuits.add_metric([self.metrics.service, name], CIRCUIT_STATES[guard.state])
             present.add_metric([self.metrics.service, name], int(bool(guard.present)))
-        return [circuits, present]
+            in_flight.add_metric([self.metrics.service, name], guard.in_flight)
+        return [circuits, present, in_flight]
 
     def get_dependency(self, worker_ctx):
         (contract,) = self.contracts.values()
@@ -353,16 +379,15 @@ class ServiceRpc(RpcProxy):
 
     def proxy(self, worker_ctx, contract):
         return ContractServiceProxy(worker_ctx, contract, self.rpc_reply_listener,
-                                    self.timeout, self.guards.get(contract.service),
-                                    self.exchange)
+                                    self.calls[contract.service], self.exchange)
 
 
 class ServiceRpcs(ServiceRpc):
     """Like `ServiceRpc`, for several services: ``self.rpc["inventory"].get_product(...)``."""
 
-    def __init__(self, contracts, timeout=None, guarded=False):
+    def __init__(self, contracts, timeout=None):
         contracts = dict(contracts)
-        super().__init__(next(iter(contracts.values())), timeout, guarded)
+        super().__init__(next(iter(contracts.values())), timeout)
         self.contracts = contracts
 
     def get_dependency(self, worker_ctx):

@@ -88,3 +88,21 @@ def test_before_the_watcher_looks_a_call_asks_the_broker():
     guard = Guard("inventory", "amqp://guest:guest@127.0.0.1:1/")  # nobody answers there
     with pytest.raises(ServiceUnavailable, match="no running instance"):
         guard.call(lambda: "never called")
+
+
+def test_beyond_its_concurrency_a_call_is_refused_at_once_and_counts_no_failure():
+    guard = present_guard(fail_max=1, concurrency=2)
+    release = Event()
+    held = [eventlet.spawn(guard.call, lambda: release.wait() or "ok") for _ in range(2)]
+    eventlet.sleep(0.01)
+    with pytest.raises(ServiceUnavailable, match="2 calls to it are already in flight") \
+            as caught:
+        guard.call(lambda: "not now")
+    assert (caught.value.cause, caught.value.retry_after) == ("concurrency", 1)
+    assert guard.state == pybreaker.STATE_CLOSED  # a refusal is not the target's fault
+    release.send()
+    assert [t.wait() for t in held] == ["ok", "ok"]
+    assert guard.in_flight == 0
+    with pytest.raises(RpcTimeout):  # a failed call gives its place back too
+        guard.call(fail(RpcTimeout("slow")))
+    assert guard.in_flight == 0
