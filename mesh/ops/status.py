@@ -1,8 +1,8 @@
 """`mesh status`: what runs, what waits, what failed, for the configured services.
 
 Instances are the consumers on a service's RPC queue (its first handler's queue
-when it serves no RPC); a service that only serves HTTP (the gateway) has no
-queue, and is asked for /health instead.
+when it serves no RPC); a service that serves HTTP (the gateway) has no queue
+of its own but exclusive ones, and is asked for /health instead.
 """
 import os
 import urllib.request
@@ -52,8 +52,9 @@ def _outbox(config, name, service_cls, report):
         engine.dispose()
 
 
-def _serves_only_http(service_cls):
-    return all(isinstance(e, HttpEntrypoint) for _, e in entrypoints_of(service_cls))
+def _serves_http(service_cls):
+    # its only queues (broadcast handlers') are exclusive: not countable from here
+    return any(isinstance(e, HttpEntrypoint) for _, e in entrypoints_of(service_cls))
 
 
 def _http_front(config, report, timeout):
@@ -73,7 +74,7 @@ def gather(config, timeout=2.0):
                        "outbox": None, "problems": []}
                 for name in config["SERVICES"]}
     classes = {name: import_service(path) for name, path in config["SERVICES"].items()}
-    http_only = {name for name, service_cls in classes.items() if _serves_only_http(service_cls)}
+    http_only = {name for name, service_cls in classes.items() if _serves_http(service_cls)}
     broker = "ok"
     try:
         with Connection(config["AMQP_URI"], connect_timeout=timeout,
