@@ -1,0 +1,79 @@
+"""The gateway's memory of token users: what it refuses, and what it forgets."""
+import types
+
+import pytest
+
+from contracts.errors import NotFound
+from mesh.auth.tokens import Claims
+from mesh.http.auth import KnownUsers
+from mesh.http.errors import HttpError
+
+ACTIVE = {"user_id": 7, "role": "customer", "status": "active", "token_version": 0}
+
+
+def known_users(**config):
+    users = KnownUsers()
+    users.container = types.SimpleNamespace(config=config)
+    users.setup()
+    return users
+
+
+class Accounts:
+    """What accounts answers for user 7, counting the lookups."""
+
+    def __init__(self, answer=ACTIVE):
+        self.answer, self.calls = answer, 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.answer is None:
+            raise NotFound("user 7 not found")
+        return dict(self.answer)
+
+
+def refused(users, claims, lookup):
+    with pytest.raises(HttpError) as caught:
+        users.require(claims, lookup)
+    assert caught.value.status == 401
+    return caught.value.message
+
+
+def test_a_user_is_asked_for_once_until_forgotten():
+    users, accounts = known_users(), Accounts()
+    claims = Claims(7, "customer", 0)
+    users.require(claims, accounts)
+    users.require(claims, accounts)
+    assert accounts.calls == 1
+    accounts.answer = {**ACTIVE, "token_version": 1}  # the password changed
+    users.forget(7)
+    assert "revoked" in refused(users, claims, accounts)
+    users.require(Claims(7, "customer", 1), accounts)  # a token from after the change
+    assert accounts.calls == 2
+
+
+@pytest.mark.parametrize("answer, claims, reason", [
+    ({**ACTIVE, "status": "disabled"}, Claims(7, "customer", 0), "disabled"),
+    ({**ACTIVE, "role": "customer"}, Claims(7, "admin", 0), "revoked"),
+    ({**ACTIVE, "token_version": 3}, Claims(7, "customer", 2), "revoked"),
+    (None, Claims(7, "customer", 0), "no longer exists"),
+])
+def test_what_is_refused(answer, claims, reason):
+    assert reason in refused(known_users(), claims, Accounts(answer))
+
+
+def test_an_answer_read_across_a_forget_is_used_but_not_remembered():
+    users = known_users()
+
+    def racing_lookup():  # the change's event arrives while accounts answers
+        users.forget(7)
+        return dict(ACTIVE)
+
+    users.require(Claims(7, "customer", 0), racing_lookup)
+    assert 7 not in users.seen
+
+
+def test_a_cache_of_zero_seconds_asks_every_time():
+    users, accounts = known_users(USER_CACHE_SECONDS=0), Accounts()
+    for _ in range(3):
+        users.require(Claims(7, "customer", 0), accounts)
+    assert accounts.calls == 3
