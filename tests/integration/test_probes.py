@@ -31,3 +31,21 @@ def test_ready_fails_when_the_database_goes_and_health_does_not(start_service,
     assert gone["checks"]["database"].startswith("unreachable")
     # alive all the same: restarting would not bring the database back
     assert requests.get(f"{base}/health", timeout=10).status_code == 200
+
+
+def test_health_watches_every_queue_consumer_of_a_real_container(start_service):
+    from nameko.messaging import QueueConsumer
+
+    from mesh.runtime.probes import Probes
+
+    port = free_port()
+    container = start_service(InventoryService, OPS_PORTS={"inventory": port})
+    probes = next(e for e in container.extensions if isinstance(e, Probes))
+    consumers = {e for e in container.extensions if isinstance(e, QueueConsumer)}
+    assert len(consumers) >= 2 and set(probes.consuming) == consumers  # RPC, events, replies
+    first = dict(probes.consuming)
+    wait_until(lambda: all(probes.consuming[c] > first[c] for c in consumers),
+               what="every consumer going round its loop")
+    health = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["checks"] == {"event_loop": "ok", "consumers": "ok"}

@@ -192,3 +192,33 @@ def test_liveness_fails_once_the_event_loop_has_stalled():
     now[0] += STALL_SECONDS + 1  # no heartbeat ran: nothing else did either
     alive, checks = probes.alive()
     assert not alive and checks["event_loop"].startswith("stalled for")
+
+
+def test_liveness_fails_for_a_wedged_consumer_only_while_the_broker_answers(mesh_config):
+    import types
+
+    from mesh.runtime.probes import CONSUMER_STALL_SECONDS, Probes
+
+    now = [50.0]
+    probes = Probes(clock=lambda: now[0])
+    probes.container = types.SimpleNamespace(config=dict(mesh_config))
+    rounds = []
+
+    class Consumer:
+        def on_iteration(self):
+            rounds.append(now[0])
+
+    consumer = Consumer()
+    probes.watch(consumer)
+    assert probes.alive() == (True, {"event_loop": "ok", "consumers": "ok"})
+    now[0] += CONSUMER_STALL_SECONDS + 1
+    probes.beat = now[0]  # the event loop runs; the consumer's loop does not
+    alive, checks = probes.alive()  # this test's real broker answers
+    assert not alive and checks["consumers"].startswith("not consuming for 61 s")
+    consumer.on_iteration()  # it goes round again: nameko's own hook still runs
+    assert rounds == [now[0]] and probes.alive()[0]
+
+    now[0] += CONSUMER_STALL_SECONDS + 1
+    probes.beat = now[0]
+    probes.container.config["AMQP_URI"] = "pyamqp://guest:guest@127.0.0.1:1//"
+    assert probes.alive() == (True, {"event_loop": "ok", "consumers": "ok"})  # broker down
