@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from contracts.base import EventEnvelope
 from mesh.core.config import setting
 from mesh.data.db import end_work_of, service_database, utcnow
+from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
@@ -95,6 +96,7 @@ class EventQueueConsumer(QueueConsumer):
 class MeshEventHandler(EventHandler):
     ENDS_UNIT_OF_WORK = True  # see mesh.data.db.Database
     queue_consumer = EventQueueConsumer()
+    pruner = Pruner()  # inbox rows go after INBOX_RETENTION_SECONDS
 
     def __init__(self, contract, event_type, **kwargs):
         super().__init__(contract.service, event_type, **kwargs)
