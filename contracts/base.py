@@ -194,12 +194,17 @@ class Method:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """One event type and the schema of its `data`, at one version."""
+    """One event type and the schema of its `data`, at one version.
+
+    `scrubbed` names fields of `data` (secrets) that only the delivery needs:
+    the publisher's outbox row drops them once the broker has the event.
+    """
 
     type: str
     data: type[Schema]
     version: int = 1
     doc: str = ""
+    scrubbed: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

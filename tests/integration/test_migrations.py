@@ -3,6 +3,7 @@ branch; a database made before that split upgrades in place."""
 import importlib
 import os
 import pathlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -51,6 +52,25 @@ def rows_of(path):
                 for name in names}
 
 
+def head(config, service):
+    return migrations.history(config, service)[0][0]
+
+
+def scrubbed(service, rows):
+    """`rows` as orders_0002 leaves them: no card token on a settled order nor in
+    a published payment_requested (the rest unchanged)."""
+    if service != "orders":
+        return rows
+    orders = [(*row[:5], None if row[2] != "pending" else row[5], *row[6:])
+              for row in rows["orders"]]
+    outbox = [(*row[:6], json.dumps({k: v for k, v in json.loads(row[6]).items()
+                                     if k != "card_token"}, separators=(",", ":")),
+               *row[7:]) if row[2] == "payment_requested" and row[7] else row
+              for row in rows["outbox"]]
+    assert orders != rows["orders"] and outbox != rows["outbox"], "tokens to scrub"
+    return {**rows, "orders": sorted(orders), "outbox": sorted(outbox)}
+
+
 def versions_of(path):
     with sqlite3.connect(path) as conn:
         return {v for (v,) in conn.execute("SELECT version_num FROM alembic_version")}
@@ -62,7 +82,7 @@ def test_a_new_database_gets_the_models_and_the_platform_tables(tmp_path, servic
     assert migrations.upgrade(config, service)
     url = f"sqlite:///{tmp_path}/{service}.sqlite"
     assert schema_drift(url, service) == []
-    assert versions_of(tmp_path / f"{service}.sqlite") == {f"{service}_0001"}
+    assert versions_of(tmp_path / f"{service}.sqlite") == {head(config, service)}
 
 
 @pytest.mark.postgres
@@ -88,12 +108,12 @@ def test_a_database_made_before_the_mesh_branch_upgrades_in_place(tmp_path, serv
     migrations.upgrade(config, service)  # a second start finds nothing to do
 
     after = rows_of(path)
-    for table, rows in before.items():
+    for table, rows in scrubbed(service, before).items():
         assert after[table] == rows, table
     # what the old history never made is made now; nothing else changed
     assert set(after) - set(before) <= {"outbox", "inbox", "rpc_requests"}
     assert {"outbox", "inbox", "rpc_requests"} <= set(after)
-    assert versions_of(path) == {f"{service}_0001"}
+    assert versions_of(path) == {head(config, service)}
     assert schema_drift(f"sqlite:///{path}", service) == []
 
 
