@@ -1,5 +1,7 @@
 """A DLQ holds at most DLQ_MAX_LENGTH messages, and one more is kept, never dropped."""
+import pytest
 from kombu import Connection, Queue
+from nameko.exceptions import ConfigurationError
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -88,3 +90,19 @@ def test_an_empty_dlq_made_without_the_bound_is_made_again_with_it(
         # declaring it as bounded now succeeds: it has the new arguments
         dlq_queue(QUEUE, config)(connection.channel()).declare()
         assert queue_state(connection, dlq_name(QUEUE)) == (0, 0)
+
+
+def test_a_dlq_holding_messages_without_the_bound_is_kept_and_named(
+        mesh_containers, mesh_config, tmp_path):
+    uri = mesh_config["AMQP_URI"]
+    url = f"sqlite:///{tmp_path}/flaky.sqlite"
+    create_tables(create_engine(url), ToyBase)
+    bare = Queue(dlq_name(QUEUE), routing_key=dlq_name(QUEUE), durable=True)
+    with Connection(uri) as connection:
+        connection.Producer().publish(b"{}", routing_key=dlq_name(QUEUE), declare=[bare])
+    config = {**mesh_config, "DATABASE_URL_FLAKY": url}
+    with pytest.raises(ConfigurationError, match=rf"queue {dlq_name(QUEUE)} exists with "
+                                                 r"other arguments .*\"Dead letters\""):
+        mesh_containers(FlakyService, config).start()
+    with Connection(uri) as connection:
+        assert queue_state(connection, dlq_name(QUEUE)) == (1, 0)  # nothing lost
