@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import logging
 
-from amqp.exceptions import MessageNacked, PreconditionFailed
+from amqp.exceptions import AMQPNotImplementedError, MessageNacked, PreconditionFailed
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
@@ -62,7 +62,8 @@ def dlq(queue_name, config):
 def renew_if_empty(amqp_uri, queue):
     """Delete `queue` when it exists, empty, with other arguments (a DLQ made
     before its bound, or with another DLQ_MAX_LENGTH), so that it is declared
-    anew. One holding messages is kept: `refuse_mismatched` then names it."""
+    anew. One holding messages, or a quorum queue, is kept: `refuse_mismatched`
+    then names it."""
     with Connection(amqp_uri) as connection:
         state = queue_state(connection, queue.name)
         if state is None or state[0]:
@@ -79,7 +80,9 @@ def renew_if_empty(amqp_uri, queue):
                     channel.queue_delete(queue.name, if_empty=True)
                 log.warning("%s had other arguments and was empty: declared anew",
                             queue.name)
-            except PreconditionFailed:
+            except (PreconditionFailed, AMQPNotImplementedError):
+                # not empty after all, or a quorum queue (which cannot be deleted
+                # only if empty): left for refuse_mismatched to name
                 pass
 
 

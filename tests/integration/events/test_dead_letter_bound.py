@@ -76,33 +76,35 @@ def test_a_full_dlq_refuses_the_next_event_which_waits_in_its_retries(
     engine.dispose()
 
 
-def test_an_empty_dlq_made_without_the_bound_is_made_again_with_it(
-        mesh_containers, mesh_config, tmp_path):
-    uri = mesh_config["AMQP_URI"]
+@pytest.fixture
+def unbounded_dlq(mesh_config, tmp_path):
+    """The flaky service's config, its DLQ made as releases before the bound
+    made it: `(config, queue)`."""
     url = f"sqlite:///{tmp_path}/flaky.sqlite"
     create_tables(create_engine(url), ToyBase)
     bare = Queue(dlq_name(QUEUE), routing_key=dlq_name(QUEUE), durable=True)
-    with Connection(uri) as connection:  # as a release before the bound made it
+    with Connection(mesh_config["AMQP_URI"]) as connection:
         bare(connection.channel()).declare()
-    config = {**mesh_config, "DATABASE_URL_FLAKY": url, "DLQ_MAX_LENGTH": 5}
+    return {**mesh_config, "DATABASE_URL_FLAKY": url}, bare
+
+
+def test_an_empty_dlq_made_without_the_bound_is_made_again_with_it(
+        mesh_containers, unbounded_dlq):
+    config = {**unbounded_dlq[0], "DLQ_MAX_LENGTH": 5}
     mesh_containers(FlakyService, config).start()
-    with Connection(uri) as connection:
+    with Connection(config["AMQP_URI"]) as connection:
         # declaring it as bounded now succeeds: it has the new arguments
         dlq_queue(QUEUE, config)(connection.channel()).declare()
         assert queue_state(connection, dlq_name(QUEUE)) == (0, 0)
 
 
 def test_a_dlq_holding_messages_without_the_bound_is_kept_and_named(
-        mesh_containers, mesh_config, tmp_path):
-    uri = mesh_config["AMQP_URI"]
-    url = f"sqlite:///{tmp_path}/flaky.sqlite"
-    create_tables(create_engine(url), ToyBase)
-    bare = Queue(dlq_name(QUEUE), routing_key=dlq_name(QUEUE), durable=True)
-    with Connection(uri) as connection:
-        connection.Producer().publish(b"{}", routing_key=dlq_name(QUEUE), declare=[bare])
-    config = {**mesh_config, "DATABASE_URL_FLAKY": url}
+        mesh_containers, unbounded_dlq):
+    config, bare = unbounded_dlq
+    with Connection(config["AMQP_URI"]) as connection:
+        connection.Producer().publish(b"{}", routing_key=bare.name)
     with pytest.raises(ConfigurationError, match=rf"queue {dlq_name(QUEUE)} exists with "
                                                  r"other arguments .*\"Dead letters\""):
         mesh_containers(FlakyService, config).start()
-    with Connection(uri) as connection:
+    with Connection(config["AMQP_URI"]) as connection:
         assert queue_state(connection, dlq_name(QUEUE)) == (1, 0)  # nothing lost
