@@ -217,6 +217,9 @@ class Event:
     A `notice` is for running instances only (what they keep in memory goes
     stale): when no queue takes it, none runs and nobody needs it, so it is
     marked sent instead of waiting in the outbox for a consumer.
+
+    `scrubbed` names fields of `data` (secrets) that only the delivery needs:
+    the publisher's outbox row drops them once the broker has the event.
     """
 
     type: str
@@ -224,6 +227,7 @@ class Event:
     version: int = 1
     doc: str = ""
     notice: bool = False
+    scrubbed: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -123,7 +123,7 @@ CONTRACT = ServiceContract(
         Event("order_created", OrderCreated,
               doc="A pending order asks for its stock."),
         Event("payment_requested", PaymentRequested,
-              doc="Stock is held; capture the payment."),
+              doc="Stock is held; capture the payment.", scrubbed=("card_token",)),
         Event("order_confirmed", OrderOutcome,
               doc="Stock reserved and payment captured."),
         Event("order_rejected", OrderOutcome,

@@ -110,6 +110,12 @@ def _service_path(value):
         raise ValidationError("must look like package.module:ServiceClass")
 
 
+# no retention shorter than an hour: longer than any RPC deadline, relay retry
+# or broker redelivery (README "Retention")
+RETENTION = validate.Range(min=3600, max=366 * 86400,
+                           error="must be whole seconds from 3600 (an hour) to 31622400")
+
+
 class Settings(Schema):
     """The settings of README "Configuration"; anything else passes through."""
 
@@ -162,6 +168,19 @@ class Settings(Schema):
                                           validate=validate.Range(min=1, max=1000))
     SAGA_TIMEOUT_SECONDS = fields.Float(load_default=30.0,
                                         validate=validate.Range(min=0.1, max=86400))
+    # README "Retention" says why each default outlives every redelivery
+    OUTBOX_RETENTION_SECONDS = fields.Integer(strict=True, load_default=86400,
+                                              validate=RETENTION)
+    INBOX_RETENTION_SECONDS = fields.Integer(strict=True, load_default=7 * 86400,
+                                             validate=RETENTION)
+    REQUEST_KEY_RETENTION_SECONDS = fields.Integer(strict=True, load_default=7 * 86400,
+                                                   validate=RETENTION)
+    IDEMPOTENCY_KEY_RETENTION_SECONDS = fields.Integer(strict=True, load_default=86400,
+                                                       validate=RETENTION)
+    PRUNE_INTERVAL_SECONDS = fields.Float(load_default=60.0,
+                                          validate=validate.Range(min=1, max=86400))
+    DLQ_MAX_LENGTH = fields.Integer(strict=True, load_default=10000,
+                                    validate=validate.Range(min=1, max=10_000_000))
     OPS_HOST = fields.String(load_default="127.0.0.1", validate=validate.Length(min=1))
     OPS_PORTS = fields.Dict(
         keys=fields.String(), load_default=dict,
@@ -209,6 +228,15 @@ class Settings(Schema):
         if unknown:  # a misspelt target would silently keep the defaults
             raise ValidationError(f"{unknown[0]}: is neither default nor a service in "
                                   "SERVICES", "RPC_TARGETS")
+
+    @validates_schema
+    def inbox_outlives_retries(self, data, **kwargs):
+        # a retried event comes back after the delays: its inbox row must still be there
+        retrying = sum(data.get("EVENT_RETRY_DELAYS") or [])
+        if data.get("INBOX_RETENTION_SECONDS", 0) < retrying + 3600:
+            raise ValidationError(
+                f"must be at least an hour longer than EVENT_RETRY_DELAYS add up to "
+                f"({retrying:g} s)", "INBOX_RETENTION_SECONDS")
 
     @validates_schema
     def database_urls(self, data, **kwargs):

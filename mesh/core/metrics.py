@@ -81,14 +81,15 @@ class Metrics(SharedExtension):
         """Report the `GaugeMetricFamily`s that `sample()` yields on every scrape."""
         self.registry.register(Sampled(what, sample))
 
-    def counter(self, name, documentation):
-        """A counter of this service's own (registered on first use; a counter
-        sums correctly over replicas, each counting what it did)."""
+    def counter(self, name, documentation, **labels):
+        """A counter of this service's own, with `labels` (`queue="..."`) after
+        the service (registered on first use; a counter sums correctly over
+        replicas, each counting what it did)."""
         counters = self.__dict__.setdefault("counters", {})
         if name not in counters:
-            counters[name] = Counter(name, documentation, ["service"],
-                                     registry=self.registry).labels(self.service)
-        return counters[name]
+            counters[name] = Counter(name, documentation, ["service", *labels],
+                                     registry=self.registry)
+        return counters[name].labels(self.service, *labels.values())
 
     def labelled_counter(self, name, documentation, labels):
         """A counter labelled `service` first, then `labels`: made once, whichever

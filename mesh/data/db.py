@@ -1,6 +1,7 @@
 """Each service's own database: SQLite under MESH_DATA_DIR, or DATABASE_URL_<SERVICE>."""
 import collections
 import datetime as dt
+import hashlib
 import logging
 import os
 import sys
@@ -16,12 +17,19 @@ from mesh.core.config import database_setting
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Database", "DatabaseWrapper", "UtcDateTime", "database_url", "make_engine", "service_database",
-           "utcnow"]
+__all__ = ["Database", "DatabaseWrapper", "UtcDateTime", "advisory_key", "database_url",
+           "make_engine", "service_database", "utcnow"]
 
 
 def utcnow():
     return dt.datetime.now(dt.timezone.utc)
+
+
+def advisory_key(name):
+    """A PostgreSQL advisory lock key for `name`: a signed 64-bit number, the
+    same in every process and release."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def database_url(config, service):

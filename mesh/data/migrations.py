@@ -11,7 +11,6 @@ stamped with the last of them is adopted in place, its tables and rows kept.
 On PostgreSQL an upgrade holds an advisory lock named after the service, so replicas (or a Job and a replica) starting together take turns:
 the first migrates, the others then find the schema at its head.
 """
-import hashlib
 import importlib.util
 import os
 import sys
@@ -25,7 +24,7 @@ from alembic.util import CommandError
 from sqlalchemy import text
 
 from mesh.data import tables
-from mesh.data.db import database_url, make_engine
+from mesh.data.db import advisory_key, database_url, make_engine
 
 __all__ = ["alembic_config", "upgrade", "upgrade_or_exit", "run_env", "migrations_dir",
            "migration_lock_key", "revision", "downgrade", "current", "history",
@@ -74,16 +73,30 @@ def _migrating(cfg, service, url=None):
                 # a session lock, not a transaction's: a migration that commits
                 # part-way (autocommit_block) still holds it until the unlock
                 locking = connection.dialect.name == "postgresql"
+                sqlite = connection.dialect.name == "sqlite"
                 if locking:
                     connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+                    connection.commit()
+                if sqlite:
+                    # SQLite alters a column by copying its table, dropping the
+                    # old one and renaming the copy, which a foreign key pointing
+                    # at it refuses: they are checked once, at the end, instead
+                    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
                     connection.commit()
                 try:
                     with connection.begin():
                         cfg.attributes["connection"] = connection
                         yield connection
+                        if sqlite and connection.exec_driver_sql(
+                                "PRAGMA foreign_key_check").first() is not None:
+                            raise CommandError("the migration left rows whose foreign "
+                                               "key points nowhere; nothing was changed")
                 finally:
                     if locking and not connection.invalidated:
                         connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                        connection.commit()
+                    if sqlite and not connection.invalidated:
+                        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                         connection.commit()
         finally:
             cfg.attributes.pop("connection", None)
@@ -175,8 +188,7 @@ def history(config, service):
 def migration_lock_key(service):
     """The advisory lock `upgrade` holds for `service` (a signed 64-bit number,
     the same in every process and release)."""
-    digest = hashlib.blake2b(f"mesh migrate {service}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+    return advisory_key(f"mesh migrate {service}")
 
 
 def upgrade_or_exit(config, service):

@@ -17,7 +17,9 @@ import datetime as dt
 import functools
 import logging
 
+from amqp.exceptions import AMQPNotImplementedError, MessageNacked, PreconditionFailed
 from kombu import Connection, Exchange, Queue
+from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
 from nameko.amqp.publish import get_producer
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -29,9 +31,11 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.base import EventEnvelope
 from mesh.core.config import setting
+from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, service_database, utcnow
+from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
-from mesh.messaging.health import refuse_mismatched
+from mesh.messaging.health import queue_state, refuse_mismatched
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
                                      retry_queue_name)
 
@@ -40,15 +44,47 @@ __all__ = ["handle_event", "retry_queue", "dlq", "publish_raw", "declared_event"
 
 log = logging.getLogger(__name__)
 DEFAULT_EXCHANGE = Exchange("", type="direct")
+FULL_DLQ_RETRY_MS = 30_000  # when EVENT_RETRY_DELAYS is empty
 ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
                                      "x-mesh-queue")
 
 
 def dlq(queue_name, config):
-    """The DLQ of the handler queue `queue_name` (its lasting name)."""
+    """The DLQ of the handler queue `queue_name` (its lasting name), bounded to
+    DLQ_MAX_LENGTH messages: when it is full the broker refuses (nacks) one more
+    instead of dropping the oldest, and the handler keeps the event (`park`)."""
     return Queue(dlq_name(queue_name), exchange=DEFAULT_EXCHANGE,
                  routing_key=dlq_name(queue_name), durable=True,
-                 queue_arguments=lasting_arguments(config, limit_deliveries=False))
+                 queue_arguments={**lasting_arguments(config, limit_deliveries=False),
+                                  "x-max-length": setting(config, "DLQ_MAX_LENGTH"),
+                                  "x-overflow": "reject-publish"})
+
+
+def renew_if_empty(amqp_uri, queue):
+    """Delete `queue` when it exists, empty, with other arguments (a DLQ made
+    before its bound, or with another DLQ_MAX_LENGTH), so that it is declared
+    anew. One holding messages, or a quorum queue, is kept: `refuse_mismatched`
+    then names it."""
+    with Connection(amqp_uri) as connection:
+        state = queue_state(connection, queue.name)
+        if state is None or state[0]:
+            return
+        try:
+            with connection.channel() as channel:
+                channel.queue_declare(queue.name, durable=queue.durable,
+                                      auto_delete=queue.auto_delete,
+                                      arguments=queue.queue_arguments)
+        except PreconditionFailed:
+            try:
+                with connection.channel() as channel:
+                    # if_empty: a message parked meanwhile is never deleted with it
+                    channel.queue_delete(queue.name, if_empty=True)
+                log.warning("%s had other arguments and was empty: declared anew",
+                            queue.name)
+            except (PreconditionFailed, AMQPNotImplementedError):
+                # not empty after all, or a quorum queue (which cannot be deleted
+                # only if empty): left for refuse_mismatched to name
+                pass
 
 
 def retry_queue(queue_name, delay_ms, config, exclusive=False):
@@ -117,6 +153,8 @@ class EventQueueConsumer(QueueConsumer):
 class MeshEventHandler(EventHandler):
     ENDS_UNIT_OF_WORK = True  # see mesh.data.db.Database
     queue_consumer = EventQueueConsumer()
+    pruner = Pruner()  # inbox rows go after INBOX_RETENTION_SECONDS
+    metrics = Metrics()
 
     def __init__(self, contract, event_type, **kwargs):
         super().__init__(contract.service, event_type, **kwargs)
@@ -144,8 +182,10 @@ class MeshEventHandler(EventHandler):
         self.database = service_database(self.container, f"@handle_event {self.handler_name}")
         self.record = insert(INBOX)  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
+        self.dlq_refused()  # at 0 from the start, so an alert sees its first increase
         self.data_schema = self.declared.data()
         if not self.queue.exclusive:
+            renew_if_empty(self.amqp_uri, dlq(self.lasting, config))
             # before anything consumes: a refused declare would loop for ever there
             refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config)] + [
                 retry_queue(self.queue.name, delay_ms, config) for delay_ms in self.delays_ms])
@@ -232,14 +272,41 @@ class MeshEventHandler(EventHandler):
             log.exception("%s could not park a malformed message", self.handler_name)
 
     def park(self, message, error, attempt):
-        log.error("%s parked a message in %s after %d attempt(s): %s", self.handler_name,
-                  dlq_name(self.lasting), attempt + 1, error)
         headers = dict(message.headers or {}, **{
             ATTEMPT: attempt, ERROR: error, ORIGIN: self.queue.name,
             FAILED_AT: dt.datetime.now(dt.timezone.utc).isoformat()})
         headers.pop("x-death", None)
-        publish_raw(self.amqp_uri, message, dlq(self.lasting, self.container.config),
-                    headers)
+        try:
+            publish_raw(self.amqp_uri, message, dlq(self.lasting, self.container.config),
+                        headers)
+        except OperationalError as exc:
+            # kombu reports the broker's nack (the DLQ is full) as its own error
+            if not isinstance(exc.__cause__, MessageNacked):
+                raise
+            self.keep_retrying(message, error, attempt, headers)
+            return
+        log.error("%s parked a message in %s after %d attempt(s): %s", self.handler_name,
+                  dlq_name(self.lasting), attempt + 1, error)
+        self.queue_consumer.ack_message(message)
+
+    def dlq_refused(self):
+        return self.metrics.counter(
+            "mesh_dlq_refused", "Messages a full dead-letter queue refused (kept in "
+            "their handler's retries)", queue=self.lasting)
+
+    def keep_retrying(self, message, error, attempt, headers):
+        """The DLQ is full (DLQ_MAX_LENGTH) and refused the message: rather than
+        lose it, send it round the longest retry delay again; each time it fails
+        it asks the DLQ once more, and it is handled once the fault is fixed."""
+        delay_ms = max(self.delays_ms, default=FULL_DLQ_RETRY_MS)
+        log.error("%s could not park a message: %s is full (DLQ_MAX_LENGTH); kept, "
+                  "retried every %d ms: %s", self.handler_name, dlq_name(self.lasting),
+                  delay_ms, error)
+        self.dlq_refused().inc()
+        headers = {k: v for k, v in headers.items() if k not in (ORIGIN, FAILED_AT)}
+        publish_raw(self.amqp_uri, message,
+                    retry_queue(self.queue.name, delay_ms, self.container.config,
+                                exclusive=self.queue.exclusive), headers)
         self.queue_consumer.ack_message(message)
 
 

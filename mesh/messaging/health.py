@@ -53,8 +53,8 @@ def refuse_mismatched(amqp_uri, queues):
                 except PreconditionFailed as exc:
                     raise ConfigurationError(
                         f"queue {queue.name} exists with other arguments ({exc.reply_text}); "
-                        "a queue's type cannot change in place: see README "
-                        "\"Quorum queues\"") from None
+                        "a queue's type or bound cannot change in place: see README "
+                        "\"Quorum queues\" (a DLQ: \"Dead letters\")") from None
 
 
 def consumers(connection, service):

@@ -28,6 +28,7 @@ from mesh.core import codec
 from mesh.core.metrics import Metrics
 from mesh.core.tracing import TRACEPARENT
 from mesh.data.db import database_url, make_engine, utcnow
+from mesh.data.retention import Pruner
 from mesh.data.tables import outbox as OUTBOX
 from mesh.messaging.broker import ConfirmedPublisher
 
@@ -116,12 +117,15 @@ class OutboxRelay(SharedExtension):
         .order_by(OUTBOX.c.id).limit(BATCH))
     unsent_skip_locked = unsent.with_for_update(skip_locked=True)
     mark_sent = update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)))
+    rewrite = update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
 
     def __init__(self):
         super().__init__()
         self._wakeup = LightQueue(maxsize=1)
         self._running = False
         self._thread = None
+        self.scrubbed = {}  # event type -> data fields its row drops once published
+        self.notices = set()  # event types nobody needs when no queue takes them
 
     def setup(self):
         config = self.container.config
@@ -137,10 +141,15 @@ class OutboxRelay(SharedExtension):
             "mesh_events_unroutable", "Publishes of an event that no queue took (it stays "
             "in the outbox)", ["service", "type"], registry=self.metrics.registry)
         self.unroutable = {}  # outbox row id -> when to try it again
-        contract = getattr(self.container.service_cls, "contract", None)
-        self.notices = frozenset() if contract is None else frozenset(
-            event.type for event in contract.events.values() if event.notice)
         self.metrics.add("outbox backlog", self.sample_backlog)
+
+    def learn(self, contract):
+        """What the relay does differently for some of `contract`'s events (see
+        `contracts.base.Event`: `scrubbed`, `notice`)."""
+        self.scrubbed.update({event.type: set(event.scrubbed)
+                              for event in contract.events.values() if event.scrubbed})
+        self.notices.update(event.type for event in contract.events.values()
+                            if event.notice)
 
     def start(self):
         # an engine of its own: the last flush runs after the service's Database
@@ -265,17 +274,31 @@ class OutboxRelay(SharedExtension):
         if rows:
             conn.execute(self.mark_sent, {"b_ids": [row.id for row in rows],
                                           "published_at": utcnow()})
+        # a sent row is never sent again (the broker and the handlers' inboxes
+        # take over), so a secret only its delivery needed is not kept
+        scrubbed = [{"b_id": row.id, "data": _without(row.data, self.scrubbed[row.type])}
+                    for row in rows if row.type in self.scrubbed]
+        if scrubbed:
+            conn.execute(self.rewrite, scrubbed)
+
+
+def _without(data, fields):
+    """The JSON text `data` without `fields`."""
+    return codec.dumps_text({k: v for k, v in orjson.loads(data).items()
+                             if k not in fields})
 
 
 class Outbox(DependencyProvider):
     """``outbox = Outbox(CONTRACT)``: record events in this service's outbox."""
 
     relay = OutboxRelay()
+    pruner = Pruner()  # published rows go after OUTBOX_RETENTION_SECONDS
 
     def __init__(self, contract):
         self.contract = contract
 
     def setup(self):
+        self.relay.learn(self.contract)
         # one listener for every session (a listener per session costs a
         # dispatcher each): it wakes the relay a session asked for
         if not event.contains(Session, "after_commit", _wake_relay):

@@ -42,6 +42,7 @@ from contracts.base import ContractError
 from contracts.errors import Busy, ContractViolation, InvalidInput
 from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, utcnow
+from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
@@ -221,6 +222,8 @@ class RequestKey(DependencyProvider):
     something keys the creation by this id, so the second delivery finds the
     first one's result instead of making another.
     """
+
+    pruner = Pruner()  # request keys go after REQUEST_KEY_RETENTION_SECONDS
 
     def get_dependency(self, worker_ctx):
         return worker_ctx.context_data.get(REQUEST_KEY)

@@ -133,6 +133,9 @@ class Telemetry(DependencyProvider):
                                     ["queue"])
         instances = self.metrics.gauge("mesh_rpc_consumers",
                                        "Instances consuming the service's RPC queue")
+        bound = self.metrics.gauge("mesh_dlq_max_messages",
+                                   "Messages one of the service's dead-letter queues "
+                                   "holds at most (DLQ_MAX_LENGTH)")
         handlers = self.handlers()
         if not self.rpc_served and not handlers:
             return []  # the gateway: no queue of its own to ask the broker about
@@ -145,4 +148,7 @@ class Telemetry(DependencyProvider):
             waiting.add_metric([self.service, queue], messages)
         for queue, messages in report["dead_letters"].items():
             parked.add_metric([self.service, queue], messages)
-        return [waiting, parked, instances]
+        if handlers:
+            bound.add_metric([self.service],
+                             setting(self.container.config, "DLQ_MAX_LENGTH"))
+        return [waiting, parked, instances, bound]

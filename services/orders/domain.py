@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from contracts.errors import NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable
 from mesh.data.db import utcnow
+from mesh.data.retention import Rule
 from services.orders.models import Order, OrderLine
 
 ORDERS, LINES = Order.__table__, OrderLine.__table__
@@ -48,6 +49,15 @@ ADD_LINES = insert(LINES)
 MOVE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
                             ORDERS.c.status.in_(bindparam("b_from", expanding=True))) \
     .returning(*SAGA)
+# A client may retry with its Idempotency-Key for IDEMPOTENCY_KEY_RETENTION_SECONDS;
+# after that the key and its body's hash are forgotten (the order stays).
+# updated_at is never earlier than created_at, and is indexed; the prune sets it
+# to itself so that forgetting a key does not count as the order moving.
+IDEMPOTENCY_KEYS = Rule(
+    "idempotency_keys", ORDERS, ORDERS.c.updated_at, "IDEMPOTENCY_KEY_RETENTION_SECONDS",
+    where=(ORDERS.c.idempotency_key.is_not(None),),
+    clear={"idempotency_key": None, "request_hash": None,
+           "updated_at": ORDERS.c.updated_at})
 
 
 def request_hash(items, payment):
@@ -148,8 +158,9 @@ def _announce(session, outbox, event_type, order):
 
 
 def _reject(session, outbox, order_id, reason, from_status="pending", **values):
+    # a rejected order will never be charged: its card token goes
     order = _move(session, order_id, from_status, status="rejected", reason=reason,
-                  **values)
+                  card_token=None, **values)
     if order is not None:
         _announce(session, outbox, "order_rejected", order)
     return order is not None
@@ -173,8 +184,9 @@ def on_stock_rejected(session, outbox, order_id):
 
 
 def on_payment_captured(session, outbox, order_id):
+    # the capture was the token's only use: it is not kept past it
     order = _move(session, order_id, "pending", status="confirmed",
-                  payment_state="captured")
+                  payment_state="captured", card_token=None)
     if order is not None:
         _announce(session, outbox, "order_confirmed", order)
         return

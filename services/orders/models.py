@@ -24,7 +24,8 @@ class Order(Base):
     reason: Mapped[str | None] = mapped_column(String(32))
     # up to contracts.base.MAX_TOTAL_CENTS, beyond 32 bits
     total_cents: Mapped[int] = mapped_column(BigInteger)
-    card_token: Mapped[str] = mapped_column(String(80))
+    # until the payment is captured or the order rejected, then NULL
+    card_token: Mapped[str | None] = mapped_column(String(80))
     # saga progress: where the stock and the money are
     stock_state: Mapped[str] = mapped_column(String(16), default="none")
     payment_state: Mapped[str] = mapped_column(String(16), default="none")

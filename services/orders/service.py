@@ -12,6 +12,7 @@ from contracts.orders import CONTRACT, UnknownProduct
 from mesh.core.config import setting
 from mesh.data.db import Database, utcnow
 from mesh.data.gauges import DatabaseGauge
+from mesh.data.retention import Expiring
 from mesh.messaging.handlers import handle_event
 from mesh.messaging.outbox import Outbox
 from mesh.messaging.rpc import RequestKey, ServiceRpc, rpc
@@ -36,6 +37,7 @@ class OrdersService:
     outbox = Outbox(CONTRACT)
     inventory = ServiceRpc(INVENTORY)
     request_key = RequestKey()
+    idempotency_keys = Expiring(domain.IDEMPOTENCY_KEYS)
 
     @rpc
     def create_order(self, user_id, items, payment, idempotency_key):

@@ -38,6 +38,11 @@ def test_environment_overrides():
     ("RPC_TIMEOUT", "-1"),
     ("MESH_LOG_FORMAT", "xml"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+    ("OUTBOX_RETENTION_SECONDS", "60"),
+    ("REQUEST_KEY_RETENTION_SECONDS", "1.5"),
+    ("IDEMPOTENCY_KEY_RETENTION_SECONDS", "99999999999"),
+    ("PRUNE_INTERVAL_SECONDS", "0"),
+    ("DLQ_MAX_LENGTH", "0"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(setting, value):
     with pytest.raises(ConfigError) as caught:
@@ -87,3 +92,15 @@ def test_a_setting_left_out_reads_as_the_schema_s_default():
     assert setting({}, "EVENT_RETRY_DELAYS") == [1, 5, 30]
     assert setting({}, "OPS_PORTS") == {}  # a fresh one each time
     assert setting({}, "REDIS_URL") is None
+
+
+def test_retention_defaults_match_the_readme_and_the_inbox_outlives_the_retries():
+    config = load()
+    assert [config[f"{name}_RETENTION_SECONDS"] for name in (
+        "OUTBOX", "INBOX", "REQUEST_KEY", "IDEMPOTENCY_KEY")] == [
+        86400, 7 * 86400, 7 * 86400, 86400]
+    assert (config["PRUNE_INTERVAL_SECONDS"], config["DLQ_MAX_LENGTH"]) == (60, 10000)
+    assert load(INBOX_RETENTION_SECONDS="3700")["INBOX_RETENTION_SECONDS"] == 3700
+    with pytest.raises(ConfigError, match="INBOX_RETENTION_SECONDS: must be at least an "
+                                          r"hour longer than EVENT_RETRY_DELAYS .*\(7236 s\)"):
+        load(INBOX_RETENTION_SECONDS="3700", EVENT_RETRY_DELAYS="[36, 7200]")

@@ -2,6 +2,7 @@
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 
 from contracts.errors import NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable
@@ -120,3 +121,23 @@ def test_stock_reserved_asks_for_the_payment(migrated_session):
     assert outbox.events[-1] == ("payment_requested", {
         "order_id": order["id"], "user_id": 1, "amount_cents": 500,
         "card_token": "tok_visa"})
+
+
+def card_token(session, order_id):
+    return session.connection().scalar(
+        select(domain.ORDERS.c.card_token).where(domain.ORDERS.c.id == order_id))
+
+
+def test_the_card_token_is_kept_only_until_the_payment_is_settled(session, outbox):
+    captured, declined, short, stuck = (place(session, outbox) for _ in range(4))
+    for order_id in (captured, declined):
+        domain.on_stock_reserved(session, outbox, order_id)
+    assert card_token(session, captured) == "tok_visa"  # the capture still needs it
+    domain.on_payment_captured(session, outbox, captured)
+    domain.on_payment_declined(session, outbox, declined)
+    domain.on_stock_rejected(session, outbox, short)
+    assert domain.expire(session, outbox, utcnow() + dt.timedelta(seconds=1)) == [stuck]
+    assert [card_token(session, o) for o in (captured, declined, short, stuck)] == [None] * 4
+    # only the event payments reads ever carried it
+    assert [t for t, data in outbox.events if "card_token" in data] == [
+        "payment_requested", "payment_requested"]
