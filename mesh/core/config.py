@@ -67,6 +67,11 @@ def _http_url(value):
                               "for example http://localhost:4318")
 
 
+def _broker_password(value):
+    if value and len(value) < 16:  # empty: a development password (README "Broker identities")
+        raise ValidationError("must be at least 16 characters")
+
+
 def _service_path(value):
     if not re.match(r"^[\w.]+:\w+$", value):
         raise ValidationError("must look like package.module:ServiceClass")
@@ -152,6 +157,15 @@ class Settings(Schema):
                                     validate=validate.OneOf(("json", "text")))
     SLOW_CALL_SECONDS = fields.Float(load_default=1.0,
                                      validate=validate.Range(min=0.001, max=3600))
+    BROKER_IDENTITIES = fields.Boolean(load_default=False)
+    BROKER_USER_PREFIX = fields.String(
+        load_default="mesh-", validate=validate.Regexp(
+            r"^[A-Za-z0-9_.-]{0,64}$", error="must be at most 64 letters, digits, _ . -"))
+    BROKER_PASSWORDS = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        values=fields.String(allow_none=True, validate=_broker_password))
+    BROKER_MANAGEMENT_URL = fields.String(load_default=None, allow_none=True,
+                                          validate=_http_url)
     SERVICES = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z_]+$")),
                            values=fields.String(validate=_service_path), required=True)
 

@@ -29,7 +29,7 @@ from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, Malform
                                deserialize, serialize)
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder, QueueConsumer
-from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
+from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -42,7 +42,7 @@ from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, watch_presence
 from mesh.messaging.health import refuse_mismatched
-from mesh.messaging.topology import lasting_arguments
+from mesh.messaging.topology import lasting_arguments, rpc_exchange
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
            "claim_request", "RpcTimeout"]
@@ -70,7 +70,7 @@ class ContractRpcConsumer(RpcConsumer):
         # caller has long since had its timeout
         self.queue.queue_arguments = lasting_arguments(config)
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
-        self.exchange = get_rpc_exchange(config)
+        self.exchange = self.queue.exchange = rpc_exchange(config)
         # before anything consumes: a refused declare would loop for ever there
         refuse_mismatched(self.amqp_uri, [self.queue])
 
@@ -214,7 +214,7 @@ class ContractServiceProxy(HeaderEncoder):
                  exchange=None):
         self.worker_ctx, self.contract = worker_ctx, contract
         self.reply_listener, self.timeout, self.guard = reply_listener, timeout, guard
-        self.exchange = exchange or get_rpc_exchange(worker_ctx.container.config)
+        self.exchange = exchange or rpc_exchange(worker_ctx.container.config)
 
     def __getattr__(self, name):
         return ContractCall(self, name, self.contract.method(name))  # AttributeError
@@ -294,6 +294,7 @@ class ContractReplyListener(ReplyListener):
         # so the listener can declare it again on another node; a reply never
         # outlives a broker restart anyway
         self.queue.durable = False
+        self.queue.exchange = rpc_exchange(self.container.config)
 
 
 class ServiceRpc(RpcProxy):
@@ -320,7 +321,7 @@ class ServiceRpc(RpcProxy):
         config = self.container.config
         if self.timeout is None:
             self.timeout = setting(config, "RPC_TIMEOUT")
-        self.exchange = get_rpc_exchange(config)
+        self.exchange = rpc_exchange(config)
         if self.guarded:
             self.guards = {name: Guard(name, config[AMQP_URI_CONFIG_KEY],
                                        setting(config, "CIRCUIT_FAIL_MAX"),
