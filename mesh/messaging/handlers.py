@@ -18,7 +18,7 @@ import datetime as dt
 import functools
 import logging
 
-from kombu import Connection, Queue, binding
+from kombu import Queue, binding
 from marshmallow import ValidationError
 from nameko.amqp.publish import get_producer
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -33,6 +33,7 @@ from mesh.core.config import setting
 from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.tables import inbox as INBOX
 from mesh.messaging.health import refuse_mismatched
+from mesh.messaging.tls import broker_connection, tls_options
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
                                      own_exchange, own_exchange_name, retry_queue_name)
 
@@ -70,7 +71,7 @@ def retry_queue(queue_name, delay_ms, config, service, exclusive=False):
 def publish_raw(amqp_uri, message, queue, headers):
     """Send `message`'s exact bytes to `queue` through the exchange it is bound to
     (declaring both), confirmed by the broker."""
-    with get_producer(amqp_uri, confirms=True) as producer:
+    with get_producer(amqp_uri, confirms=True, ssl=tls_options(amqp_uri)) as producer:
         producer.publish(message.body, exchange=queue.exchange, routing_key=queue.name,
                          declare=[queue], headers=headers, delivery_mode=2,
                          content_type=message.content_type,
@@ -142,7 +143,7 @@ class MeshEventHandler(EventHandler):
         if (self.queue.queue_arguments or {}).get("x-dead-letter-routing-key"):
             # the broker dead-letters a message past the delivery limit only into
             # a queue that exists (until then it keeps it): make the DLQ first
-            with Connection(self.amqp_uri) as connection:
+            with broker_connection(self.amqp_uri) as connection:
                 dlq(self.lasting, self.container.config, self.service)(
                     connection.channel()).declare()
         super().start()

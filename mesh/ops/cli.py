@@ -12,11 +12,14 @@ __all__ = ["main"]
 
 def _load(args):
     from mesh.core.config import ConfigError, load_config
+    from mesh.messaging.tls import use_tls
 
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         sys.exit(f"mesh: {exc}")
+    use_tls(config)  # for the platform's own connections; nameko's read AMQP_SSL
+    return config
 
 
 def _names(args, config):
