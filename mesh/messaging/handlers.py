@@ -135,9 +135,12 @@ class MeshEventHandler(EventHandler):
         self.data_schema = self.declared.data()
         if not self.queue.exclusive:
             # before anything consumes: a refused declare would loop for ever there
-            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config, service)] + [
-                retry_queue(self.queue.name, delay_ms, config, service)
-                for delay_ms in self.delays_ms])
+            # retry queues made before they dead-lettered through the service's
+            # own exchange are replaced while empty (messages wait there seconds)
+            retries = [retry_queue(self.queue.name, delay_ms, config, service)
+                       for delay_ms in self.delays_ms]
+            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config, service),
+                                              *retries], {q.name for q in retries})
 
     def start(self):
         if (self.queue.queue_arguments or {}).get("x-dead-letter-routing-key"):

@@ -8,6 +8,7 @@ import pytest
 from amqp.exceptions import AccessRefused
 from kombu import Connection, Exchange, Queue
 
+from mesh.messaging.health import queue_state
 from mesh.messaging.identities import identity_uri
 from mesh.ops import dlq
 from mesh.ops.broker_setup import management_api, setup, vhost_of
@@ -139,3 +140,42 @@ def test_a_service_running_as_its_identity_answers_and_parks_through_its_own_exc
         publish(admin, "orders.events", "order_created")
     assert wait_until(lambda: dlq.messages(config["AMQP_URI"], queue))[0]["error"] \
         .startswith("malformed")
+
+
+RETRY = "evt-orders-order_created--inventory.on_order_created.retry.1000"
+BEFORE = {"x-dead-letter-exchange": "", "x-message-ttl": 1000,  # as retry queues were made
+          "x-dead-letter-routing-key": "evt-orders-order_created--inventory.on_order_created"}
+
+
+def retry_arguments(uri):
+    from mesh.testing import RabbitAdmin
+
+    vhost = quote(vhost_of(uri), safe="")
+    return RabbitAdmin()._call("GET", f"queues/{vhost}/{quote(RETRY, safe='')}") \
+        .json()["arguments"]
+
+
+def test_an_empty_retry_queue_of_the_default_exchange_is_replaced(mesh_config,
+                                                                  start_service):
+    from services.inventory.service import InventoryService
+
+    with Connection(mesh_config["AMQP_URI"]) as admin:
+        admin.channel().queue_declare(RETRY, durable=True, arguments=BEFORE)
+    start_service(InventoryService)
+    with Connection(mesh_config["AMQP_URI"]) as admin:  # made as now when first needed
+        assert queue_state(admin, RETRY) is None
+
+
+def test_a_retry_queue_of_the_default_exchange_holding_events_is_kept_and_named(
+        mesh_config, start_service):
+    from nameko.exceptions import ConfigurationError
+
+    from services.inventory.service import InventoryService
+
+    with Connection(mesh_config["AMQP_URI"]) as admin:
+        channel = admin.channel()
+        channel.queue_declare(RETRY, durable=True, arguments={**BEFORE, "x-message-ttl": 60000})
+        publish(admin, "", RETRY)
+    with pytest.raises(ConfigurationError, match=RETRY):
+        start_service(InventoryService)
+    assert retry_arguments(mesh_config["AMQP_URI"])["x-dead-letter-exchange"] == ""
