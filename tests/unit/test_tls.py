@@ -1,6 +1,7 @@
 """TLS to the broker: AMQP_SSL is checked, and reaches the platform's own
 connections as well as nameko's (no TLS broker needed: a listener on loopback
 reads what a client says first)."""
+import json
 import socket
 import ssl
 import threading
@@ -19,16 +20,24 @@ def load(**env):
     return load_test_config("config.yaml", **env)
 
 
+def tls(**options):
+    return json.dumps(options)
+
+
 def test_tls_options_are_checked_and_empty_ones_left_out():
     assert load()["AMQP_SSL"] is None
-    config = load(AMQP_SSL_CA_CERTS=certifi.where(), AMQP_SSL_CERT_REQS="required")
+    config = load(AMQP_SSL=tls(ca_certs=certifi.where(), cert_reqs="required", keyfile=""))
     assert config["AMQP_SSL"] == {"ca_certs": certifi.where(), "cert_reqs": ssl.CERT_REQUIRED}
-    with pytest.raises(ConfigError, match="AMQP_SSL: ca_certs: /no/such.pem cannot be read"):
-        load(AMQP_SSL_CA_CERTS="/no/such.pem")
-    with pytest.raises(ConfigError, match="AMQP_SSL: cert_reqs must be required"):
-        load(AMQP_SSL_CERT_REQS="sometimes")
-    with pytest.raises(ConfigError, match="AMQP_SSL: keyfile needs certfile"):
-        load(AMQP_SSL_KEYFILE=certifi.where())
+    assert load(AMQP_SSL="{ca_certs: %s}" % certifi.where())["AMQP_SSL"] == {
+        "ca_certs": certifi.where()}  # YAML too
+    for options, error in [
+            (tls(ca_certs="/no/such.pem"), "ca_certs: /no/such.pem cannot be read"),
+            (tls(cert_reqs="sometimes"), "cert_reqs must be required"),
+            (tls(keyfile=certifi.where()), "keyfile needs certfile"),
+            (tls(ca_cert=certifi.where()), "unknown option.s. ca_cert"),
+            ("/etc/ca.pem", "Not a valid mapping")]:
+        with pytest.raises(ConfigError, match=f"AMQP_SSL: {error}"):
+            load(AMQP_SSL=options)
 
 
 def first_bytes_of(connect):
@@ -51,7 +60,7 @@ def first_bytes_of(connect):
 
 
 def test_the_platforms_connections_speak_tls_to_a_broker_amqp_ssl_names(tmp_path):
-    config = load(AMQP_SSL_CA_CERTS=certifi.where(), MESH_DATA_DIR=tmp_path,
+    config = load(AMQP_SSL=tls(ca_certs=certifi.where()), MESH_DATA_DIR=tmp_path,
                   BROKER_IDENTITIES="true")
     port_holder = {}
 
