@@ -1,6 +1,7 @@
 """Broker identities against the real RabbitMQ: `mesh broker setup` makes each
 service's user from the contracts, and the broker refuses whatever a service's
-contract does not allow it (a vhost and users of the test's own)."""
+contract does not allow it (a vhost and users of the test's own); retry queues
+made when retries went through the default exchange are replaced while empty."""
 from urllib.parse import quote
 
 import amqp
@@ -179,3 +180,30 @@ def test_a_retry_queue_of_the_default_exchange_holding_events_is_kept_and_named(
     with pytest.raises(ConfigurationError, match=RETRY):
         start_service(InventoryService)
     assert retry_arguments(mesh_config["AMQP_URI"])["x-dead-letter-exchange"] == ""
+
+
+def mesh_broker_setup(config, **env):
+    import os
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_URL_")}
+    environment.update({"AMQP_URI": config["AMQP_URI"], "BROKER_IDENTITIES": "true",
+                        "MESH_DATA_DIR": config["MESH_DATA_DIR"],
+                        "BROKER_USER_PREFIX": config["BROKER_USER_PREFIX"], **env})
+    return subprocess.run([sys.executable, "-m", "mesh.ops.cli", "broker", "setup"],
+                          env=environment, capture_output=True, text=True, timeout=120)
+
+
+def test_mesh_broker_setup_names_each_user_or_says_what_is_wrong(config):
+    done = mesh_broker_setup(config)
+    assert done.returncode == 0, done.stderr
+    assert f"orders: broker user {config['BROKER_USER_PREFIX']}orders" in done.stdout
+    with Connection(identity_uri(config, "operator")) as operator:  # same passwords
+        operator.connect()
+    away = mesh_broker_setup(config, BROKER_MANAGEMENT_URL="http://127.0.0.1:1")
+    assert away.returncode == 1
+    assert "management API at http://127.0.0.1:1 does not answer" in away.stderr
+    assert "BROKER_IDENTITIES=false" in away.stderr
+    off = mesh_broker_setup(config, BROKER_IDENTITIES="false")
+    assert off.returncode == 1 and "BROKER_IDENTITIES is off" in off.stderr
