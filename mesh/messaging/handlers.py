@@ -72,7 +72,10 @@ def publish_raw(amqp_uri, message, queue, headers):
     """Send `message`'s exact bytes to `queue` through the exchange it is bound to
     (declaring both), confirmed by the broker."""
     with get_producer(amqp_uri, confirms=True, ssl=tls_options(amqp_uri)) as producer:
+        # mandatory: were its queue gone, the broker returns it (an error here, so
+        # the event is redelivered) rather than confirming a message it dropped
         producer.publish(message.body, exchange=queue.exchange, routing_key=queue.name,
+                         mandatory=True,
                          declare=[queue], headers=headers, delivery_mode=2,
                          content_type=message.content_type,
                          content_encoding=message.content_encoding,
@@ -135,12 +138,9 @@ class MeshEventHandler(EventHandler):
         self.data_schema = self.declared.data()
         if not self.queue.exclusive:
             # before anything consumes: a refused declare would loop for ever there
-            # retry queues made before they dead-lettered through the service's
-            # own exchange are replaced while empty (messages wait there seconds)
-            retries = [retry_queue(self.queue.name, delay_ms, config, service)
-                       for delay_ms in self.delays_ms]
-            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config, service),
-                                              *retries], {q.name for q in retries})
+            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config, service)] + [
+                retry_queue(self.queue.name, delay_ms, config, service)
+                for delay_ms in self.delays_ms])
 
     def start(self):
         if (self.queue.queue_arguments or {}).get("x-dead-letter-routing-key"):

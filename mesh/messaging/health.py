@@ -36,13 +36,11 @@ def queue_state(connection, queue):
     return messages, consumers
 
 
-def refuse_mismatched(amqp_uri, queues, replaceable=()):
+def refuse_mismatched(amqp_uri, queues):
     """Raise ConfigurationError naming the first of `queues` (kombu Queues about
     to be declared) that already exists with other arguments, typically another
     QUEUE_TYPE. Unchecked, the broker refuses the declare by closing the
-    channel, and the consumer reconnects and fails again for ever. A queue of
-    `replaceable` (names) that holds nothing is deleted instead, to be declared
-    anew (the broker deletes it only while it is empty)."""
+    channel, and the consumer reconnects and fails again for ever."""
     with broker_connection(amqp_uri) as connection:
         for queue in queues:
             if queue_state(connection, queue.name) is None:
@@ -53,21 +51,10 @@ def refuse_mismatched(amqp_uri, queues, replaceable=()):
                                           auto_delete=queue.auto_delete,
                                           arguments=queue.queue_arguments)
                 except PreconditionFailed as exc:
-                    if queue.name in replaceable and _deleted_if_empty(connection, queue):
-                        continue
                     raise ConfigurationError(
                         f"queue {queue.name} exists with other arguments ({exc.reply_text}); "
                         "a queue's type cannot change in place: see README "
                         "\"Quorum queues\"") from None
-
-
-def _deleted_if_empty(connection, queue):
-    with connection.channel() as channel:
-        try:
-            channel.queue_delete(queue.name, if_empty=True)
-        except PreconditionFailed:  # it holds messages: left as it is
-            return False
-    return True
 
 
 def consumers(connection, service):

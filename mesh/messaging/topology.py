@@ -90,7 +90,11 @@ def dlq_name(queue):
 
 
 def retry_queue_name(queue, delay_ms):
-    return f"{queue}.retry.{delay_ms}"
+    # `.delay.`, not the `.retry.` of the queues that dead-lettered through the
+    # default exchange: those keep their arguments (RabbitMQ cannot change them),
+    # so an upgrade declares new ones beside them while the old still deliver
+    # what they hold back into the handler's queue (README "Broker identities")
+    return f"{queue}.delay.{delay_ms}"
 
 
 def lasting_arguments(config, dead_letter_to=None, limit_deliveries=True, service=None):

@@ -82,7 +82,7 @@ def service_grant(config, name, service_cls):
     for attr, handler in shape.handlers:
         lasting = re.escape(lasting_queue_of(name, attr, handler))
         instance = "(-[0-9a-f]{32})?" if handler.handler_type == BROADCAST else ""
-        queues.append(lasting + instance + r"(\.retry\.[0-9]+|\.dlq)?")
+        queues.append(lasting + instance + r"(\.delay\.[0-9]+|\.dlq)?")
         sources.setdefault(f"{handler.source_service}.events", set()).add(handler.event_type)
     uses_rpc = [re.escape(rpc)] if shape.serves_rpc or shape.calls else []
     own = [re.escape(own_exchange_name(name))] if shape.handlers else []

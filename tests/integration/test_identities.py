@@ -1,7 +1,6 @@
 """Broker identities against the real RabbitMQ: `mesh broker setup` makes each
 service's user from the contracts, and the broker refuses whatever a service's
-contract does not allow it (a vhost and users of the test's own); retry queues
-made when retries went through the default exchange are replaced while empty."""
+contract does not allow it (a vhost and users of the test's own)."""
 from urllib.parse import quote
 
 import amqp
@@ -9,7 +8,6 @@ import pytest
 from amqp.exceptions import AccessRefused
 from kombu import Connection, Exchange, Queue
 
-from mesh.messaging.health import queue_state
 from mesh.messaging.identities import identity_uri
 from mesh.ops import dlq
 from mesh.ops.broker_setup import management_api, setup, vhost_of
@@ -143,43 +141,23 @@ def test_a_service_running_as_its_identity_answers_and_parks_through_its_own_exc
         .startswith("malformed")
 
 
-RETRY = "evt-orders-order_created--inventory.on_order_created.retry.1000"
-BEFORE = {"x-dead-letter-exchange": "", "x-message-ttl": 1000,  # as retry queues were made
-          "x-dead-letter-routing-key": "evt-orders-order_created--inventory.on_order_created"}
-
-
-def retry_arguments(uri):
-    from mesh.testing import RabbitAdmin
-
-    vhost = quote(vhost_of(uri), safe="")
-    return RabbitAdmin()._call("GET", f"queues/{vhost}/{quote(RETRY, safe='')}") \
-        .json()["arguments"]
-
-
-def test_an_empty_retry_queue_of_the_default_exchange_is_replaced(mesh_config,
-                                                                  start_service):
-    from services.inventory.service import InventoryService
-
-    with Connection(mesh_config["AMQP_URI"]) as admin:
-        admin.channel().queue_declare(RETRY, durable=True, arguments=BEFORE)
-    start_service(InventoryService)
-    with Connection(mesh_config["AMQP_URI"]) as admin:  # made as now when first needed
-        assert queue_state(admin, RETRY) is None
-
-
-def test_a_retry_queue_of_the_default_exchange_holding_events_is_kept_and_named(
+def test_a_delay_queue_made_before_the_services_own_exchange_still_delivers(
         mesh_config, start_service):
-    from nameko.exceptions import ConfigurationError
-
+    """An upgrade: the old `.retry.` queues, dead-lettering through the default
+    exchange, are left as they are, and what they hold reaches the handler."""
     from services.inventory.service import InventoryService
 
+    handler = "evt-orders-order_created--inventory.on_order_created"
+    old = f"{handler}.retry.1000"
     with Connection(mesh_config["AMQP_URI"]) as admin:
-        channel = admin.channel()
-        channel.queue_declare(RETRY, durable=True, arguments={**BEFORE, "x-message-ttl": 60000})
-        publish(admin, "", RETRY)
-    with pytest.raises(ConfigurationError, match=RETRY):
-        start_service(InventoryService)
-    assert retry_arguments(mesh_config["AMQP_URI"])["x-dead-letter-exchange"] == ""
+        admin.channel().queue_declare(handler, durable=True, auto_delete=False)  # as left
+        admin.channel().queue_declare(old, durable=True, auto_delete=False, arguments={
+            "x-dead-letter-exchange": "", "x-dead-letter-routing-key": handler,
+            "x-message-ttl": 1000})
+        publish(admin, "", old)  # a retry in flight across the upgrade
+    start_service(InventoryService)
+    parked = wait_until(lambda: dlq.messages(mesh_config["AMQP_URI"], handler))
+    assert parked[0]["error"].startswith("malformed")  # it reached the handler
 
 
 def mesh_broker_setup(config, **env):

@@ -70,7 +70,7 @@ def test_orders_configures_only_its_own_queues_and_no_exchange(config):
     grant = grants(config)["orders"]
     for queue in ("rpc-orders", f"rpc.reply-orders-{UUID}",
                   "evt-inventory-stock_reserved--orders.on_stock_reserved",
-                  "evt-inventory-stock_reserved--orders.on_stock_reserved.retry.1000",
+                  "evt-inventory-stock_reserved--orders.on_stock_reserved.delay.1000",
                   "evt-inventory-stock_reserved--orders.on_stock_reserved.dlq"):
         assert allowed(grant.configure, queue) and allowed(grant.read, queue)
     for name in ("rpc-inventory", f"rpc.reply-gateway-{UUID}", "nameko-rpc", "orders.events",
@@ -105,7 +105,7 @@ def test_a_broadcast_handlers_instance_queues_are_its_own(config):
     grant = service_grant(config, "watcher", Watcher)
     lasting = "evt-orders-order_created--watcher.seen"
     instance = f"{lasting}-{'a' * 32}"
-    for queue in (lasting + ".dlq", instance, instance + ".retry.5000"):
+    for queue in (lasting + ".dlq", instance, instance + ".delay.5000"):
         assert allowed(grant.configure, queue)
     assert not allowed(grant.configure, lasting + "-x.dlq")
     assert grant.topics["orders.events"] == ("^$", "^(order_created)$")
