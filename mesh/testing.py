@@ -94,6 +94,20 @@ class RabbitAdmin:
         except subprocess.CalledProcessError:
             pass  # rabbitmqctl: no such vhost
 
+    def delete_users(self, prefix):
+        """Delete every user whose name starts with `prefix` (a test's own, made by
+        `mesh broker setup` with a BROKER_USER_PREFIX that names its vhost)."""
+        answer = self._call("GET", "users")
+        names = [user["name"] for user in answer.json()] if answer is not None else \
+            subprocess.run(["rabbitmqctl", "-q", "list_users", "--no-table-headers"],
+                           check=True, capture_output=True, text=True,
+                           timeout=60).stdout.split()
+        for name in (n for n in names if n.startswith(prefix)):
+            if answer is not None:
+                self._call("DELETE", f"users/{quote(name, safe='')}")
+            else:
+                _rabbitmqctl("delete_user", name)
+
     def queue_types(self, vhost):
         answer = self._call("GET", f"queues/{quote(vhost, safe='')}",
                             params={"columns": "name,type"})
@@ -114,6 +128,17 @@ def queue_types(amqp_uri):
     """`{queue: "classic" | "quorum" | ...}` of the vhost `amqp_uri` names."""
     vhost = unquote(amqp_uri.rsplit("/", 1)[1]) or "/"
     return RabbitAdmin().queue_types(vhost)
+
+
+@contextlib.contextmanager
+def temporary_identities(amqp_uri):
+    """Settings that turn broker identities on for the test vhost `amqp_uri` names,
+    with users named after it; every user made under them goes at the end."""
+    prefix = unquote(amqp_uri.rsplit("/", 1)[1]) + "-"
+    try:
+        yield {"BROKER_IDENTITIES": "true", "BROKER_USER_PREFIX": prefix}
+    finally:
+        RabbitAdmin().delete_users(prefix)
 
 
 @contextlib.contextmanager

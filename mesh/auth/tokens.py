@@ -1,13 +1,12 @@
 """Signed, expiring bearer tokens (PyJWT, HS256) and the key they are signed with."""
 import dataclasses
-import os
-import secrets
 import time
 
 import jwt
 from nameko.extensions import DependencyProvider
 
 from mesh.core.config import setting
+from mesh.core.secrets import kept_secret
 
 __all__ = ["ALGORITHM", "Claims", "InvalidToken", "Tokens", "TokenKeys", "signing_key"]
 
@@ -33,33 +32,11 @@ class Claims:
 
 
 def signing_key(config):
-    """JWT_SECRET, else a development secret made once and kept in MESH_DATA_DIR.
-
-    Created with a link of a complete file, so processes starting together
-    agree on one secret. It is never logged.
-    """
+    """JWT_SECRET, else a development secret made once and kept in MESH_DATA_DIR
+    (see `mesh.core.secrets.kept_secret`)."""
     if config.get("JWT_SECRET"):
         return config["JWT_SECRET"]
-    data_dir = config["MESH_DATA_DIR"]
-    path = os.path.join(data_dir, SECRET_FILE)
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except FileNotFoundError:
-        pass
-    os.makedirs(data_dir, exist_ok=True)
-    scratch = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48))
-    try:
-        os.link(scratch, path)
-    except FileExistsError:
-        pass  # another process won the race; use its secret
-    finally:
-        os.unlink(scratch)
-    with open(path) as handle:
-        return handle.read().strip()
+    return kept_secret(config["MESH_DATA_DIR"], SECRET_FILE)
 
 
 class Tokens:

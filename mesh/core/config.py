@@ -1,6 +1,7 @@
 """Load config.yaml (with `${ENV:default}`) and refuse bad settings in one line."""
 import os
 import re
+import ssl
 import warnings
 from urllib.parse import urlsplit
 
@@ -103,6 +104,42 @@ class CallTargets(fields.Field):
             targets[target] = {name: _call_value(f"{target}.{name}", v, *CALL_POLICY_FIELDS[name])
                                for name, v in policy.items() if v not in (None, "")}
         return targets
+
+
+def _broker_password(value):
+    if value and len(value) < 16:  # empty: a development password (README "Broker identities")
+        raise ValidationError("must be at least 16 characters")
+
+
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+             "none": ssl.CERT_NONE}
+
+
+class TlsOptions(fields.Dict):
+    """nameko's AMQP_SSL: what py-amqp wraps the broker's socket with. Empty
+    values are left out (nothing set: None); files must be readable; `cert_reqs`
+    is `required`, `optional` or `none` (a name, since YAML has no ssl constants)."""
+
+    FILES = ("ca_certs", "certfile", "keyfile")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        options = {k: v for k, v in value.items() if v not in (None, "")}
+        unknown = sorted(set(options) - {*self.FILES, "cert_reqs"})
+        if unknown:
+            raise ValidationError(f"unknown option(s) {', '.join(unknown)}; known: "
+                                  f"{', '.join(self.FILES)}, cert_reqs")
+        for name in self.FILES:
+            if name in options and not os.access(options[name], os.R_OK):
+                raise ValidationError(f"{name}: {options[name]} cannot be read")
+        if "cert_reqs" in options:
+            reqs = str(options["cert_reqs"]).lower().removeprefix("cert_")
+            if reqs not in CERT_REQS:
+                raise ValidationError("cert_reqs must be required, optional or none")
+            options["cert_reqs"] = CERT_REQS[reqs]
+        if "keyfile" in options and "certfile" not in options:
+            raise ValidationError("keyfile needs certfile")
+        return options or None
 
 
 def _service_path(value):
@@ -212,6 +249,16 @@ class Settings(Schema):
                                     validate=validate.OneOf(("json", "text")))
     SLOW_CALL_SECONDS = fields.Float(load_default=1.0,
                                      validate=validate.Range(min=0.001, max=3600))
+    AMQP_SSL = TlsOptions(keys=fields.String(), load_default=None, allow_none=True)
+    BROKER_IDENTITIES = fields.Boolean(load_default=False)
+    BROKER_USER_PREFIX = fields.String(
+        load_default="mesh-", validate=validate.Regexp(
+            r"^[A-Za-z0-9_.-]{0,64}$", error="must be at most 64 letters, digits, _ . -"))
+    BROKER_PASSWORDS = fields.Dict(
+        keys=fields.String(), load_default=dict,
+        values=fields.String(allow_none=True, validate=_broker_password))
+    BROKER_MANAGEMENT_URL = fields.String(load_default=None, allow_none=True,
+                                          validate=_http_url)
     SERVICES = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z_]+$")),
                            values=fields.String(validate=_service_path), required=True)
 

@@ -14,13 +14,13 @@ import time
 
 import amqp
 from eventlet.semaphore import Semaphore
-from kombu import Connection
 from kombu.exceptions import ChannelError
 from kombu.pools import producers
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import DEFAULT_RETRY_POLICY, DEFAULT_TRANSPORT_OPTIONS, PERSISTENT
 
 from mesh.core import codec
+from mesh.messaging.tls import broker_connection
 
 __all__ = ["publish", "ConfirmedPublisher", "Unconfirmed"]
 
@@ -37,7 +37,7 @@ class Unconfirmed(Exception):
 def _producers(amqp_uri, confirms):
     # kombu's own global pools, the ones nameko's Publisher uses too
     options = dict(DEFAULT_TRANSPORT_OPTIONS, confirm_publish=confirms)
-    return producers[Connection(amqp_uri, transport_options=options)]
+    return producers[broker_connection(amqp_uri, transport_options=options)]
 
 
 def publish(amqp_uri, payload, confirms=True, **options):
@@ -74,7 +74,7 @@ class _OwnChannel:
 
     def _open(self, declare=()):
         if self.channel is None:
-            self.connection = Connection(self.amqp_uri, connect_timeout=5)
+            self.connection = broker_connection(self.amqp_uri, connect_timeout=5)
             self.channel = self.connection.channel()
             # py-amqp reads the socket before every publish (a syscall and a
             # timeout) to hear whether the broker blocked the connection; a

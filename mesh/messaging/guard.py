@@ -20,11 +20,11 @@ import socket
 import eventlet
 import pybreaker
 from amqp.exceptions import ConnectionError as AmqpConnectionError
-from kombu import Connection
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService
 
 from mesh.messaging.health import consumers
+from mesh.messaging.tls import broker_connection
 
 __all__ = ["ServiceUnavailable", "Guard", "watch_presence", "CIRCUIT_STATES"]
 
@@ -109,7 +109,7 @@ class Guard:
         """Ask the broker again: the watcher's answer may be up to a second old,
         and a service that has just started must not be refused."""
         try:
-            with Connection(self.amqp_uri, connect_timeout=2) as connection:
+            with broker_connection(self.amqp_uri, connect_timeout=2) as connection:
                 self.present = bool(consumers(connection, self.service))
         except Exception:  # broker away: the call could not succeed anyway
             return False
@@ -123,7 +123,7 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
     while True:
         try:
             if connection is None:
-                connection = Connection(amqp_uri, connect_timeout=2)
+                connection = broker_connection(amqp_uri, connect_timeout=2)
                 connection.connect()
             if any(guard.broker_down for guard in guards):
                 log.warning("the message broker is reachable again")

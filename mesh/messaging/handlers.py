@@ -9,7 +9,8 @@ handler (on PostgreSQL a concurrent second delivery waits for the first to
 commit, then finds it), so an event delivered twice changes nothing the second
 time. A handler that raises is retried after each of EVENT_RETRY_DELAYS seconds
 (a queue per delay, whose messages expire back into the handler's queue), then
-parked in `<queue>.dlq` with its error (queue names: mesh.messaging.topology). A
+parked in `<queue>.dlq` with its error (queue names: mesh.messaging.topology);
+both through the service's own exchange, never the default one. A
 malformed message (undecodable, or not matching the contract) goes straight to the
 DLQ; neither stops the service.
 """
@@ -18,7 +19,7 @@ import functools
 import logging
 
 from amqp.exceptions import AMQPNotImplementedError, MessageNacked, PreconditionFailed
-from kombu import Connection, Exchange, Queue
+from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
 from nameko.amqp.publish import get_producer
@@ -36,24 +37,24 @@ from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
 from mesh.messaging.health import queue_state, refuse_mismatched
+from mesh.messaging.tls import broker_connection, tls_options
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
-                                     retry_queue_name)
+                                     own_exchange, own_exchange_name, retry_queue_name)
 
 __all__ = ["handle_event", "retry_queue", "dlq", "publish_raw", "declared_event",
            "load_event"]
 
 log = logging.getLogger(__name__)
-DEFAULT_EXCHANGE = Exchange("", type="direct")
 FULL_DLQ_RETRY_MS = 30_000  # when EVENT_RETRY_DELAYS is empty
 ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
                                      "x-mesh-queue")
 
 
-def dlq(queue_name, config):
-    """The DLQ of the handler queue `queue_name` (its lasting name), bounded to
-    DLQ_MAX_LENGTH messages: when it is full the broker refuses (nacks) one more
+def dlq(queue_name, config, service):
+    """The DLQ of `service`'s handler queue `queue_name` (its lasting name), bounded
+    to DLQ_MAX_LENGTH messages: when it is full the broker refuses (nacks) one more
     instead of dropping the oldest, and the handler keeps the event (`park`)."""
-    return Queue(dlq_name(queue_name), exchange=DEFAULT_EXCHANGE,
+    return Queue(dlq_name(queue_name), exchange=own_exchange(config, service),
                  routing_key=dlq_name(queue_name), durable=True,
                  queue_arguments={**lasting_arguments(config, limit_deliveries=False),
                                   "x-max-length": setting(config, "DLQ_MAX_LENGTH"),
@@ -65,7 +66,7 @@ def renew_if_empty(amqp_uri, queue):
     before its bound, or with another DLQ_MAX_LENGTH), so that it is declared
     anew. One holding messages, or a quorum queue, is kept: `refuse_mismatched`
     then names it."""
-    with Connection(amqp_uri) as connection:
+    with broker_connection(amqp_uri) as connection:
         state = queue_state(connection, queue.name)
         if state is None or state[0]:
             return
@@ -87,27 +88,31 @@ def renew_if_empty(amqp_uri, queue):
                 pass
 
 
-def retry_queue(queue_name, delay_ms, config, exclusive=False):
+def retry_queue(queue_name, delay_ms, config, service, exclusive=False):
     """Holds a message `delay_ms`, then dead-letters it back into `queue_name`.
     An exclusive (broadcast instance's) queue's delay queues are classic and
     deleted by the broker once unused for a minute: they go with the instance."""
     name = retry_queue_name(queue_name, delay_ms)
+    back = {"x-dead-letter-exchange": own_exchange_name(service),
+            "x-dead-letter-routing-key": queue_name}
     if exclusive:
-        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name,
-                     "x-expires": delay_ms + 60_000}
+        arguments = {**back, "x-expires": delay_ms + 60_000}
     else:
-        arguments = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue_name,
-                     **lasting_arguments(config, dead_letter_to=queue_name,
-                                         limit_deliveries=False)}
+        arguments = {**back, **lasting_arguments(config, dead_letter_to=queue_name,
+                                                 limit_deliveries=False, service=service)}
     arguments["x-message-ttl"] = delay_ms
-    return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True,
-                 queue_arguments=arguments)
+    return Queue(name, exchange=own_exchange(config, service), routing_key=name,
+                 durable=True, queue_arguments=arguments)
 
 
 def publish_raw(amqp_uri, message, queue, headers):
-    """Send `message`'s exact bytes to `queue`, confirmed by the broker."""
-    with get_producer(amqp_uri, confirms=True) as producer:
-        producer.publish(message.body, exchange="", routing_key=queue.name,
+    """Send `message`'s exact bytes to `queue` through the exchange it is bound to
+    (declaring both), confirmed by the broker."""
+    with get_producer(amqp_uri, confirms=True, ssl=tls_options(amqp_uri)) as producer:
+        # mandatory: were its queue gone, the broker returns it (an error here, so
+        # the event is redelivered) rather than confirming a message it dropped
+        producer.publish(message.body, exchange=queue.exchange, routing_key=queue.name,
+                         mandatory=True,
                          declare=[queue], headers=headers, delivery_mode=2,
                          content_type=message.content_type,
                          content_encoding=message.content_encoding,
@@ -167,13 +172,19 @@ class MeshEventHandler(EventHandler):
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.delays_ms = [max(1, int(float(d) * 1000))
                           for d in setting(config, "EVENT_RETRY_DELAYS")]
-        service = self.container.service_name
+        self.service = service = self.container.service_name
         self.lasting = lasting_queue(self.source_service, self.event_type, service,
                                      self.method_name, self.handler_type)
         self.handler_name = f"{service}.{self.method_name}"
+        # bound to its events and, by name, to where its retry queues send them
+        # back (as a list: a kombu Queue with bindings drops its one exchange)
+        self.queue.bindings = {
+            binding(self.queue.exchange, routing_key=self.queue.routing_key),
+            binding(own_exchange(config, service), routing_key=self.queue.name)}
+        self.queue.exchange = None
         if not self.queue.exclusive:
             self.queue.queue_arguments = lasting_arguments(
-                config, dead_letter_to=dlq_name(self.lasting))
+                config, dead_letter_to=dlq_name(self.lasting), service=service)
         if self.handler_type == BROADCAST:
             # each instance handles its own copy of every event, once: its inbox
             # rows are its own (the queue's instance id)
@@ -185,17 +196,19 @@ class MeshEventHandler(EventHandler):
         self.dlq_refused()  # at 0 from the start, so an alert sees its first increase
         self.data_schema = self.declared.data()
         if not self.queue.exclusive:
-            renew_if_empty(self.amqp_uri, dlq(self.lasting, config))
+            renew_if_empty(self.amqp_uri, dlq(self.lasting, config, service))
             # before anything consumes: a refused declare would loop for ever there
-            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config)] + [
-                retry_queue(self.queue.name, delay_ms, config) for delay_ms in self.delays_ms])
+            refuse_mismatched(self.amqp_uri, [self.queue, dlq(self.lasting, config, service)] + [
+                retry_queue(self.queue.name, delay_ms, config, service)
+                for delay_ms in self.delays_ms])
 
     def start(self):
         if (self.queue.queue_arguments or {}).get("x-dead-letter-routing-key"):
             # the broker dead-letters a message past the delivery limit only into
             # a queue that exists (until then it keeps it): make the DLQ first
-            with Connection(self.amqp_uri) as connection:
-                dlq(self.lasting, self.container.config)(connection.channel()).declare()
+            with broker_connection(self.amqp_uri) as connection:
+                dlq(self.lasting, self.container.config, self.service)(
+                    connection.channel()).declare()
         super().start()
 
     def handle_message(self, body, message):
@@ -260,7 +273,7 @@ class MeshEventHandler(EventHandler):
             headers.pop("x-death", None)
             publish_raw(self.amqp_uri, message,
                         retry_queue(self.queue.name, delay_ms, self.container.config,
-                                    exclusive=self.queue.exclusive), headers)
+                                    self.service, exclusive=self.queue.exclusive), headers)
             self.queue_consumer.ack_message(message)
         else:
             self.park(message, error, attempt)
@@ -277,8 +290,8 @@ class MeshEventHandler(EventHandler):
             FAILED_AT: dt.datetime.now(dt.timezone.utc).isoformat()})
         headers.pop("x-death", None)
         try:
-            publish_raw(self.amqp_uri, message, dlq(self.lasting, self.container.config),
-                        headers)
+            publish_raw(self.amqp_uri, message,
+                        dlq(self.lasting, self.container.config, self.service), headers)
         except OperationalError as exc:
             # kombu reports the broker's nack (the DLQ is full) as its own error
             if not isinstance(exc.__cause__, MessageNacked):
@@ -306,7 +319,7 @@ class MeshEventHandler(EventHandler):
         headers = {k: v for k, v in headers.items() if k not in (ORIGIN, FAILED_AT)}
         publish_raw(self.amqp_uri, message,
                     retry_queue(self.queue.name, delay_ms, self.container.config,
-                                exclusive=self.queue.exclusive), headers)
+                                self.service, exclusive=self.queue.exclusive), headers)
         self.queue_consumer.ack_message(message)
 
 

@@ -4,12 +4,12 @@ import time
 import redis
 from amqp.exceptions import NotFound, PreconditionFailed, ResourceLocked
 from eventlet.semaphore import Semaphore
-from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 
 from mesh.core.metrics import OpsServer
+from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import dlq_name, rpc_queue
 
 __all__ = ["queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
@@ -41,7 +41,7 @@ def refuse_mismatched(amqp_uri, queues):
     to be declared) that already exists with other arguments, typically another
     QUEUE_TYPE. Unchecked, the broker refuses the declare by closing the
     channel, and the consumer reconnects and fails again for ever."""
-    with Connection(amqp_uri) as connection:
+    with broker_connection(amqp_uri) as connection:
         for queue in queues:
             if queue_state(connection, queue.name) is None:
                 continue  # made as declared when it is first needed
@@ -91,7 +91,7 @@ def broker_unreachable(amqp_uri, timeout=3.0):
     """None when a broker of `amqp_uri` (each of a failover list in turn) accepts
     a connection, else why not (the exception's type and message)."""
     try:
-        with Connection(amqp_uri, connect_timeout=timeout,
+        with broker_connection(amqp_uri, connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
     except Exception as exc:  # refused, unresolvable, timed out, bad credentials ...
@@ -108,7 +108,7 @@ def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0, redis_decid
     every gateway out of its load balancer."""
     checks = {}
     try:
-        with Connection(amqp_uri, connect_timeout=timeout,
+        with broker_connection(amqp_uri, connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
             checks["broker"] = "ok"

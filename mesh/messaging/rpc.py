@@ -34,7 +34,7 @@ from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, Malform
                                deserialize, serialize)
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder, QueueConsumer
-from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
+from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -48,7 +48,7 @@ from mesh.messaging.broker import publish
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.policy import GuardedCall, policy_for
-from mesh.messaging.topology import lasting_arguments
+from mesh.messaging.topology import lasting_arguments, rpc_exchange
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
            "claim_request", "RpcTimeout"]
@@ -76,7 +76,7 @@ class ContractRpcConsumer(RpcConsumer):
         # caller has long since had its timeout
         self.queue.queue_arguments = lasting_arguments(config)
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
-        self.exchange = get_rpc_exchange(config)
+        self.exchange = self.queue.exchange = rpc_exchange(config)
         # before anything consumes: a refused declare would loop for ever there
         refuse_mismatched(self.amqp_uri, [self.queue])
 
@@ -307,6 +307,7 @@ class ContractReplyListener(ReplyListener):
         # so the listener can declare it again on another node; a reply never
         # outlives a broker restart anyway
         self.queue.durable = False
+        self.queue.exchange = rpc_exchange(self.container.config)
 
 
 class ServiceRpc(RpcProxy):
@@ -332,7 +333,7 @@ class ServiceRpc(RpcProxy):
     def setup(self):
         super().setup()
         config = self.container.config
-        self.exchange = get_rpc_exchange(config)
+        self.exchange = rpc_exchange(config)
         counters = (
             self.metrics.labelled_counter(
                 "mesh_rpc_calls", "Calls to another service by outcome: ok, error (an "

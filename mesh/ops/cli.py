@@ -1,5 +1,5 @@
 """The `mesh` command: up, serve, migrate (and revision, downgrade, current,
-history), status, call, shell, dlq, new.
+history), status, call, shell, dlq, new, broker setup.
 
 Imports stay inside each command: `serve` must apply eventlet's monkey patch
 before nameko, kombu or the database drivers are imported.
@@ -12,11 +12,14 @@ __all__ = ["main"]
 
 def _load(args):
     from mesh.core.config import ConfigError, load_config
+    from mesh.messaging.tls import use_tls
 
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         sys.exit(f"mesh: {exc}")
+    use_tls(config)  # for the platform's own connections; nameko's read AMQP_SSL
+    return config
 
 
 def _names(args, config):
@@ -48,11 +51,40 @@ def _require_broker(config):
              "see README \"Set up\".")
 
 
+def _operator(config):
+    """`config` as the operators' commands connect with it (README "Broker identities")."""
+    from mesh.messaging.identities import OPERATOR, as_identity
+
+    return as_identity(config, OPERATOR)
+
+
+def _broker_setup(config):
+    from mesh.ops.broker_setup import BrokerSetupError, setup
+
+    try:
+        return setup(config)
+    except BrokerSetupError as exc:
+        sys.exit(f"mesh: broker setup: {exc}\n(BROKER_IDENTITIES=false runs every "
+                 "service as AMQP_URI's user instead; see README \"Broker identities\")")
+
+
+def cmd_broker(args):
+    from mesh.core.config import setting
+
+    config = _load(args)
+    if not setting(config, "BROKER_IDENTITIES"):
+        sys.exit("mesh: broker setup: BROKER_IDENTITIES is off; set it to true first")
+    _require_broker(config)
+    for identity, user in _broker_setup(config).items():
+        print(f"{identity}: broker user {user}")
+    return 0
+
+
 def cmd_up(args):
     import os
 
     from mesh.auth.tokens import signing_key
-    from mesh.core.config import ConfigError
+    from mesh.core.config import ConfigError, setting
     from mesh.runtime.replicas import parse_scale, replica_counts
     from mesh.runtime.supervisor import Supervisor
 
@@ -65,6 +97,8 @@ def cmd_up(args):
     _require_broker(config)
     os.makedirs(config["MESH_DATA_DIR"], exist_ok=True)
     signing_key(config)  # made once here, so every process reads the same one
+    if setting(config, "BROKER_IDENTITIES"):
+        _broker_setup(config)  # before any service connects as its own user
     # text for a person at a terminal, JSON lines for anything reading a pipe
     log_format = os.environ.get("MESH_LOG_FORMAT") or \
         ("text" if sys.stdout.isatty() else "json")
@@ -176,7 +210,7 @@ def cmd_status(args):
 
     from mesh.ops.status import gather, render
 
-    status = gather(_load(args))
+    status = gather(_operator(_load(args)))
     print(json.dumps(status, indent=2) if args.json else render(status))
     return 0 if status["ok"] else 1
 
@@ -203,7 +237,7 @@ def cmd_call(args):
     from contracts.base import ContractError
 
     logging.getLogger("amqp").setLevel(logging.ERROR)  # its chatter is not the answer
-    config = _load(args)
+    config = _operator(_load(args))
     service, _, method = args.target.partition(".")
     if not service.isidentifier() or not method.isidentifier():
         return _usage(f"mesh: call: {args.target!r} must look like SERVICE.METHOD, "
@@ -251,7 +285,7 @@ def cmd_shell(args):
     from mesh.ops.shell import run_shell
 
     codec.register()
-    run_shell(_load(args), args.interface)
+    run_shell(_operator(_load(args)), args.interface)
     return 0
 
 
@@ -259,7 +293,7 @@ def cmd_dlq(args):
     from mesh.messaging import topology
     from mesh.ops import dlq
 
-    config = _load(args)
+    config = _operator(_load(args))
     uri = config["AMQP_URI"]
     if args.action == "list" and not args.queue:
         for queue, depth in dlq.depths(uri, dlq.handler_queues(config)).items():
@@ -360,8 +394,14 @@ def build_parser():
     dlq.add_argument("--yes", action="store_true", help="confirm a purge")
     dlq.set_defaults(func=cmd_dlq)
 
+    broker = commands.add_parser(
+        "broker", help="make each service's broker user and permissions from the "
+        "contracts (BROKER_IDENTITIES; `mesh up` does it too)")
+    broker.add_argument("action", choices=("setup",))
+    broker.set_defaults(func=cmd_broker)
+
     for sub in (up, serve, migrate, revision, downgrade, current, history, status, call,
-                shell, dlq, new):
+                shell, dlq, new, broker):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

@@ -6,11 +6,11 @@ its name without the instance id, which names the DLQ every instance parks in.
 import json
 
 from amqp.exceptions import NotFound
-from kombu import Connection
 
 from mesh.messaging.broker import ConfirmedPublisher
 from mesh.messaging.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler
 from mesh.messaging.health import queue_state
+from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import BROADCAST, dlq_name, lasting_queue_of
 from mesh.runtime.serve import entrypoints_of, import_service
 
@@ -47,7 +47,7 @@ def base_queue(queue):
 
 def depths(amqp_uri, queues):
     """`{queue: messages in its DLQ}`; None for a DLQ that does not exist yet."""
-    with Connection(amqp_uri) as connection:
+    with broker_connection(amqp_uri) as connection:
         return {queue: (queue_state(connection, dlq_name(queue)) or (None,))[0]
                 for queue in queues}
 
@@ -88,7 +88,7 @@ def _describe(message):
 
 def messages(amqp_uri, queue):
     """What `queue`'s DLQ holds, oldest first; it is left as it was."""
-    with Connection(amqp_uri) as connection:
+    with broker_connection(amqp_uri) as connection:
         channel, got = _drain(connection, queue)
         described = [_describe(m) for m in got]
         channel.close()
@@ -106,7 +106,7 @@ def replay(amqp_uri, queue, message_id=None):
     handler's queue took it; a missing queue is refused before anything moves.
     """
     base = base_queue(queue)
-    with Connection(amqp_uri) as connection:
+    with broker_connection(amqp_uri) as connection:
         channel, got = _drain(connection, base)
         chosen = [m for m in got if message_id is None or _describe(m)["id"] == message_id]
         # back to the queue it failed in: a broadcast handler's is its instance's
@@ -144,7 +144,7 @@ def _replayed(message):
 
 def purge(amqp_uri, queue):
     """Drop everything in `queue`'s DLQ; returns how many messages went."""
-    with Connection(amqp_uri) as connection:
+    with broker_connection(amqp_uri) as connection:
         channel = connection.channel()
         try:  # purged as it is, whatever its type; one that does not exist is empty
             return channel.queue_purge(dlq_name(base_queue(queue)))

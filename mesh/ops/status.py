@@ -7,7 +7,6 @@ of its own but exclusive ones, and is asked for /health instead.
 import os
 import urllib.request
 
-from kombu import Connection
 from nameko.rpc import Rpc
 from sqlalchemy.engine import make_url
 
@@ -15,6 +14,7 @@ from mesh.data.db import database_url, make_engine
 from mesh.http.entrypoints import HttpEntrypoint
 from mesh.messaging.health import service_queues
 from mesh.messaging.outbox import Outbox, backlog_of
+from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import dlq_name
 from mesh.ops.dlq import handlers_of
 from mesh.runtime.serve import entrypoints_of, import_service
@@ -77,7 +77,7 @@ def gather(config, timeout=2.0):
     http_only = {name for name, service_cls in classes.items() if _serves_http(service_cls)}
     broker = "ok"
     try:
-        with Connection(config["AMQP_URI"], connect_timeout=timeout,
+        with broker_connection(config["AMQP_URI"], connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
             for name, service_cls in classes.items():

@@ -12,6 +12,8 @@ from nameko.runners import ServiceRunner
 
 from mesh.core import codec, logs
 from mesh.data import migrations
+from mesh.messaging.identities import as_identity
+from mesh.messaging.topology import declares_exchanges
 from mesh.runtime.replicas import ops_port
 
 __all__ = ["serve", "container_config", "import_service", "entrypoints_of",
@@ -40,8 +42,10 @@ def entrypoints_of(service_cls):
 def container_config(config, name, replica=1):
     """`config` for replica `replica` of `name`'s container: its WORKERS become
     nameko's max_workers (from which nameko also takes its prefetch); a replica
-    after the first serves /metrics on a port of its own."""
-    return {**config,
+    after the first serves /metrics on a port of its own; with BROKER_IDENTITIES
+    it connects as its own broker user and declares no exchange."""
+    return {**as_identity(config, name),
+            "DECLARE_EVENT_EXCHANGES": declares_exchanges(config),
             "max_workers": (config.get("WORKERS") or {}).get(name, DEFAULT_WORKERS),
             "OPS_PORTS": {**(config.get("OPS_PORTS") or {}),
                           name: ops_port(config, name, replica)}}

@@ -13,7 +13,6 @@ import logging
 import time
 from weakref import WeakKeyDictionary
 
-from kombu import Connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.rpc import Rpc
@@ -25,6 +24,7 @@ from mesh.core.metrics import Metrics, OpsServer
 from mesh.core.tracing import Tracing
 from mesh.messaging.handlers import MeshEventHandler
 from mesh.messaging.health import service_queues
+from mesh.messaging.tls import broker_connection
 from mesh.runtime.probes import Probes
 
 __all__ = ["Telemetry", "outcome_of"]
@@ -139,7 +139,7 @@ class Telemetry(DependencyProvider):
         handlers = self.handlers()
         if not self.rpc_served and not handlers:
             return []  # the gateway: no queue of its own to ask the broker about
-        with Connection(self.amqp_uri, connect_timeout=2) as connection:
+        with broker_connection(self.amqp_uri, connect_timeout=2) as connection:
             report = service_queues(connection, self.service, self.rpc_served,
                                     handlers)
         if self.rpc_served:

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from mesh.testing import free_port, temporary_vhost
+from mesh.testing import free_port, temporary_identities, temporary_vhost
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -122,14 +122,17 @@ class RunningMesh:
 @pytest.fixture(scope="session")
 def mesh_env(tmp_path_factory):
     """The environment a user would export before `make run`, on test resources:
-    each mesh gets a vhost and a data directory of its own."""
+    each mesh gets a vhost, broker users and a data directory of its own."""
     with contextlib.ExitStack() as vhosts:
         def make(**extra):
             env = {k: v for k, v in os.environ.items() if not k.startswith(
                 ("DATABASE_URL_", "JWT_SECRET", "MESH_", "GATEWAY_", "OPS_", "OTEL_"))}
             env.update({f"OPS_PORT_{name.upper()}": str(free_port())
                         for name in OPS_SERVICES + ("gateway",)})
-            env.update(AMQP_URI=vhosts.enter_context(temporary_vhost()),
+            uri = vhosts.enter_context(temporary_vhost())
+            # as in production: each service its own broker user (README "Broker identities")
+            env.update(vhosts.enter_context(temporary_identities(uri)))
+            env.update(AMQP_URI=uri,
                        GATEWAY_PORT=str(free_port()),
                        MESH_DATA_DIR=str(tmp_path_factory.mktemp("mesh-data")),
                        MESH_ADMIN_EMAIL=ADMIN_EMAIL, MESH_ADMIN_PASSWORD=ADMIN_PASSWORD,

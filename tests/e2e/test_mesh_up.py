@@ -23,6 +23,25 @@ def test_ready_within_30_seconds_and_url_printed(mesh):
         "mesh", "accounts", "inventory", "orders", "payments", "notifications", "gateway"}
 
 
+def test_each_service_connects_as_its_own_broker_user(mesh):
+    from urllib.parse import quote
+
+    from mesh.testing import RabbitAdmin
+
+    vhost = mesh.env["AMQP_URI"].rsplit("/", 1)[1]
+    wanted = {mesh.env["BROKER_USER_PREFIX"] + name for name in
+              ("accounts", "inventory", "orders", "payments", "notifications", "gateway")}
+    deadline = time.monotonic() + 15  # the management API lists connections late
+    while True:
+        users = {c["user"] for c in RabbitAdmin()._call("GET", f"vhosts/{quote(vhost)}/"
+                                                       "connections").json()}
+        if wanted <= users or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert wanted <= users
+    assert "guest" not in users  # the mesh's own processes: this test has not connected
+
+
 def test_http_auth_and_products(mesh):
     email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
     created = mesh.http("POST", "/api/v1/auth/register",

@@ -43,6 +43,9 @@ def test_environment_overrides():
     ("IDEMPOTENCY_KEY_RETENTION_SECONDS", "99999999999"),
     ("PRUNE_INTERVAL_SECONDS", "0"),
     ("DLQ_MAX_LENGTH", "0"),
+    ("BROKER_IDENTITIES", "sometimes"),
+    ("BROKER_USER_PREFIX", "mesh users/"),
+    ("BROKER_MANAGEMENT_URL", "localhost:15672"),
 ])
 def test_a_bad_value_is_one_line_naming_the_setting(setting, value):
     with pytest.raises(ConfigError) as caught:
@@ -69,6 +72,14 @@ def test_admin_needs_email_and_password_together():
 def test_secrets_are_not_echoed():
     with pytest.raises(ConfigError) as caught:
         load(JWT_SECRET="hunter2")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_broker_passwords_come_from_the_environment_and_are_not_echoed():
+    assert load(BROKER_PASSWORD_ORDERS="x" * 16)["BROKER_PASSWORDS"]["orders"] == "x" * 16
+    assert not load()["BROKER_IDENTITIES"]
+    with pytest.raises(ConfigError, match=r": BROKER_PASSWORDS: must be at least 16") as caught:
+        load(BROKER_PASSWORD_GATEWAY="hunter2")
     assert "hunter2" not in str(caught.value)
 
 

@@ -67,6 +67,30 @@ def test_compose_databases_exist_and_secrets_are_required():
                 assert ":?" in value  # compose refuses to start without one
 
 
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_services_log_in_to_the_broker_as_their_own_users(service):
+    entry = compose()[service]
+    environment = entry["environment"]
+    assert environment["BROKER_IDENTITIES"] == "true"
+    assert "@" not in environment["AMQP_URI"]  # no administrator's credentials
+    passwords = {k: v for k, v in environment.items() if k.startswith("BROKER_PASSWORD_")}
+    assert list(passwords) == [f"BROKER_PASSWORD_{service.upper()}"]
+    assert all(":?" in value for value in passwords.values())  # required
+    assert entry["depends_on"]["broker-setup"] == {
+        "condition": "service_completed_successfully"}
+
+
+def test_compose_sets_the_broker_up_first_with_every_identity():
+    setup = compose()["broker-setup"]
+    assert setup["command"] == ["broker", "setup"]
+    environment = setup["environment"]
+    assert set(environment) <= settings()
+    assert {k for k in environment if k.startswith("BROKER_PASSWORD_")} == {
+        f"BROKER_PASSWORD_{name.upper()}" for name in [*SERVICES, "operator"]}
+    assert environment["AMQP_URI"].split("@")[1] == \
+        compose()["orders"]["environment"]["AMQP_URI"].split("//")[1]
+
+
 def test_compose_gateway_is_reachable_only_from_loopback():
     gateway = compose()["gateway"]
     assert gateway["environment"]["GATEWAY_HOST"] == "0.0.0.0"  # inside its container

@@ -84,12 +84,21 @@ def secret_refs(container):
             for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
 
 
+def _unrolled(text):
+    """create-secrets.sh with each `for NAME in A B; do ... done` written out."""
+    def unroll(loop):
+        name, values, body = loop[1], loop[2].split(), loop[3]
+        return "".join(body.replace(f"${{{name},,}}", value.lower())
+                       .replace(f"${name}", value) for value in values)
+    return re.sub(r"for (\w+) in ([\w ]+); do\n(.*?)done\n", unroll, text, flags=re.S)
+
+
 def recipe_secrets():
     """`{secret: {keys}}` that create-secrets.sh makes."""
-    text = (K8S / "create-secrets.sh").read_text().replace("\\\n", " ")
+    text = _unrolled((K8S / "create-secrets.sh").read_text().replace("\\\n", " "))
     made = {}
     for command in re.findall(r"create secret generic (\S+)([^\n]*)", text):
-        made[command[0]] = set(re.findall(r"--from-literal=([A-Z_]+)=", command[1]))
+        made[command[0].strip('"')] = set(re.findall(r"--from-literal=([A-Z_]+)=", command[1]))
     return made
 
 
@@ -143,7 +152,7 @@ def test_operator_resources_use_only_their_documented_fields(path):
     for doc in custom:
         jsonschema.validate(doc, SCHEMAS[(doc["apiVersion"], doc["kind"])])
     core = [d for d in kustomize(path) if (d["apiVersion"], d["kind"]) not in SCHEMAS]
-    assert all(d["apiVersion"] in ("v1", "apps/v1", "policy/v1", "autoscaling/v2",
+    assert all(d["apiVersion"] in ("v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2",
                                    "networking.k8s.io/v1") for d in core)
 
 
@@ -174,8 +183,41 @@ def test_every_secret_a_container_reads_exists_with_its_key(name):
         for setting, (secret, key) in secret_refs(container).items():
             assert secret in known, f"{name} reads {setting} from unknown Secret {secret}"
             assert key in known[secret], f"{secret} has no key {key} ({setting})"
-        assert secret_refs(container)["AMQP_URI"] == \
-            ("mesh-rabbitmq-default-user", "connection_string")
+        # the broker administrator's credentials are the setup Job's alone
+        assert "mesh-rabbitmq-default-user" not in {s for s, _ in secret_refs(container).values()}
+
+
+@pytest.mark.parametrize("name", SERVICES + ["gateway"])
+def test_each_service_logs_in_to_the_broker_as_its_own_user_only(name):
+    (container,) = containers(pod(name), init=False)
+    setting = f"BROKER_PASSWORD_{name.upper()}"
+    passwords = {k: v for k, v in secret_refs(container).items()
+                 if k.startswith("BROKER_PASSWORD_")}
+    assert passwords == {setting: (f"mesh-broker-{name}", setting)}
+    assert configmap()["data"]["BROKER_IDENTITIES"] == "true"
+    broker = re.match(r"^amqp://([\w-]+):5672/$", configmap()["data"]["AMQP_URI"])
+    assert broker[1] in {r["metadata"]["name"] for r in of_kind("RabbitmqCluster")}
+
+
+def test_the_broker_setup_job_makes_every_identity_as_the_administrator():
+    (job,) = of_kind("Job")
+    template = job["spec"]["template"]
+    (container,) = containers(template)
+    assert container["args"] == ["broker", "setup"]
+    refs = secret_refs(container)
+    assert refs.pop("AMQP_URI") == ("mesh-rabbitmq-default-user", "connection_string")
+    identities = [*SERVICES, "gateway", "operator"]
+    assert refs == {f"BROKER_PASSWORD_{n.upper()}": (f"mesh-broker-{n}",
+                                                     f"BROKER_PASSWORD_{n.upper()}")
+                    for n in identities}
+    assert set(CONFIG["BROKER_PASSWORDS"]) == set(identities)  # config.yaml reads them all
+    known = {**generated_secrets(), **recipe_secrets()}
+    for secret, key in secret_refs(container).values():
+        assert key in known[secret]
+    assert set(env_of(container)) <= settings()
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0  # the next apply runs it again
 
 
 def test_the_jwt_secret_reaches_only_who_signs_or_checks_tokens():
@@ -185,8 +227,11 @@ def test_the_jwt_secret_reaches_only_who_signs_or_checks_tokens():
     admins = {name for name in SERVICES + ["gateway"]
               for c in containers(pod(name)) if "MESH_ADMIN_PASSWORD" in env_of(c)}
     assert admins == {"accounts"}
-    assert recipe_secrets() == {"mesh-jwt": {"JWT_SECRET"},
-                                "mesh-admin": {"MESH_ADMIN_EMAIL", "MESH_ADMIN_PASSWORD"}}
+    assert recipe_secrets() == {
+        "mesh-jwt": {"JWT_SECRET"},
+        "mesh-admin": {"MESH_ADMIN_EMAIL", "MESH_ADMIN_PASSWORD"},
+        **{f"mesh-broker-{n}": {f"BROKER_PASSWORD_{n.upper()}"}
+           for n in [*SERVICES, "gateway", "operator"]}}
 
 
 @pytest.mark.parametrize("name", SERVICES + ["gateway"])

@@ -94,7 +94,7 @@ def test_an_empty_dlq_made_without_the_bound_is_made_again_with_it(
     mesh_containers(FlakyService, config).start()
     with Connection(config["AMQP_URI"]) as connection:
         # declaring it as bounded now succeeds: it has the new arguments
-        dlq_queue(QUEUE, config)(connection.channel()).declare()
+        dlq_queue(QUEUE, config, FlakyService.name)(connection.channel()).declare()
         assert queue_state(connection, dlq_name(QUEUE)) == (0, 0)
 
 
