@@ -19,6 +19,7 @@ import re
 
 from nameko.rpc import get_rpc_exchange
 
+from mesh.messaging.broadcasts import InstanceEventHandler
 from mesh.messaging.handlers import MeshEventHandler
 from mesh.messaging.identities import OPERATOR
 from mesh.messaging.rpc import ContractRpc, ServiceRpc
@@ -54,6 +55,7 @@ class _Shape:
     calls: dict        # target service -> its method names
     events: list       # its own contract's event types
     handlers: list     # (attribute, MeshEventHandler)
+    listeners: list    # (attribute, InstanceEventHandler): no retries, no DLQ
 
 
 def _shape(service_cls):
@@ -68,7 +70,9 @@ def _shape(service_cls):
     return _Shape(serves_rpc=any(isinstance(e, ContractRpc) for _, e in entrypoints),
                   calls={name: sorted(methods) for name, methods in sorted(calls.items())},
                   events=sorted(contract.events) if contract is not None else [],
-                  handlers=[(a, e) for a, e in entrypoints if isinstance(e, MeshEventHandler)])
+                  handlers=[(a, e) for a, e in entrypoints if isinstance(e, MeshEventHandler)],
+                  listeners=[(a, e) for a, e in entrypoints
+                             if isinstance(e, InstanceEventHandler)])
 
 
 def service_grant(config, name, service_cls):
@@ -84,6 +88,10 @@ def service_grant(config, name, service_cls):
         instance = "(-[0-9a-f]{32})?" if handler.handler_type == BROADCAST else ""
         queues.append(lasting + instance + r"(\.delay\.[0-9]+|\.dlq)?")
         sources.setdefault(f"{handler.source_service}.events", set()).add(handler.event_type)
+    for attr, listener in shape.listeners:  # a queue per running instance
+        queues.append(re.escape(lasting_queue_of(name, attr, listener)) + "-[0-9a-f]{32}")
+        sources.setdefault(f"{listener.source_service}.events", set()).add(
+            listener.event_type)
     uses_rpc = [re.escape(rpc)] if shape.serves_rpc or shape.calls else []
     own = [re.escape(own_exchange_name(name))] if shape.handlers else []
     events = [re.escape(f"{name}.events")] if shape.events else []
@@ -127,7 +135,7 @@ def exchanges(config):
         shape = _shape(import_service(path))
         if shape.events:
             found[f"{name}.events"] = "topic"
-        for _, handler in shape.handlers:
+        for _, handler in shape.handlers + shape.listeners:
             found[f"{handler.source_service}.events"] = "topic"
         if shape.handlers:
             found[own_exchange_name(name)] = "direct"

@@ -42,6 +42,26 @@ def test_each_service_connects_as_its_own_broker_user(mesh):
     assert "guest" not in users  # the mesh's own processes: this test has not connected
 
 
+def test_the_gateway_hears_accounts_changes_as_its_own_broker_user(mesh):
+    """Its instance queues (mesh.messaging.broadcasts) are declared, bound and
+    consumed under its identity's grant: a refusal would leave none consumed."""
+    from urllib.parse import quote
+
+    from mesh.testing import RabbitAdmin
+
+    vhost = mesh.env["AMQP_URI"].rsplit("/", 1)[1]
+    deadline = time.monotonic() + 15  # the management API counts consumers late
+    while True:
+        heard = {q["name"].split("--")[0] for q in RabbitAdmin()._call(
+                     "GET", f"queues/{quote(vhost, safe='')}").json()
+                 if "--gateway.forget_user-" in q["name"] and q.get("consumers")}
+        if len(heard) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert heard == {f"evt-accounts-{event}" for event in (
+        "password_changed", "user_disabled", "user_enabled", "user_deleted")}
+
+
 def test_http_auth_and_products(mesh):
     email = f"e2e-{uuid.uuid4().hex[:8]}@example.com"
     created = mesh.http("POST", "/api/v1/auth/register",

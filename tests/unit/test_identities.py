@@ -89,6 +89,17 @@ def test_the_gateway_calls_and_serves_no_rpc_and_the_operator_may_do_anything(co
     assert grants(config)["operator"].write == ".*"
 
 
+def test_the_gateway_hears_accounts_changes_on_queues_of_its_own(config):
+    gateway = grants(config)["gateway"]
+    mine = "evt-accounts-user_disabled--gateway.forget_user-" + "0f" * 16
+    assert allowed(gateway.configure, mine) and allowed(gateway.read, mine)
+    assert not allowed(gateway.configure, "evt-accounts-user_deleted--notifications."
+                                          "on_user_deleted")
+    assert allowed(gateway.read, "accounts.events")
+    _, bind = gateway.topics["accounts.events"]
+    assert allowed(bind, "user_disabled") and not allowed(bind, "user_registered")
+
+
 def test_a_broadcast_handlers_instance_queues_are_its_own(config):
     from nameko.events import BROADCAST
 

@@ -181,6 +181,14 @@ def test_every_event_delivered_twice_changes_nothing(mesh, mesh_config, rpc_clie
         orders = [kept, cancelled, declined, short]
         for order in orders:
             mesh.settled(customer, order["id"])
+        # and what accounts announces of a user's lifecycle
+        admin, leaving = mesh.admin_token(), mesh.customer()
+        leaving_id = mesh("GET", "/api/v1/me", leaving).json()["id"]
+        assert mesh("POST", "/api/v1/me/password", leaving, json={
+            "current_password": "correct horse", "new_password": "battery staple"}
+        ).status_code == 204
+        for method, path in (("POST", "/disable"), ("POST", "/enable"), ("DELETE", "")):
+            assert mesh(method, f"/api/v1/users/{leaving_id}{path}", admin).ok
         eventlet.sleep(1)
 
         def state():
