@@ -74,7 +74,9 @@ class GatewayService:
     name = "gateway"
 
     telemetry = Telemetry()
-    rpc = ServiceRpcs(ROUTES.contracts)
+    # the routes' RPCs and the token check: all its broker identity may publish
+    rpc = ServiceRpcs(ROUTES.contracts, methods={
+        **ROUTES.calls, "accounts": ROUTES.calls["accounts"] | {"get_access"}})
     readiness = Readiness()
     known_users = KnownUsers()
     openapi_document = OpenApi(ROUTES, ERRORS)

@@ -190,3 +190,11 @@ class RouteTable:
     @property
     def contracts(self):
         return {route.contract.service: route.contract for route in self.routes}
+
+    @property
+    def calls(self):
+        """`{service: {method, ...}}`: the RPCs the routes make."""
+        found = {}
+        for route in self.routes:
+            found.setdefault(route.contract.service, set()).add(route.rpc)
+        return found

@@ -230,15 +230,20 @@ class RequestKey(DependencyProvider):
 
 
 class ContractServiceProxy(HeaderEncoder):
-    """Calls only what the target's contract declares, through its `GuardedCall`."""
+    """Calls only what the target's contract declares and the caller said it calls
+    (`methods`), through its `GuardedCall`."""
 
-    def __init__(self, worker_ctx, contract, reply_listener, guarded, exchange):
-        self.worker_ctx, self.contract = worker_ctx, contract
+    def __init__(self, worker_ctx, contract, methods, reply_listener, guarded, exchange):
+        self.worker_ctx, self.contract, self.methods = worker_ctx, contract, methods
         self.reply_listener, self.guarded, self.exchange = reply_listener, guarded, exchange
         self.timeout = guarded.policy.timeout
 
     def __getattr__(self, name):
-        return ContractCall(self, name, self.contract.method(name))  # AttributeError
+        method = self.contract.method(name)  # AttributeError
+        if name not in self.methods:
+            raise AttributeError(f"{self.contract.service}.{name} is not among the calls "
+                                 f"this service declared (its ServiceRpc's methods)")
+        return ContractCall(self, name, method)
 
 
 class ContractCall:
@@ -324,10 +329,13 @@ class ServiceRpc(RpcProxy):
     metrics = Metrics()
     rpc_reply_listener = ContractReplyListener()
 
-    def __init__(self, contract, timeout=None):
+    def __init__(self, contract, timeout=None, methods=None):
+        """`methods`: the contract's methods this service calls, when not all of
+        them; its broker identity may publish only those (mesh.ops.grants)."""
         super().__init__(contract.service)
         self.contracts = {contract.service: contract}
         self.timeout = timeout
+        self.methods = {contract.service: frozenset(methods or contract.methods)}
         self.guards, self.calls = {}, {}
 
     def setup(self):
@@ -382,17 +390,21 @@ class ServiceRpc(RpcProxy):
         return self.proxy(worker_ctx, contract)
 
     def proxy(self, worker_ctx, contract):
-        return ContractServiceProxy(worker_ctx, contract, self.rpc_reply_listener,
-                                    self.calls[contract.service], self.exchange)
+        return ContractServiceProxy(worker_ctx, contract, self.methods[contract.service],
+                                    self.rpc_reply_listener, self.calls[contract.service],
+                                    self.exchange)
 
 
 class ServiceRpcs(ServiceRpc):
     """Like `ServiceRpc`, for several services: ``self.rpc["inventory"].get_product(...)``."""
 
-    def __init__(self, contracts, timeout=None):
-        contracts = dict(contracts)
+    def __init__(self, contracts, timeout=None, methods=None):
+        """`methods`: `{service: the methods called}`, for those not called in full."""
+        contracts, methods = dict(contracts), dict(methods or {})
         super().__init__(next(iter(contracts.values())), timeout)
         self.contracts = contracts
+        self.methods = {name: frozenset(methods.get(name) or contract.methods)
+                        for name, contract in contracts.items()}
 
     def get_dependency(self, worker_ctx):
         return {name: self.proxy(worker_ctx, contract)

@@ -64,8 +64,8 @@ def _shape(service_cls):
     for attr in dir(service_cls):
         dependency = getattr(service_cls, attr, None)
         if isinstance(dependency, ServiceRpc):
-            for name, contract in dependency.contracts.items():
-                calls.setdefault(name, set()).update(contract.methods)
+            for name in dependency.contracts:
+                calls.setdefault(name, set()).update(dependency.methods[name])
     contract = getattr(service_cls, "contract", None)
     return _Shape(serves_rpc=any(isinstance(e, ContractRpc) for _, e in entrypoints),
                   calls={name: sorted(methods) for name, methods in sorted(calls.items())},

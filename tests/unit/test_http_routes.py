@@ -161,3 +161,22 @@ def test_a_timed_out_write_tells_the_client_how_to_retry_it():
     assert "same Idempotency-Key" in create_order.timeout_advice
     assert "check before you retry" in RESTOCK.timeout_advice
     assert LIST.timeout_advice == "try again shortly"
+
+
+def test_a_service_calls_only_the_methods_it_declared():
+    import types
+
+    import pytest
+
+    from contracts import inventory
+    from mesh.messaging.rpc import ServiceRpc
+
+    rpc = ServiceRpc(inventory.CONTRACT, methods=["get_prices"])
+    rpc.calls = {"inventory": types.SimpleNamespace(policy=types.SimpleNamespace(timeout=1))}
+    rpc.exchange = None  # what setup gives it: no call goes out here
+    proxy = rpc.proxy(types.SimpleNamespace(), inventory.CONTRACT)
+    assert proxy.get_prices.name == "get_prices"
+    with pytest.raises(AttributeError, match="not among the calls this service declared"):
+        proxy.reserve_stock
+    with pytest.raises(AttributeError, match="declares no RPC method"):
+        proxy.get_prizes

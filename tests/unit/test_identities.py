@@ -84,6 +84,10 @@ def test_the_gateway_calls_and_serves_no_rpc_and_the_operator_may_do_anything(co
     gateway = grants(config)["gateway"]
     write, read = gateway.topics["nameko-rpc"]
     assert allowed(write, "orders.create_order") and not allowed(write, UUID)
+    # only its routes' calls and the token check, not all of those contracts
+    assert allowed(write, "accounts.get_access") and allowed(write, "inventory.restock")
+    for internal in ("inventory.get_prices", "inventory.reserve_stock", "inventory.commit_stock"):
+        assert not allowed(write, internal)
     assert allowed(read, UUID) and not allowed(read, "gateway.*")
     assert not allowed(gateway.configure, "rpc-gateway")
     assert grants(config)["operator"].write == ".*"
