@@ -101,7 +101,7 @@ class Pruner(SharedExtension):
     def __init__(self):
         super().__init__()
         self.rules = list(PLATFORM_RULES)
-        self._thread = None
+        self._thread = self.engine = None
 
     def add(self, rule):
         if rule not in self.rules:
@@ -125,7 +125,8 @@ class Pruner(SharedExtension):
         if self._thread is not None:
             self._thread.kill()  # a batch cut short is rolled back: nothing half done
             self._thread = None
-        self.engine.dispose()
+        if self.engine is not None:  # a container stopped before it started has none
+            self.engine.dispose()
 
     kill = stop
 
