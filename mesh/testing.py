@@ -13,6 +13,7 @@ quiet_eventlet_deprecation()  # a warnings filter: eventlet's import-time notice
 
 import contextlib  # noqa: E402
 import os  # noqa: E402
+import random  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
@@ -275,9 +276,29 @@ def rpc_client(mesh_config):
     proxy.stop()
 
 
+def _ephemeral_low(default=32768):
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
 def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
+    """A loopback TCP port nobody listens on right now, below the kernel's
+    ephemeral range: a port the kernel hands out (bind to 0) may be taken by any
+    outgoing connection's source port before the process meant to listen on it
+    starts, which a mesh opening dozens of broker connections made happen."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(10_000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # someone listens there (or just did)
+            return port
+    with socket.socket() as sock:  # a crowded machine: the kernel's choice after all
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
