@@ -115,7 +115,8 @@ def test_metrics_move_with_calls(mesh):
     assert value(after_gateway, "mesh_circuit_state", target="inventory") == 0
     assert value(after, "mesh_rpc_consumers", service="inventory") == 1
     assert mesh.ops("inventory", "/health").json() == {
-        "status": "ok", "service": "inventory", "checks": {"event_loop": "ok"}}
+        "status": "ok", "service": "inventory",
+        "checks": {"event_loop": "ok", "consumers": "ok"}}
     assert mesh.ops("inventory", "/ready").json() == {
         "status": "ready", "checks": {"broker": "ok", "database": "ok"}}
     # the gateway's metrics are on its ops port only, never on the public one
