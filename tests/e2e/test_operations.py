@@ -237,10 +237,17 @@ def test_traces_follow_a_request_through_rpc_and_events(start_mesh, collector):
     trace_id = uuid.uuid4().hex
     place_order(mesh, headers={"traceparent": f"00-{trace_id}-{'ab' * 8}-01"})
 
+    # spans arrive in each process's batches: wait for those looked at below too,
+    # not only for one from every service (inventory's get_prices came first)
+    wanted = {("gateway", "gateway.api"), ("orders", "orders.create_order"),
+              ("inventory", "inventory.get_prices"),
+              ("inventory", "inventory.on_order_created")}
+
     def traced():
         found = {(service, span.name): span for service, span in list(spans)
                  if span.trace_id.hex() == trace_id}
-        return found if {s for s, _ in found} >= SAGA_SERVICES else None
+        return found if {s for s, _ in found} >= SAGA_SERVICES and set(found) >= wanted \
+            else None
 
     found = wait_until(traced, 30, "spans from every service")
     api = found[("gateway", "gateway.api")]
