@@ -6,6 +6,7 @@ from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import UndeliverableMessage
 
 from mesh.messaging.broker import ConfirmedPublisher, _unconfirmed, publish
+from mesh.testing import wait_until
 
 EXCHANGE = Exchange("test.events", type="topic", durable=True)
 
@@ -58,7 +59,13 @@ def test_unconfirmed_messages_survive_a_lost_connection(uri, queue):
     publish(uri, {"n": 1}, confirms=False, exchange=EXCHANGE, routing_key="x")
     _unconfirmed(uri).connection.connection.sock.close()  # the socket dies under it
     publish(uri, {"n": 2}, confirms=False, exchange=EXCHANGE, routing_key="x")
-    assert [json.loads(m.body) for m in queue()] == [{"n": 1}, {"n": 2}]
+    received = []
+
+    def both_arrived():  # unconfirmed: the write returns before the broker routes it
+        received.extend(json.loads(m.body) for m in queue())
+        return len(received) >= 2
+    wait_until(both_arrived, timeout=5, what="both messages in the queue")
+    assert received == [{"n": 1}, {"n": 2}]
 
 
 def test_a_confirmed_mandatory_message_nobody_takes_is_undeliverable(uri):
