@@ -22,15 +22,19 @@ ROUTES = RouteTable("/api/v1", [
           identity={"user_id": "user_id"}, summary="The caller's own user"),
     Route("POST", "/me/password", accounts.CONTRACT, "change_password", access=USER,
           status=204, identity={"user_id": "user_id"}, password_work=True,
+          changes_access=True,
           summary="Change the caller's password; older tokens stop working"),
     Route("POST", "/users/<int:user_id>/disable", accounts.CONTRACT, "disable_user",
           access=ADMIN, identity={"actor_id": "user_id"},
+          changes_access=True,
           summary="Disable a user: their tokens and logins stop working"),
     Route("POST", "/users/<int:user_id>/enable", accounts.CONTRACT, "enable_user",
           access=ADMIN, identity={"actor_id": "user_id"},
+          changes_access=True,
           summary="Enable a disabled user again"),
     Route("DELETE", "/users/<int:user_id>", accounts.CONTRACT, "delete_user",
           access=ADMIN, status=204, identity={"actor_id": "user_id"},
+          changes_access=True,
           summary="Delete a user (their orders and payments are kept)"),
     Route("GET", "/products", inventory.CONTRACT, "list_products",
           summary="A page of products"),
@@ -55,10 +59,6 @@ ROUTES = RouteTable("/api/v1", [
           summary="The caller's notifications, newest first"),
 ])
 
-# calls after which what a gateway remembers of a user (`KnownUsers`) is stale
-CHANGES_ACCESS = frozenset({"change_password", "disable_user", "enable_user",
-                            "delete_user"})
-
 # A contract error's HTTP status; its code is the one its class declares, and a
 # subclass (NotCancellable is a Conflict) answers with its own code.
 ERRORS = {
@@ -75,8 +75,8 @@ class GatewayService:
 
     telemetry = Telemetry()
     # the routes' RPCs and the token check: all its broker identity may publish
-    rpc = ServiceRpcs(ROUTES.contracts, methods={
-        **ROUTES.calls, "accounts": ROUTES.calls["accounts"] | {"get_access"}})
+    rpc = ServiceRpcs(ROUTES.contracts, methods=ROUTES.calls | {
+        "accounts": ROUTES.calls["accounts"] | {"get_access"}})
     readiness = Readiness()
     known_users = KnownUsers()
     openapi_document = OpenApi(ROUTES, ERRORS)
@@ -88,7 +88,7 @@ class GatewayService:
             self.known_users.require(caller, lambda: self.rpc["accounts"].get_access(
                 user_id=caller.user_id))
         result = getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
-        if route.rpc in CHANGES_ACCESS:
+        if route.changes_access:
             # this gateway's next request must not wait for the event to arrive
             self.known_users.forget(kwargs["user_id"])
         return result

@@ -1,6 +1,7 @@
 """Bearer-token and role checks for gateway routes."""
 import time
 
+from cachetools import TTLCache
 from nameko.extensions import DependencyProvider
 
 from contracts.errors import NotFound
@@ -52,11 +53,12 @@ class KnownUsers(DependencyProvider):
     old token through.
     """
 
-    MAX_REMEMBERED = 100_000  # users; past it, start again from nothing
+    MAX_REMEMBERED = 100_000  # users; past it, the least recently seen goes
 
     def setup(self):
-        self.ttl = setting(self.container.config, "USER_CACHE_SECONDS")
-        self.seen = {}
+        self.seen = TTLCache(self.MAX_REMEMBERED,
+                             setting(self.container.config, "USER_CACHE_SECONDS"),
+                             timer=time.monotonic)
         # counts `forget` calls: a lookup that ran across one may have read the
         # user before the change, so its answer is used but not remembered
         self.forgotten = 0
@@ -65,8 +67,8 @@ class KnownUsers(DependencyProvider):
         return self
 
     def require(self, claims, lookup):
-        remembered = self.seen.get(claims.user_id)
-        if remembered is None or remembered[0] <= time.monotonic():
+        access = self.seen.get(claims.user_id)
+        if access is None:
             before = self.forgotten
             try:
                 access = lookup()
@@ -75,11 +77,7 @@ class KnownUsers(DependencyProvider):
                 raise _unauthorized("the token's user no longer exists",
                                     "invalid_token") from None
             if self.forgotten == before:
-                if len(self.seen) >= self.MAX_REMEMBERED:
-                    self.seen.clear()
-                self.seen[claims.user_id] = (time.monotonic() + self.ttl, access)
-        else:
-            access = remembered[1]
+                self.seen[claims.user_id] = access
         if access["status"] != "active":
             raise _unauthorized("the token's user is disabled", "invalid_token")
         if access["token_version"] != claims.version or access["role"] != claims.role:

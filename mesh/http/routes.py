@@ -80,6 +80,8 @@ class Route:
     also counts against AUTH_ADDRESS_RATE_LIMIT before its body is read.
     `auth_limit_by` names the argument (a login's email) that keys
     AUTH_RATE_LIMIT (with the client address) and AUTH_ACCOUNT_RATE_LIMIT.
+    `changes_access` marks a route after which what a gateway remembers of the
+    user named by its `user_id` argument is stale.
     """
 
     method: str
@@ -92,6 +94,7 @@ class Route:
     headers: dict = dataclasses.field(default_factory=dict)
     password_work: bool = False
     auth_limit_by: str | None = None
+    changes_access: bool = False
     max_body: int = ROUTE_BODY_BYTES
     summary: str = ""
 

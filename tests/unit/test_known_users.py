@@ -77,3 +77,18 @@ def test_a_cache_of_zero_seconds_asks_every_time():
     for _ in range(3):
         users.require(Claims(7, "customer", 0), accounts)
     assert accounts.calls == 3
+
+
+def test_past_its_bound_the_least_recently_seen_user_goes(monkeypatch):
+    monkeypatch.setattr(KnownUsers, "MAX_REMEMBERED", 2)
+    users, lookups = known_users(), []
+
+    def lookup_of(user_id):
+        def lookup():
+            lookups.append(user_id)
+            return {**ACTIVE, "user_id": user_id}
+        return lookup
+
+    for user_id in (1, 2, 1, 3, 1, 2):  # 3 pushes out 2, not 1 (seen more lately)
+        users.require(Claims(user_id, "customer", 0), lookup_of(user_id))
+    assert lookups == [1, 2, 3, 2]
