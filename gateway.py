@@ -99,7 +99,10 @@ class GatewayService:
     @hear_event(accounts.CONTRACT, "user_enabled")
     @hear_event(accounts.CONTRACT, "user_deleted")
     def forget_user(self, event):
-        self.known_users.forget(event["data"]["user_id"])
+        if event is None:  # reconnected: such an event may have been missed
+            self.known_users.forget_everyone()
+        else:
+            self.known_users.forget(event["data"]["user_id"])
 
     @operation("GET", "/health")
     def health(self):

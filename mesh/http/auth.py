@@ -47,10 +47,10 @@ class KnownUsers(DependencyProvider):
     owns users for the user's access (`contracts.accounts.Access`) and raises
     NotFound for a user that is gone. An answer is remembered, so most requests
     cost no lookup, until `forget(user_id)`: the gateway calls it on the events
-    accounts publishes for such changes, which every gateway instance hears. It is
-    also remembered at most USER_CACHE_SECONDS: the bound on how long a gateway
-    that missed an event (cut off from the broker when it was published) lets an
-    old token through.
+    accounts publishes for such changes, which every gateway instance hears, or
+    `forget_everyone()`: the gateway calls it when its event queues were declared
+    again after a lost connection (an event may have been missed meanwhile). It
+    is also remembered at most USER_CACHE_SECONDS, a backstop.
     """
 
     MAX_REMEMBERED = 100_000  # users; past it, the least recently seen goes
@@ -87,3 +87,7 @@ class KnownUsers(DependencyProvider):
     def forget(self, user_id):
         self.forgotten += 1
         self.seen.pop(user_id, None)
+
+    def forget_everyone(self):
+        self.forgotten += 1
+        self.seen.clear()

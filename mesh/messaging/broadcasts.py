@@ -7,8 +7,11 @@ retry and no dead-letter queue: such a handler only drops remembered state, whic
 is idempotent by nature, and needs no database (the gateway has none). A message
 that is not the declared event, or a handler that fails, is logged and acked.
 
-What an instance remembers must also expire by itself: an event published while
-the instance is cut off from the broker never reaches it.
+An event published while the instance is cut off from the broker never reaches
+it: its queue went with its connection. So when the queue is declared again on
+reconnecting, the method is called once with `None` in place of an event,
+meaning "events may have been missed": drop everything remembered. Events
+published from then on reach the new queue.
 """
 import logging
 
@@ -35,6 +38,17 @@ class InstanceEventHandler(EventHandler):
         super().setup()
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
+        self.queue.on_declared = self._declared
+        self.declarations = 0
+
+    def _declared(self, *_):
+        # kombu declares the queue on every (re)connection; the first time there
+        # is nothing remembered that an event could have changed
+        self.declarations += 1
+        if self.declarations > 1:
+            log.warning("%s.%s reconnected: %s events may have been missed",
+                        self.container.service_name, self.method_name, self.event_type)
+            self.container.spawn_worker(self, (None,), {})
 
     def handle_message(self, body, message):
         try:

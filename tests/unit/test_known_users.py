@@ -92,3 +92,35 @@ def test_past_its_bound_the_least_recently_seen_user_goes(monkeypatch):
     for user_id in (1, 2, 1, 3, 1, 2):  # 3 pushes out 2, not 1 (seen more lately)
         users.require(Claims(user_id, "customer", 0), lookup_of(user_id))
     assert lookups == [1, 2, 3, 2]
+
+
+def test_forgetting_everyone_asks_again_and_a_lookup_across_it_is_not_kept():
+    users, accounts = known_users(), Accounts()
+    users.require(Claims(7, "customer", 0), accounts)
+    users.forget_everyone()
+    users.require(Claims(7, "customer", 0), accounts)
+    assert accounts.calls == 2
+
+    def racing_lookup():
+        users.forget_everyone()
+        return dict(ACTIVE)
+
+    users.require(Claims(8, "customer", 0), racing_lookup)
+    assert 8 not in users.seen
+
+
+def test_the_gateway_forgets_one_user_on_an_event_and_everyone_after_a_gap():
+    from nameko.testing.services import worker_factory
+
+    from gateway import GatewayService
+
+    users, accounts = known_users(), Accounts()
+    gateway = worker_factory(GatewayService, known_users=users)
+    users.require(Claims(7, "customer", 0), accounts)
+    gateway.forget_user({"data": {"user_id": 8}})
+    assert 7 in users.seen
+    gateway.forget_user({"data": {"user_id": 7}})
+    assert 7 not in users.seen
+    users.require(Claims(7, "customer", 0), accounts)
+    gateway.forget_user(None)  # reconnected: events may have been missed
+    assert 7 not in users.seen
