@@ -8,15 +8,17 @@ is idempotent by nature, and needs no database (the gateway has none). A message
 that is not the declared event, or a handler that fails, is logged and acked.
 
 An event published while the instance is cut off from the broker never reaches
-it: its queue went with its connection. So when the queue is declared again on
-reconnecting, the method is called once with `None` in place of an event,
-meaning "events may have been missed": drop everything remembered. Events
-published from then on reach the new queue.
+it: its queue went with its connection. So once the queue is declared and bound
+again on reconnecting, the method is called with `None` in place of an event
+(once per `@hear_event`), meaning "events may have been missed": drop everything
+remembered. Events published from then on reach the new queue.
 """
 import logging
 
+from kombu import Queue
 from marshmallow import ValidationError
 from nameko.events import BROADCAST, EventHandler
+from nameko.exceptions import ContainerBeingKilled
 
 from contracts.base import EventEnvelope
 from mesh.messaging.handlers import declared_event, load_event
@@ -24,6 +26,25 @@ from mesh.messaging.handlers import declared_event, load_event
 __all__ = ["hear_event", "InstanceEventHandler"]
 
 log = logging.getLogger(__name__)
+
+
+class _ReadyQueue(Queue):
+    """A kombu Queue that calls `on_ready()` each time it has been declared and
+    bound, as its consumer does on every (re)connection. kombu's own
+    `on_declared` comes before the binding: an event in between would be missed."""
+
+    on_ready = None
+
+    def bind(self, channel):
+        bound = super().bind(channel)  # a copy made of `attrs` only
+        bound.on_ready = self.on_ready
+        return bound
+
+    def declare(self, nowait=False, channel=None):
+        name = super().declare(nowait=nowait, channel=channel)
+        if self.on_ready is not None:
+            self.on_ready()
+        return name
 
 
 class InstanceEventHandler(EventHandler):
@@ -38,17 +59,24 @@ class InstanceEventHandler(EventHandler):
         super().setup()
         self.envelope_schema = EventEnvelope()
         self.data_schema = self.declared.data()
-        self.queue.on_declared = self._declared
+        self.queue = _ReadyQueue(**self.queue.as_dict())
+        self.queue.on_ready = self._ready
         self.declarations = 0
 
-    def _declared(self, *_):
-        # kombu declares the queue on every (re)connection; the first time there
-        # is nothing remembered that an event could have changed
+    def _ready(self):
+        # the first time there is nothing remembered that an event could have changed
         self.declarations += 1
         if self.declarations > 1:
             log.warning("%s.%s reconnected: %s events may have been missed",
                         self.container.service_name, self.method_name, self.event_type)
+            # not on the consumer's own thread: a full worker pool would hold it
+            self.container.spawn_managed_thread(self._tell_missed)
+
+    def _tell_missed(self):
+        try:
             self.container.spawn_worker(self, (None,), {})
+        except ContainerBeingKilled:
+            pass
 
     def handle_message(self, body, message):
         try:
