@@ -103,7 +103,8 @@ class Route:
             raise ValueError(f"{self}: access must be one of {ACCESS}")
         self.contract.method(self.rpc)  # undeclared methods fail at import
         fields = set(self.schema._declared_fields)
-        missing = (set(self.path_params) | set(self.identity) | set(self.headers)) - fields
+        missing = (set(self.path_params) | set(self.identity) | set(self.headers) |
+                   ({"user_id"} if self.changes_access else set())) - fields
         if missing:
             raise ValueError(f"{self.method} {self.path}: {self.target} takes no "
                              f"argument(s) {sorted(missing)}")

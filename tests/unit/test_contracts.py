@@ -101,5 +101,13 @@ def test_a_route_whose_path_names_an_unknown_argument_fails():
               "get_product")
 
 
+def test_a_route_that_changes_access_must_name_the_user():
+    from mesh.http import Route
+
+    with pytest.raises(ValueError, match=r"takes no argument\(s\) \['user_id'\]"):
+        Route("POST", "/products/<int:product_id>/restock", contracts.contract_for(
+            "inventory"), "restock", changes_access=True)
+
+
 def test_conflict_is_distinct_from_not_found():
     assert not issubclass(Conflict, NotFound)
