@@ -9,7 +9,9 @@ result is dumped through the result schema, so callers get plain JSON-able dicts
 Every `ServiceRpc` call is guarded and follows its target's policy (timeout,
 retries of idempotent reads, circuit, concurrency: `mesh.messaging.policy`). A
 method whose call to another service finds it unavailable or too slow answers its
-own caller `Busy` (retryable; the gateway's 503), not an error of its own.
+own caller `Busy` (retryable; the gateway's 503), not an error of its own. A
+call made while serving an RPC waits no longer than that RPC's caller still
+waits (the request's `EXPIRES`, kept as the worker's DEADLINE).
 
 The wire is nameko's own, so stock clients and `nameko shell` call mesh services
 and mesh callers call stock ones. Two things differ, both for speed: requests and
@@ -47,7 +49,7 @@ from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
 from mesh.messaging.health import refuse_mismatched
-from mesh.messaging.policy import GuardedCall, policy_for
+from mesh.messaging.policy import DeadlinePassed, GuardedCall, policy_for
 from mesh.messaging.topology import lasting_arguments, rpc_exchange
 
 __all__ = ["rpc", "ServiceRpc", "ServiceRpcs", "RequestKey",
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 REQUEST_KEY = "rpc_request_key"
 # when a caller stops waiting (epoch seconds): the service drops the request then
 EXPIRES = "x-mesh-expires-at"
+# the same instant, kept in the worker's context: no call it makes waits longer
+DEADLINE = "mesh_deadline"
 
 
 class ContractRpcConsumer(RpcConsumer):
@@ -133,6 +137,9 @@ class ContractRpc(Rpc):
                         time.time() - expires_at)
             self.rpc_consumer.queue_consumer.ack_message(message)
             return
+        context_data.pop(DEADLINE, None)  # only ever this request's own
+        if isinstance(expires_at, (int, float)):
+            context_data[DEADLINE] = expires_at
         try:
             args, kwargs = body["args"], body["kwargs"]
         except (KeyError, TypeError):
@@ -186,8 +193,9 @@ class ContractRpc(Rpc):
 
 rpc = ContractRpc.decorator
 
-# a service this worker called could not answer (never the worker's own fault)
-DOWNSTREAM_UNWELL = (ServiceUnavailable, RpcTimeout, UnknownService)
+# a service this worker called could not answer (never the worker's own fault),
+# or did not in the time its own caller waits
+DOWNSTREAM_UNWELL = (ServiceUnavailable, RpcTimeout, UnknownService, DeadlinePassed)
 
 
 def busy_for(exc):
@@ -238,6 +246,20 @@ class ContractServiceProxy(HeaderEncoder):
         self.reply_listener, self.guarded, self.exchange = reply_listener, guarded, exchange
         self.timeout = guarded.policy.timeout
 
+    def get_message_headers(self, worker_ctx):
+        headers = super().get_message_headers(worker_ctx)
+        headers.pop(self._get_header_name(DEADLINE), None)  # each call sends its own
+        return headers
+
+    @property
+    def deadline(self):
+        """When the worker's own caller stops waiting (epoch seconds), or None: no
+        call it makes waits longer. Only an RPC has one (an event or an HTTP
+        request has no caller waiting on this service)."""
+        if isinstance(self.worker_ctx.entrypoint, ContractRpc):
+            return self.worker_ctx.data.get(DEADLINE)
+        return None
+
     def __getattr__(self, name):
         method = self.contract.method(name)  # AttributeError
         if name not in self.methods:
@@ -260,31 +282,38 @@ class ContractCall:
         unknown = set(kwargs) - set(self.method.args._declared_fields)
         if unknown:
             raise TypeError(f"{self!r} takes no argument(s) {sorted(unknown)}")
-        return self.proxy.guarded(self.method, self.name, lambda: self._call(kwargs))
+        deadline = self.proxy.deadline
+        return self.proxy.guarded(self.method, self.name,
+                                  lambda: self._call(kwargs, deadline), deadline)
 
-    def _call(self, kwargs):
+    def _call(self, kwargs, deadline):
         """nameko's MethodProxy call, on mesh.messaging.broker's producers; the timeout is
-        counted from the call, so sending the request is inside it too."""
+        counted from the call, so sending the request is inside it too. It is the
+        target's, or the time left before `deadline` when that is shorter."""
         proxy = self.proxy
         container = proxy.worker_ctx.container
+        timeout, why = proxy.timeout, ""
+        if deadline is not None and deadline - time.time() < timeout:
+            timeout = max(deadline - time.time(), 0.001)
+            why = ", all the time left of the request it serves"
         correlation_id = str(uuid.uuid4())
         reply = proxy.reply_listener.get_reply_event(correlation_id)
         try:
-            with eventlet.Timeout(proxy.timeout, RpcTimeout(
+            with eventlet.Timeout(timeout, RpcTimeout(
                     f"{self.service}.{self.name} did not answer within "
-                    f"{proxy.timeout:g} s")):
+                    f"{timeout:.3g} s{why}")):
                 # Sent without a publisher confirm: the guard has already refused a
                 # service with no running instance, and a request lost on the way
                 # is answered by the timeout.
                 # The request expires with its timeout: in the queue (the broker
                 # drops it) and at the service (which drops it unstarted).
                 headers = proxy.get_message_headers(proxy.worker_ctx)
-                headers[EXPIRES] = time.time() + proxy.timeout
+                headers[EXPIRES] = time.time() + timeout
                 publish(container.config[AMQP_URI_CONFIG_KEY],
                         {"args": (), "kwargs": kwargs}, confirms=False,
                         exchange=proxy.exchange, routing_key=f"{self.service}.{self.name}",
                         reply_to=proxy.reply_listener.routing_key,
-                        correlation_id=correlation_id, expiration=proxy.timeout,
+                        correlation_id=correlation_id, expiration=timeout,
                         headers=headers)
                 body = reply.wait()
         finally:
@@ -345,7 +374,8 @@ class ServiceRpc(RpcProxy):
         counters = (
             self.metrics.labelled_counter(
                 "mesh_rpc_calls", "Calls to another service by outcome: ok, error (an "
-                "answer), timeout, failed (transport), refused (by its guard)",
+                "answer), timeout, failed (transport), refused (by its guard), "
+                "expired (not made: its request had no time left)",
                 ["target", "method", "outcome"]),
             self.metrics.labelled_counter(
                 "mesh_rpc_retries", "Idempotent reads sent again after a timeout or a "

@@ -166,3 +166,37 @@ def test_an_idempotent_read_survives_a_lost_attempt_and_a_write_is_never_sent_tw
                   method="get_prices") == 1
     assert sample(gateway, "mesh_rpc_calls_total", target="inventory", method="restock",
                   outcome="timeout") == 1
+
+
+class SleepyInventory:
+    """Answers prices, but only after 4 s."""
+
+    name = "inventory"
+    contract = INVENTORY
+
+    @rpc
+    def get_prices(self, product_ids):
+        eventlet.sleep(4)
+        return {"prices": {str(i): 100 for i in product_ids}}
+
+
+def test_a_nested_call_waits_no_longer_than_the_request_it_serves(start_mesh,
+                                                                    start_service):
+    # the gateway waits 1 s for orders; orders' own limit for inventory is 10 s
+    nested = dict(RPC_TARGETS={"orders": {"timeout": 1}, "inventory": {"timeout": 10}})
+    mesh = start_mesh(SERVICES, **nested)
+    token, product = mesh.customer(), mesh.product(stock=50)
+    container_of(start_service, "inventory").stop()
+    start_service(SleepyInventory, **nested)
+    time.sleep(1.5)  # seen as present
+    response = mesh.order(token, product["id"])
+    assert response.status_code == 504, response.text
+    orders = container_of(start_service, "orders")
+
+    def outcomes():
+        return {outcome: sample(orders, "mesh_rpc_calls_total", target="inventory",
+                                method="get_prices", outcome=outcome)
+                for outcome in ("ok", "timeout")}
+    wait_until(lambda: sum(outcomes().values()), 15, "orders' call to inventory to end")
+    # it gave up with the gateway instead of waiting for the answer (at 4 s)
+    assert outcomes() == {"ok": 0, "timeout": 1}

@@ -9,7 +9,8 @@ from contracts import inventory, orders
 from contracts.errors import NotFound
 from mesh.core.config import ConfigError, validate_config
 from mesh.messaging.guard import Guard, ServiceUnavailable
-from mesh.messaging.policy import CallPolicy, GuardedCall, policy_for, retryable
+from mesh.messaging.policy import (CallPolicy, DeadlinePassed, GuardedCall, policy_for,
+                                   retryable)
 from mesh.testing import load_test_config
 
 GET_PRICES = inventory.CONTRACT.methods["get_prices"]
@@ -165,6 +166,26 @@ def test_a_write_is_never_retried_nor_an_answer():
                          method="get_prices", outcome="error") == 1
     assert counted.value("retries", service="orders", target="inventory",
                          method="get_prices") == 0
+
+
+def test_no_call_is_made_nor_retried_for_a_request_with_no_time_left():
+    import time
+
+    call, counted = guarded_call(retries=3)
+    attempt = attempts(RpcTimeout("cut short"), "never")
+    deadline = time.time() + 0.15  # its caller stops waiting in 150 ms
+    with pytest.raises(RpcTimeout):  # what a target that did not answer in time gets
+        call(GET_PRICES, "get_prices", lambda: eventlet.sleep(0.06) or attempt(), deadline)
+    assert len(attempt.made) == 1  # too little left for another
+    assert counted.value("retries", service="orders", target="inventory",
+                         method="get_prices") == 0
+    attempt = attempts("never")
+    with pytest.raises(DeadlinePassed):
+        call(GET_PRICES, "get_prices", attempt, time.time() + 0.05)
+    assert attempt.made == []
+    assert counted.value("calls", service="orders", target="inventory",
+                         method="get_prices", outcome="expired") == 1
+    assert call.guard.breaker.fail_counter == 1  # the timeout, not the call never made
 
 
 def test_a_refusal_by_the_guard_is_counted_by_cause_and_never_retried():
