@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 
 import eventlet
+from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider, SharedExtension
 from prometheus_client import Counter
 from sqlalchemy import Table, delete, select, text, tuple_, update
@@ -161,6 +162,11 @@ class Expiring(DependencyProvider):
         self.rule = rule
 
     def setup(self):
+        try:
+            setting(self.container.config, self.rule.setting)
+        except KeyError:  # at start-up, not at every round of the pruner
+            raise ConfigurationError(f"retention rule {self.rule.name}: there is no "
+                                     f"setting {self.rule.setting}") from None
         self.pruner.add(self.rule)
 
     def get_dependency(self, worker_ctx):

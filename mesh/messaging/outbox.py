@@ -284,7 +284,7 @@ class OutboxRelay(SharedExtension):
 
 def _without(data, fields):
     """The JSON text `data` without `fields`."""
-    return codec.dumps_text({k: v for k, v in orjson.loads(data).items()
+    return codec.dumps_text({k: v for k, v in codec.loads(data).items()
                              if k not in fields})
 
 

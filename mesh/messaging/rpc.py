@@ -344,6 +344,17 @@ class ContractReplyListener(ReplyListener):
         self.queue.exchange = rpc_exchange(self.container.config)
 
 
+def _calls_of(contract, methods):
+    """The contract's methods a ServiceRpc may call: `methods`, or all when None."""
+    if methods is None:
+        return frozenset(contract.methods)
+    unknown = set(methods) - set(contract.methods)
+    if unknown or not methods:
+        raise ValueError(f"{contract.service} declares no method(s) {sorted(unknown)}"
+                         if unknown else f"methods= names no {contract.service} method")
+    return frozenset(methods)
+
+
 class ServiceRpc(RpcProxy):
     """A dependency calling one service through its contract, guarded.
 
@@ -364,7 +375,7 @@ class ServiceRpc(RpcProxy):
         super().__init__(contract.service)
         self.contracts = {contract.service: contract}
         self.timeout = timeout
-        self.methods = {contract.service: frozenset(methods or contract.methods)}
+        self.methods = {contract.service: _calls_of(contract, methods)}
         self.guards, self.calls = {}, {}
 
     def setup(self):
@@ -433,7 +444,10 @@ class ServiceRpcs(ServiceRpc):
         contracts, methods = dict(contracts), dict(methods or {})
         super().__init__(next(iter(contracts.values())), timeout)
         self.contracts = contracts
-        self.methods = {name: frozenset(methods.get(name) or contract.methods)
+        unknown = set(methods) - set(contracts)
+        if unknown:
+            raise ValueError(f"methods= names services not called: {sorted(unknown)}")
+        self.methods = {name: _calls_of(contract, methods.get(name))
                         for name, contract in contracts.items()}
 
     def get_dependency(self, worker_ctx):

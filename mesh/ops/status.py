@@ -74,19 +74,19 @@ def gather(config, timeout=2.0):
                        "outbox": None, "problems": []}
                 for name in config["SERVICES"]}
     classes = {name: import_service(path) for name, path in config["SERVICES"].items()}
-    http_only = {name for name, service_cls in classes.items() if _serves_http(service_cls)}
+    serves_http = {name for name, service_cls in classes.items() if _serves_http(service_cls)}
     broker = "ok"
     try:
         with broker_connection(config["AMQP_URI"], connect_timeout=timeout,
                         transport_options={"max_retries": 0}) as connection:
             connection.connect()
             for name, service_cls in classes.items():
-                if name not in http_only:
+                if name not in serves_http:
                     _queues(connection, name, service_cls, services[name])
     except Exception as exc:  # the broker is the first thing an operator must know about
         broker = f"unreachable: {type(exc).__name__}: {exc}"
     for name, report in services.items():
-        if name in http_only:
+        if name in serves_http:
             _http_front(config, report, timeout)
         else:
             _outbox(config, name, classes[name], report)

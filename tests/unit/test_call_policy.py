@@ -217,3 +217,15 @@ def test_an_unavailable_target_reaches_the_caller_s_caller_as_busy_with_its_retr
     assert str(busy) == "inventory is unavailable: its circuit is open; try again shortly"
     assert deserialize(serialize(busy_for(RpcTimeout("slow")))).retry_after == 2
     assert Busy("too many password checks").retry_after == 2
+
+
+def test_a_service_rpc_refuses_methods_its_target_does_not_declare():
+    from mesh.messaging.rpc import ServiceRpc, ServiceRpcs
+
+    assert ServiceRpc(inventory.CONTRACT, methods={"get_prices"}).methods == {
+        "inventory": {"get_prices"}}
+    for methods in ({"get_prises"}, set()):
+        with pytest.raises(ValueError, match="inventory"):
+            ServiceRpc(inventory.CONTRACT, methods=methods)
+    with pytest.raises(ValueError, match="services not called: \\['orders'\\]"):
+        ServiceRpcs({"inventory": inventory.CONTRACT}, methods={"orders": {"get_order"}})

@@ -115,3 +115,17 @@ def test_retention_defaults_match_the_readme_and_the_inbox_outlives_the_retries(
     with pytest.raises(ConfigError, match="INBOX_RETENTION_SECONDS: must be at least an "
                                           r"hour longer than EVENT_RETRY_DELAYS .*\(7236 s\)"):
         load(INBOX_RETENTION_SECONDS="3700", EVENT_RETRY_DELAYS="[36, 7200]")
+
+
+def test_a_retention_rule_naming_no_setting_fails_at_start_up():
+    import types
+
+    from nameko.exceptions import ConfigurationError
+
+    from mesh.data.retention import Expiring, Rule
+    from mesh.data.tables import inbox
+
+    keys = Expiring(Rule("keys", inbox, inbox.c.processed_at, "KEYS_RETENTON_SECONDS"))
+    keys.container = types.SimpleNamespace(config={})
+    with pytest.raises(ConfigurationError, match="no setting KEYS_RETENTON_SECONDS"):
+        keys.setup()
