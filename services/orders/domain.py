@@ -5,6 +5,8 @@
        ├──stock rejected──────────────────────────────────────────────► rejected
        └──stuck past the timeout──────────────────────────────────────► rejected (timeout)
     confirmed ──cancel──► cancelling ──stock released + payment refunded──► cancelled
+    rejected ──payment captured late (none known yet)──► captured, order_rejected again
+       └──payment refunded (before or after it)──► refunded: a capture then is stale
 
 Every transition is one conditional UPDATE on the current status that returns
 what the next step needs, so two deliveries, two instances or a timeout racing a
@@ -49,6 +51,13 @@ ADD_LINES = insert(LINES)
 MOVE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
                             ORDERS.c.status.in_(bindparam("b_from", expanding=True))) \
     .returning(*SAGA)
+# A capture that finds the order rejected is news only while the row knows of no
+# payment: once it says captured (the refund was asked for) or refunded (the money
+# is back: the refund can overtake the capture's news), the capture is stale.
+LATE_CAPTURE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
+                                    ORDERS.c.status == "rejected",
+                                    ORDERS.c.payment_state == "none") \
+    .values(payment_state="captured", updated_at=bindparam("b_now")).returning(*SAGA)
 # A client may retry with its Idempotency-Key for IDEMPOTENCY_KEY_RETENTION_SECONDS;
 # after that the key and its body's hash are forgotten (the order stays).
 # updated_at is never earlier than created_at, and is indexed; the prune sets it
@@ -190,11 +199,13 @@ def on_payment_captured(session, outbox, order_id):
     if order is not None:
         _announce(session, outbox, "order_confirmed", order)
         return
-    order = _saga_row(session, order_id)
-    if order.status == "rejected":
-        # captured after a timeout rejected the order: have it refunded
-        _move(session, order_id, "rejected", payment_state="captured")
+    # captured after a timeout rejected the order: have it refunded, once
+    order = session.connection().execute(LATE_CAPTURE, {
+        "b_id": order_id, "b_now": utcnow()}).first()
+    if order is not None:
         _announce(session, outbox, "order_rejected", order)
+        return
+    _saga_row(session, order_id)  # NotFound for an order this database never had
 
 
 def on_payment_declined(session, outbox, order_id):
