@@ -5,6 +5,7 @@ that change nothing take a connection. Notifications come back as contract dicts
 Nothing here commits.
 """
 from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from mesh.data.db import utcnow
 from services.notifications.models import ForgottenUser, Notification
@@ -14,9 +15,12 @@ FORGOTTEN = ForgottenUser.__table__
 IS_FORGOTTEN = select(FORGOTTEN.c.user_id).where(FORGOTTEN.c.user_id == bindparam("b_user"))
 VIEW = (NOTIFICATIONS.c.id, NOTIFICATIONS.c.kind, NOTIFICATIONS.c.subject,
         NOTIFICATIONS.c.body, NOTIFICATIONS.c.order_id, NOTIFICATIONS.c.created_at)
-TOLD = select(NOTIFICATIONS.c.id).where(NOTIFICATIONS.c.order_id == bindparam("b_order"),
-                                        NOTIFICATIONS.c.kind == bindparam("b_kind"))
-TELL = insert(NOTIFICATIONS)
+# An order's news is claimed by its insert (one_per_order_and_kind): a check before
+# it would let two instances handling two announcements at once both find it
+# untold. The loser's insert does nothing rather than fail, so the handler's
+# transaction, with its inbox row, still commits.
+TELL = {module.dialect.name: module.insert(NOTIFICATIONS).on_conflict_do_nothing()
+        for module in (postgresql, sqlite)}
 
 MESSAGES = {
     "welcome": ("Welcome, {name}", "Your account {email} is ready."),
@@ -35,16 +39,14 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
     """Add the notification an event calls for, unless that news was already told.
 
     An order's saga may announce the same outcome twice (say, a timeout racing a
-    late reply); the user hears it once.
+    late reply), to two instances at once; the user hears it once.
     """
     conn = session.connection()
     if conn.scalar(IS_FORGOTTEN, {"b_user": user_id}):
         return
-    if order_id is not None and conn.scalar(TOLD, {"b_order": order_id, "b_kind": kind}):
-        return
     subject, body = MESSAGES[kind]
     values = dict(facts, order_id=order_id)
-    conn.execute(TELL, {"user_id": user_id, "kind": kind, "order_id": order_id,
+    conn.execute(TELL[conn.dialect.name], {"user_id": user_id, "kind": kind, "order_id": order_id,
                         "event_id": event_id, "subject": subject.format(**values),
                         "body": body.format(**values)})
 

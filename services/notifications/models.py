@@ -1,5 +1,5 @@
 """The notifications database: messages per user, one per domain event."""
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from mesh.data.db import UtcDateTime, utcnow
@@ -9,8 +9,17 @@ class Base(DeclarativeBase):
     pass
 
 
+# an order's news (kind) is told once, however often or at once it is announced;
+# a user's welcome has no order, and each user gets theirs
+ORDER_NEWS = text("order_id IS NOT NULL")
+
+
 class Notification(Base):
     __tablename__ = "notifications"
+    __table_args__ = (
+        Index("one_per_order_and_kind", "order_id", "kind", unique=True,
+              sqlite_where=ORDER_NEWS, postgresql_where=ORDER_NEWS),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, index=True)

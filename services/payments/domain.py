@@ -14,7 +14,14 @@ PAYMENT = (PAYMENTS.c.id, PAYMENTS.c.order_id, PAYMENTS.c.amount_cents, PAYMENTS
            PAYMENTS.c.provider_ref, PAYMENTS.c.created_at, PAYMENTS.c.updated_at)
 BY_ORDER = select(*PAYMENT).where(PAYMENTS.c.order_id == bindparam("order_id"))
 RECORD = insert(PAYMENTS).returning(PAYMENTS.c.id)
-SET_STATUS = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("b_id"))
+# A refund is claimed before the provider is asked: the row goes from captured to
+# refunded in the handler's transaction, so a second refund of the same payment
+# (another instance, at once) waits on the row and then finds nothing to claim.
+# If the provider fails, the transaction rolls back and the payment is captured
+# again for the retry; the provider's key covers a crash after it paid back.
+CLAIM_REFUND = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("b_id"),
+                                      PAYMENTS.c.status == "captured") \
+    .values(status="refunded")
 
 
 def _find(conn, order_id):
@@ -50,13 +57,11 @@ def refund(session, outbox, provider, order_id, announce_if_done=False):
     payment = _find(session.connection(), order_id)
     if payment is None or payment.status == "declined":
         return
-    if payment.status == "captured":
+    if session.connection().execute(CLAIM_REFUND, {"b_id": payment.id}).rowcount:
         outcome = provider.refund(f"refund-{order_id}", payment.provider_ref,
                                   payment.amount_cents)
         if not outcome.ok:
             raise RuntimeError(f"refund of order {order_id} failed: {outcome.reason}")
-        session.connection().execute(SET_STATUS, {"b_id": payment.id,
-                                                  "status": "refunded"})
     elif not announce_if_done:
         return
     outbox.add(session, "payment_refunded", {

@@ -11,12 +11,16 @@ import datetime as dt
 
 import eventlet
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from mesh.data.db import utcnow
+from mesh.data.tables import inbox
 from mesh.testing import RecordingOutbox, wait_until
+from services.notifications import domain as notifications
 from services.orders import domain as orders
+from services.payments import domain as payments
+from services.payments.provider import Outcome, SimulatedProvider
 
 ON_POSTGRES = pytest.param("postgresql", marks=pytest.mark.postgres)
 
@@ -42,9 +46,18 @@ def migrated(request, backend):
     return make
 
 
-def another(session):
-    """A second session on the same database: another instance's transaction."""
-    return Session(bind=session.get_bind())
+@pytest.fixture
+def another(migrated):
+    """``another(session)``: a second session on the same database, another
+    instance's transaction (closed before the database goes)."""
+    made = []
+
+    def make(session):
+        made.append(Session(bind=session.get_bind()))
+        return made[-1]
+    yield make
+    for session in made:
+        session.close()
 
 
 def race(first, second):
@@ -105,7 +118,7 @@ def test_hole5_late_capture_never_overwrites_a_refund(migrated, replies, refunds
 
 
 @pytest.mark.parametrize("backend", [ON_POSTGRES])
-def test_hole5_capture_racing_a_refund_never_overwrites_it(migrated):
+def test_hole5_capture_racing_a_refund_never_overwrites_it(migrated, another):
     session, outbox = migrated("orders"), RecordingOutbox("orders")
     order_id = rejected_by_the_timeout(session, outbox)
     orders.on_payment_refunded(session, outbox, order_id)  # not committed yet
@@ -117,4 +130,116 @@ def test_hole5_capture_racing_a_refund_never_overwrites_it(migrated):
     race(session, capture)
     assert (saga_state(late, order_id), late_outbox.types()) == (
         ("rejected", "timeout", "refunded"), [])
-    late.close()
+
+
+# Notifications and payments: check-then-act that PostgreSQL does not serialise (hole 6)
+
+def handling(session, handler, event_id):
+    """What the platform does before a handler runs: its inbox row, the
+    transaction's first write (see mesh.messaging.handlers)."""
+    session.execute(insert(inbox).values(handler=handler, event_id=event_id,
+                                         processed_at=utcnow()))
+
+
+def told(session, order_id=None):
+    return session.execute(
+        select(notifications.NOTIFICATIONS.c.kind, notifications.NOTIFICATIONS.c.event_id)
+        .where(notifications.NOTIFICATIONS.c.order_id.is_(None) if order_id is None
+               else notifications.NOTIFICATIONS.c.order_id == order_id)
+        .order_by(notifications.NOTIFICATIONS.c.id)).all()
+
+
+def tell_rejected(session, event_id, order_id):
+    handling(session, "notifications.on_order_rejected", event_id)
+    notifications.notify(session, event_id, 1, "order_rejected", order_id=order_id,
+                         total_cents=500, reason="timeout")
+
+
+def handled_events(session):
+    return sorted(session.scalars(select(inbox.c.event_id)).all())
+
+
+def test_hole6_order_news_is_told_once_and_welcomes_to_everyone(migrated):
+    session = migrated("notifications")
+    for user_id, event_id in ((1, "welcome-1"), (2, "welcome-2")):
+        notifications.notify(session, event_id, user_id, "welcome", name="U",
+                             email=f"u{user_id}@example.com")
+    # the saga announced the rejection twice (a timeout racing a late reply)
+    tell_rejected(session, "rejected-a", 41)
+    session.commit()
+    tell_rejected(session, "rejected-b", 41)
+    session.commit()
+    assert told(session) == [("welcome", "welcome-1"), ("welcome", "welcome-2")]
+    assert told(session, 41) == [("order_rejected", "rejected-a")]
+    assert handled_events(session) == ["rejected-a", "rejected-b"]
+
+
+@pytest.mark.parametrize("backend", [ON_POSTGRES])
+def test_hole6_two_rejections_handled_at_once_tell_the_user_once(migrated, another):
+    session = migrated("notifications")
+    tell_rejected(session, "rejected-a", 41)  # not committed yet
+    other = another(session)
+
+    def second():
+        tell_rejected(other, "rejected-b", 41)
+        other.commit()
+    race(session, second)
+    # one message; both events handled (the second's inbox row is kept)
+    assert (told(other, 41), handled_events(other)) == (
+        [("order_rejected", "rejected-a")], ["rejected-a", "rejected-b"])
+
+
+class CountingProvider(SimulatedProvider):
+    """The simulated provider, counting the refunds it is asked for."""
+
+    def __init__(self):
+        self.refunds = []
+
+    def refund(self, idempotency_key, reference, amount_cents):
+        self.refunds.append(idempotency_key)
+        return super().refund(idempotency_key, reference, amount_cents)
+
+
+@pytest.mark.parametrize("backend", [ON_POSTGRES])
+def test_hole6_two_refunds_at_once_pay_back_once(migrated, another):
+    session, outbox, provider = migrated("payments"), RecordingOutbox("payments"), \
+        CountingProvider()
+    payments.capture(session, outbox, provider, 41, 500, "tok_visa")
+    session.commit()
+    # the order rejected by a timeout and a late capture's second announcement
+    handling(session, "payments.on_order_rejected", "rejected-a")
+    payments.refund(session, outbox, provider, 41)  # not committed yet
+    other = another(session)
+
+    def second():
+        handling(other, "payments.on_order_rejected", "rejected-b")
+        payments.refund(other, outbox, provider, 41)
+        other.commit()
+    race(session, second)
+    assert (provider.refunds, outbox.types(), payments.get(other.connection(), 41)["status"]) \
+        == (["refund-41"], ["payment_captured", "payment_refunded"], "refunded")
+    assert handled_events(other) == ["rejected-a", "rejected-b"]
+
+
+class RefusingProvider(CountingProvider):
+    """Refuses the first refund it is asked for (the provider is down)."""
+
+    def refund(self, idempotency_key, reference, amount_cents):
+        outcome = super().refund(idempotency_key, reference, amount_cents)
+        return outcome if len(self.refunds) > 1 else Outcome(False, reason="unavailable")
+
+
+def test_hole6_a_refund_the_provider_refused_is_claimed_again_by_its_retry(migrated):
+    session, outbox, provider = migrated("payments"), RecordingOutbox("payments"), \
+        RefusingProvider()
+    payments.capture(session, outbox, provider, 41, 500, "tok_visa")
+    session.commit()
+    with pytest.raises(RuntimeError, match="unavailable"):
+        payments.refund(session, outbox, provider, 41)
+    session.rollback()  # what the platform does with a handler that raised
+    assert payments.get(session.connection(), 41)["status"] == "captured"
+    payments.refund(session, outbox, provider, 41)
+    session.commit()
+    payments.refund(session, outbox, provider, 41)  # a later copy: nothing to do
+    assert (provider.refunds, outbox.types()[1:]) == (["refund-41"] * 2,
+                                                       ["payment_refunded"])

@@ -121,6 +121,37 @@ def test_a_database_made_before_the_mesh_branch_upgrades_in_place(tmp_path, serv
     assert schema_drift(f"sqlite:///{path}", service) == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_a_user_told_twice_before_the_unique_key_keeps_the_first_message(
+        request, tmp_path, backend):
+    overrides = {}
+    if backend == "postgresql":
+        overrides["DATABASE_URL_NOTIFICATIONS"] = request.getfixturevalue(
+            "postgres_databases")("told_twice")
+    config = config_for(tmp_path, **overrides)
+    migrations.upgrade(config, "notifications", "notifications_0002")
+    engine = make_engine(migrations.alembic_config(config, "notifications").attributes["url"])
+    told = [("welcome", None, "w1"), ("welcome", None, "w2"),  # two users' welcomes
+            ("order_rejected", 41, "r1"), ("order_rejected", 41, "r2"),
+            ("order_confirmed", 41, "c1"), ("order_rejected", 42, "r3")]
+    try:
+        with engine.begin() as conn:
+            for kind, order_id, event_id in told:
+                conn.execute(sqlalchemy.text(
+                    "INSERT INTO notifications (user_id, kind, subject, body, order_id, "
+                    "event_id, created_at) VALUES (1, :kind, 's', 'b', :order_id, "
+                    ":event_id, '2026-11-27 10:00:00')"),
+                    {"kind": kind, "order_id": order_id, "event_id": event_id})
+        migrations.upgrade(config, "notifications")
+        with engine.connect() as conn:
+            kept = conn.scalars(sqlalchemy.text(
+                "SELECT event_id FROM notifications ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert kept == ["w1", "w2", "r1", "c1", "r3"]
+
+
 def test_a_database_older_than_the_squash_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "orders.sqlite"
     with sqlite3.connect(path) as conn:
