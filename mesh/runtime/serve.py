@@ -3,6 +3,7 @@ import gc
 import importlib
 import logging
 import logging.config
+import os
 import signal
 import sys
 
@@ -20,8 +21,8 @@ __all__ = ["serve", "container_config", "import_service", "entrypoints_of",
            "STOP_GRACE_SECONDS"]
 
 log = logging.getLogger(__name__)
-# nameko waits for in-flight workers on stop; past this we kill instead, so
-# `mesh up` (which allows 10 s in all) is never left waiting on us.
+# nameko waits for in-flight workers on stop; past this the process exits
+# anyway, so `mesh up` (which allows 10 s in all) is never left waiting on us.
 STOP_GRACE_SECONDS = 7
 DEFAULT_WORKERS = 10  # nameko's own default
 
@@ -72,10 +73,19 @@ def serve(config, name, replica=1):
             stopping.append(signum)
             log.info("%s stopping (signal %s)", name, signum)
             eventlet.spawn_n(runner.stop)
-            eventlet.spawn_after(STOP_GRACE_SECONDS, runner.kill)
+            # nameko's stop, and its kill too, wait for the queue consumer, which
+            # retries a lost broker for ever: the grace is kept by the kernel's
+            # alarm, which needs no greenthread to get its turn
+            signal.alarm(STOP_GRACE_SECONDS)
+
+    def give_up(signum, frame):
+        log.warning("%s did not stop within %d s; exiting, its unfinished work left to "
+                    "be redelivered", name, STOP_GRACE_SECONDS)
+        os._exit(1)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGALRM, give_up)
     try:
         runner.start()
     except ConfigurationError as exc:  # e.g. a queue of another type: say it once

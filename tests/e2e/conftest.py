@@ -21,14 +21,15 @@ OPS_SERVICES = ("accounts", "inventory", "orders", "payments", "notifications")
 
 
 class RunningMesh:
-    """A `mesh up` process whose output is collected line by line."""
+    """A `mesh up` process (or another `mesh` command that runs until stopped,
+    such as `mesh serve NAME`) whose output is collected line by line."""
 
-    def __init__(self, env, *args):
+    def __init__(self, env, *args, command="up"):
         self.env = env
         self.base = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [str(BIN / "mesh"), "up", *args], cwd=REPO, env=env, text=True,
+            [str(BIN / "mesh"), command, *args], cwd=REPO, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.lines = []
         self.changed = threading.Condition()
@@ -101,8 +102,8 @@ class RunningMesh:
 
     def kill(self):
         if self.process.poll() is None:
-            # its services first: killed alone, `mesh up` would leave them running,
-            # retrying the broker for ever and taking later tests' work
+            # its services first: killed alone, `mesh up` would leave them
+            # draining for up to 7 s, taking later tests' work meanwhile
             for pid in self.children():
                 try:
                     os.kill(pid, signal.SIGKILL)
