@@ -4,6 +4,7 @@ In text format each line is prefixed with its service's name; in JSON format
 every line is one JSON object (the services' own lines pass through as they are).
 """
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -23,12 +24,22 @@ MAX_BACKOFF = 30.0
 STABLE_AFTER = 30.0  # a child up this long starts its backoff afresh
 
 
-def _die_with_parent():
-    # Linux: the child gets SIGTERM if `mesh up` itself is killed outright.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
+try:
+    # looked up here, not in the forked child, where another thread of ours may
+    # have held the loader's lock at the fork
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except AttributeError:  # not Linux: a child outlives a `mesh up` killed outright
+    _prctl = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent):
+    """Run in the child between fork and exec: SIGTERM (which drains, then exits
+    within STOP_GRACE_SECONDS) once `parent`, `mesh up`, is gone, however it went."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # gone before the signal was asked for
+            os._exit(1)
 
 
 class Child:
@@ -69,11 +80,13 @@ class Supervisor:
             self.out.flush()
 
     def start(self, child):
+        # only ever on the main thread: the parent-death signal comes when the
+        # *thread* that forked the child ends, not the process
         env = dict(os.environ, PYTHONUNBUFFERED="1", MESH_LOG_FORMAT=self.log_format)
         child.process = subprocess.Popen(
             child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, text=True, errors="replace",
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=functools.partial(_die_with, os.getpid()))
         child.started_at = time.monotonic()
         child.restart_at = None
         threading.Thread(target=self.pump, args=(child, child.process),
