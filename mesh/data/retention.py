@@ -49,13 +49,21 @@ class Rule:
     clear: dict | None = None
 
     def batch(self, cutoff, size):
-        """One bounded step: at most `size` rows, chosen by their primary key."""
+        """One bounded step: at most `size` rows, chosen by their primary key.
+
+        The conditions are said again outside the choice: PostgreSQL re-checks
+        only those when a row it chose was changed by another transaction while
+        it waited for it (an order that moved keeps its key), and without them
+        it may read the whole table to find the few rows chosen (it cannot know
+        that old orders still keeping a key are few).
+        """
         keys = list(self.table.primary_key.columns)
-        chosen = select(*keys).where(self.age < cutoff, *self.where).limit(size)
+        old = (self.age < cutoff, *self.where)
+        chosen = select(*keys).where(*old).limit(size)
         match = (keys[0] if len(keys) == 1 else tuple_(*keys)).in_(chosen)
         if self.clear is None:
-            return delete(self.table).where(match)
-        return update(self.table).where(match).values(self.clear)
+            return delete(self.table).where(match, *old)
+        return update(self.table).where(match, *old).values(self.clear)
 
 
 PLATFORM_RULES = (

@@ -24,6 +24,7 @@ outbox = Table(
     Column("traceparent", String(55)),
     Column("data", Text, nullable=False),
     Column("published_at", UtcDateTime),
+    # the relay's unsent rows (published_at NULL, oldest first), and retention's sent ones
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
 
@@ -33,6 +34,8 @@ inbox = Table(
     Column("handler", String(200), primary_key=True),
     Column("event_id", String(36), primary_key=True),
     Column("processed_at", UtcDateTime, nullable=False),
+    # retention finds the old rows by it, rather than reading the whole table
+    Index("ix_inbox_processed_at", "processed_at"),
 )
 
 # the keys of RPC requests whose effect is already applied
@@ -40,4 +43,5 @@ rpc_requests = Table(
     "rpc_requests", metadata,
     Column("key", String(64), primary_key=True),
     Column("applied_at", UtcDateTime, nullable=False),
+    Index("ix_rpc_requests_applied_at", "applied_at"),  # for retention, as the inbox's
 )

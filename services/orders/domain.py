@@ -60,8 +60,9 @@ LATE_CAPTURE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
     .values(payment_state="captured", updated_at=bindparam("b_now")).returning(*SAGA)
 # A client may retry with its Idempotency-Key for IDEMPOTENCY_KEY_RETENTION_SECONDS;
 # after that the key and its body's hash are forgotten (the order stays).
-# updated_at is never earlier than created_at, and is indexed; the prune sets it
-# to itself so that forgetting a key does not count as the order moving.
+# updated_at is never earlier than created_at, and is indexed where a key is kept
+# (ix_orders_updated_at_keyed); the prune sets it to itself so that forgetting a
+# key does not count as the order moving.
 IDEMPOTENCY_KEYS = Rule(
     "idempotency_keys", ORDERS, ORDERS.c.updated_at, "IDEMPOTENCY_KEY_RETENTION_SECONDS",
     where=(ORDERS.c.idempotency_key.is_not(None),),

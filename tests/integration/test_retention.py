@@ -5,7 +5,7 @@ import uuid
 import eventlet
 import pytest
 from nameko.containers import ServiceContainer
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from mesh.data.db import make_engine, utcnow
 from mesh.data.retention import PLATFORM_RULES, Expiring, Pruner, prune
@@ -176,3 +176,31 @@ def test_a_running_service_prunes_by_itself_and_counts_it(start_service, mesh_co
                and pruned("rpc_requests") == 3, timeout=10, what="a pruning round")
     assert counts(pruner.engine, orders=False) == {
         "published": 1, "unsent": 2, "inbox": 1, "rpc_requests": 1}
+
+
+@pytest.mark.postgres
+def test_an_order_that_moves_while_its_key_is_being_forgotten_keeps_it(
+        migrated_session, postgres_databases, tmp_path):
+    url = postgres_databases("retention_move")
+    engine = migrated_session("orders", DATABASE_URL_ORDERS=url).get_bind()
+    config = load_test_config("config.yaml", MESH_DATA_DIR=tmp_path / "data",
+                              DATABASE_URL_ORDERS=url)
+    orders = Order.__table__
+    with engine.begin() as conn:
+        order_id = add_order(conn, utcnow() - 2 * DAY, key="moving")
+
+    def waiting():
+        with engine.connect() as conn:
+            return conn.scalar(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"))
+    with engine.begin() as mover:  # the saga moves it; the pruner chose it meanwhile
+        mover.execute(orders.update().where(orders.c.id == order_id)
+                      .values(status="cancelling", updated_at=utcnow()))
+        pruning = eventlet.spawn(prune, engine, [domain.IDEMPOTENCY_KEYS], config,
+                                 "test prune")
+        wait_until(lambda: pruning.dead or waiting(), what="the pruner to wait for it")
+    assert pruning.wait() == {"idempotency_keys": 0}
+    with engine.connect() as conn:
+        assert conn.scalar(select(orders.c.idempotency_key)
+                           .where(orders.c.id == order_id)) == "moving"
