@@ -136,8 +136,9 @@ def revision(config, service, message, autogenerate=True):
     (compared on a scratch SQLite database brought to the current heads, so no
     real database is read or changed); review it before committing it.
 
-    A service's first revision depends on the `mesh` branch and carries its
-    name as a branch label (`orders@head`, `orders@-1`)."""
+    A service's first revision carries its name as a branch label
+    (`orders@head`, `orders@-1`); the first, and the first after the `mesh`
+    branch moved on, depends on that branch's head."""
     cfg = _required(config, service)
     own = _own_revisions(cfg, service)
     numbers = [int(s.revision.rsplit("_", 1)[1]) for s in own
@@ -148,13 +149,23 @@ def revision(config, service, message, autogenerate=True):
     if own:
         options["head"] = own[0].revision
     else:
-        options.update(head="base", branch_label=service, depends_on="mesh_0001")
+        options.update(head="base", branch_label=service)
+    platform = ScriptDirectory.from_config(cfg).get_revision("mesh@head").revision
+    if not any(platform in _dependencies(script) for script in own):
+        # the platform's head, had through the service's own head: a database's
+        # version stays one revision, not one of each branch
+        options["depends_on"] = platform
     with tempfile.TemporaryDirectory() as scratch:
         with _migrating(cfg, service, f"sqlite:///{scratch}/scratch.sqlite"):
             command.upgrade(cfg, "heads")
             script = command.revision(cfg, message=message, autogenerate=autogenerate,
                                       **options)
     return script.path
+
+
+def _dependencies(script):
+    depends = script.dependencies or ()
+    return (depends,) if isinstance(depends, str) else tuple(depends)
 
 
 def downgrade(config, service, target):

@@ -266,3 +266,19 @@ def test_revision_writes_what_a_model_change_needs_and_downgrade_takes_it_back(t
     assert back.returncode == 0, back.stderr
     assert "channel" not in columns()
     assert f"notifications: at {before}" in back.stdout
+
+
+def test_a_revision_after_the_platform_moved_on_brings_its_head_in(tmp_path):
+    mesh = _copy_of_the_code(tmp_path)
+    (tmp_path / "mesh/data/platform_migrations/mesh_0099_later.py").write_text(
+        "revision = 'mesh_0099'\ndown_revision = 'mesh_0002'\nbranch_labels = None\n"
+        "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
+    made = mesh("revision", "payments", "-m", "later")
+    assert made.returncode == 0, made.stderr
+    (written,) = (tmp_path / "services/payments/migrations/versions").glob(
+        "payments_*_later.py")
+    assert "depends_on = 'mesh_0099'" in written.read_text()
+    assert mesh("migrate", "--only", "payments").returncode == 0
+    # one revision names the database's version, the platform's through it
+    new = written.name.rsplit("_later", 1)[0]
+    assert f"payments: {new}\n" in mesh("current").stdout
