@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import logging
 
+import eventlet
 from amqp.exceptions import AMQPNotImplementedError, MessageNacked, PreconditionFailed
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
@@ -26,7 +27,6 @@ from nameko.amqp.publish import get_producer
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import BROADCAST, EventHandler
 from nameko.exceptions import ConfigurationError, ContainerBeingKilled
-from nameko.messaging import QueueConsumer
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -36,6 +36,7 @@ from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
+from mesh.messaging.consumers import DrainingQueueConsumer
 from mesh.messaging.health import queue_state, refuse_mismatched
 from mesh.messaging.tls import broker_connection, tls_options
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 FULL_DLQ_RETRY_MS = 30_000  # when EVENT_RETRY_DELAYS is empty
 ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
                                      "x-mesh-queue")
+GIVE_BACK_PAUSE = 1.0  # seconds before a message that could not be settled is requeued
 
 
 def dlq(queue_name, config, service):
@@ -120,6 +122,15 @@ def publish_raw(amqp_uri, message, queue, headers):
                          retry=True, retry_policy={"max_retries": 3})
 
 
+def attempt_of(message):
+    """How many times the message has failed before (its ATTEMPT header, 0 when
+    absent); None when the header is not a count (a bool, a float, a string)."""
+    value = (message.headers or {}).get(ATTEMPT, 0)
+    if type(value) is not int or value < 0:
+        return None
+    return value
+
+
 def declared_event(contract, event_type):
     """The contract's `Event` of `event_type`; ConfigurationError when undeclared."""
     declared = contract.events.get(event_type)
@@ -141,8 +152,8 @@ def load_event(body, event_type, envelope_schema, data_schema):
     return event
 
 
-class EventQueueConsumer(QueueConsumer):
-    """nameko's QueueConsumer, but an undecodable message goes to its handler."""
+class EventQueueConsumer(DrainingQueueConsumer):
+    """The mesh's draining consumer; an undecodable message goes to its handler."""
 
     def get_consumers(self, consumer_cls, channel):
         consumers = super().get_consumers(consumer_cls, channel)
@@ -151,6 +162,7 @@ class EventQueueConsumer(QueueConsumer):
         return consumers
 
     def _undecodable(self, provider, message, exc):
+        self.unsettled.add(message)
         self.container.spawn_managed_thread(
             functools.partial(provider.park_malformed, message, f"undecodable: {exc}"))
 
@@ -258,14 +270,27 @@ class MeshEventHandler(EventHandler):
             else:
                 self.retry_or_park(message, exc_info[1])
         except Exception:
-            log.exception("%s could not settle event %s; it will be redelivered",
+            log.exception("%s could not retry or park event %s; it goes back to its queue",
                           self.handler_name, event["event_id"])
+            self.give_back(message)
         return result, exc_info
 
+    def give_back(self, message):
+        """Requeue a message that could be neither retried nor parked (the broker
+        away, say), so it is tried again rather than held unacknowledged, its
+        prefetch slot taken, until the channel closes. After a pause: at once, a
+        lasting fault would make it go round as fast as the broker can deliver."""
+        eventlet.sleep(GIVE_BACK_PAUSE)
+        self.queue_consumer.requeue_message(message)
+
     def retry_or_park(self, message, exc):
-        attempt = int((message.headers or {}).get(ATTEMPT, 0))
         error = f"{type(exc).__name__}: {exc}"[:1000]
-        if attempt < len(self.delays_ms):
+        attempt = attempt_of(message)
+        if attempt is None:  # whatever its history, it cannot be counted: kept for a person
+            header = (message.headers or {}).get(ATTEMPT)
+            self.park(message, f"{ATTEMPT} header {header!r} is not a count; {error}"[:1000],
+                      len(self.delays_ms))
+        elif attempt < len(self.delays_ms):
             delay_ms = self.delays_ms[attempt]
             log.warning("%s failed on attempt %d (%s); retrying in %d ms",
                         self.handler_name, attempt + 1, error, delay_ms)
@@ -280,9 +305,11 @@ class MeshEventHandler(EventHandler):
 
     def park_malformed(self, message, error):
         try:
-            self.park(message, error[:1000], int((message.headers or {}).get(ATTEMPT, 0)))
+            self.park(message, error[:1000], attempt_of(message) or 0)
         except Exception:
-            log.exception("%s could not park a malformed message", self.handler_name)
+            log.exception("%s could not park a malformed message; it goes back to its "
+                          "queue", self.handler_name)
+            self.give_back(message)
 
     def park(self, message, error, attempt):
         headers = dict(message.headers or {}, **{

@@ -47,6 +47,7 @@ from mesh.data.db import end_work_of, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
+from mesh.messaging.consumers import DrainingQueueConsumer
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.policy import DeadlinePassed, GuardedCall, policy_for
@@ -64,7 +65,10 @@ DEADLINE = "mesh_deadline"
 
 
 class ContractRpcConsumer(RpcConsumer):
-    """nameko's RpcConsumer, replying without publisher confirms."""
+    """nameko's RpcConsumer, replying without publisher confirms, on a consumer
+    that drains (mesh.messaging.consumers)."""
+
+    queue_consumer = DrainingQueueConsumer()
 
     def setup(self):
         plain = [e for e in self.container.entrypoints
@@ -94,13 +98,23 @@ class ContractRpcConsumer(RpcConsumer):
                        delivery_mode=NON_PERSISTENT)
         error = serialize(exc_info[1]) if exc_info is not None else None
         try:
-            publish(self.amqp_uri, {"result": result, "error": error}, confirms=False,
-                    **options)
-        except EncodeError:
-            exc_info = (UnserializableValueError, UnserializableValueError(result), None)
-            result, error = None, serialize(exc_info[1])
-            publish(self.amqp_uri, {"result": None, "error": error}, confirms=False,
-                    **options)
+            try:
+                publish(self.amqp_uri, {"result": result, "error": error}, confirms=False,
+                        **options)
+            except EncodeError:
+                exc_info = (UnserializableValueError, UnserializableValueError(result), None)
+                result, error = None, serialize(exc_info[1])
+                publish(self.amqp_uri, {"result": None, "error": error}, confirms=False,
+                        **options)
+        except Exception as exc:
+            # An error escaping here would kill the container, and with it every
+            # worker of the process mid-transaction. The work is committed; its
+            # caller's timeout answers for the lost reply, exactly as when a reply
+            # is lost on the way. Acknowledged all the same: delivered again, an
+            # unkeyed request would act twice.
+            log.error("%s could not reply to %s (%s: %s); its caller's timeout answers",
+                      self.container.service_name, message.delivery_info.get("routing_key"),
+                      type(exc).__name__, exc)
         self.queue_consumer.ack_message(message)
         return result, exc_info
 
