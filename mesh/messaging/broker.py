@@ -70,7 +70,7 @@ class _OwnChannel:
     def __init__(self, amqp_uri):
         self.amqp_uri = amqp_uri
         self.connection = self.channel = None
-        self.declared = set()
+        self.declared, self.queues = set(), set()
 
     def _open(self, declare=()):
         if self.channel is None:
@@ -81,7 +81,7 @@ class _OwnChannel:
             # blocked broker shows here as writes that wait, and callers time out
             self.connection.connection.client_properties.setdefault(
                 "capabilities", {})["connection.blocked"] = False
-            self.declared = set()
+            self.declared, self.queues = set(), set()
             self.opened(self.channel)
         for exchange in declare:
             if exchange.name not in self.declared:
@@ -195,6 +195,32 @@ class ConfirmedPublisher(_OwnChannel):
 
     def _returned(self, exc, exchange, routing_key, message):
         self.returned.append(message.properties.get("message_id"))
+
+    def absent_queues(self, queues, declare):
+        """The names of those of `queues` (kombu Queues, each bound to an
+        exchange) that do not exist. With `declare`, each is declared and bound
+        instead, so none is absent; without (a broker identity may not declare
+        another service's queue), each is looked up. Done once per channel: a
+        queue found stays found until the connection is lost."""
+        absent = set()
+        for queue in queues:
+            if queue.name in self.queues:
+                continue
+            try:
+                channel = self._open(self.declare)
+                if declare:
+                    queue.bind(channel).declare()
+                else:
+                    channel.queue_declare(queue.name, passive=True)
+            except amqp.exceptions.NotFound:
+                self.close()  # the broker closed the channel with it
+                absent.add(queue.name)
+                continue
+            except Exception:
+                self.close()
+                raise
+            self.queues.add(queue.name)
+        return absent
 
     def publish_batch(self, messages, timeout=CONFIRM_TIMEOUT):
         """`messages`: `(body bytes, exchange, routing key, properties)` each; returns

@@ -31,6 +31,8 @@ from mesh.data.db import database_url, make_engine, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import outbox as OUTBOX
 from mesh.messaging.broker import ConfirmedPublisher
+from mesh.messaging.subscribers import subscriber_queues
+from mesh.messaging.topology import declares_exchanges
 
 __all__ = ["Outbox", "OutboxRelay", "make_envelope", "backlog_of",
            "CORRELATION_HEADER"]
@@ -138,9 +140,12 @@ class OutboxRelay(SharedExtension):
                                  "by type", ["service", "type"],
                                  registry=self.metrics.registry)
         self.unroutable_count = Counter(
-            "mesh_events_unroutable", "Publishes of an event that no queue took (it stays "
-            "in the outbox)", ["service", "type"], registry=self.metrics.registry)
+            "mesh_events_unroutable", "Publishes of an event that no queue took, or held "
+            "back because a subscriber's queue is missing (it stays in the outbox)",
+            ["service", "type"], registry=self.metrics.registry)
         self.unroutable = {}  # outbox row id -> when to try it again
+        self.subscribers = subscriber_queues(config, self.service)
+        self.declares = declares_exchanges(config)
         self.metrics.add("outbox backlog", self.sample_backlog)
 
     def learn(self, contract):
@@ -235,9 +240,13 @@ class OutboxRelay(SharedExtension):
         return [backlog, oldest]
 
     def _publish(self, rows):
-        """Send the rows as one batch; returns once the broker confirmed them all."""
+        """Send the rows as one batch; returns once the broker confirmed them all.
+        The rows of a type whose subscribers' queues are not all there stay unsent."""
+        absent = self._absent_subscribers({row.type for row in rows})
         batch = []
         for row in rows:
+            if row.type in absent:
+                continue
             body = {"event_id": row.event_id, "type": row.type, "version": row.version,
                     "occurred_at": row.occurred_at.astimezone(dt.timezone.utc)
                     .isoformat().replace("+00:00", "Z"),
@@ -252,21 +261,36 @@ class OutboxRelay(SharedExtension):
         returned = self.publisher.publish_batch(batch) if batch else set()
         taken = []
         for row in rows:
-            if row.event_id in returned and row.type not in self.notices:
-                self._unroutable(row)
+            if row.type in absent:
+                self._unroutable(row, "the queue(s) " + ", ".join(sorted(absent[row.type])) +
+                                 " of its subscribers do not exist")
+            elif row.event_id in returned and row.type not in self.notices:
+                self._unroutable(row, "it reached no queue")
             else:
                 taken.append(row)
                 self.published.labels(self.service, row.type).inc()
         return taken
 
-    def _unroutable(self, row):
-        # no queue is bound for it (no handler ever started on this broker, or
+    def _absent_subscribers(self, types):
+        """`{type: names}` of the subscribers' queues that are not there, of
+        those `types` (mesh.messaging.subscribers): declared, and so never
+        absent, where this service declares what it uses."""
+        absent = {}
+        for event_type in types:
+            names = self.publisher.absent_queues(self.subscribers.get(event_type, ()),
+                                                 declare=self.declares)
+            if names:
+                absent[event_type] = names
+        return absent
+
+    def _unroutable(self, row, why):
+        # a subscriber could miss it (no handler ever started on this broker, or
         # its queue was deleted): dropping it could lose a compensation, so it
         # stays unsent, tried again every UNROUTABLE_RETRY seconds
         if row.id not in self.unroutable:
-            log.warning("%s event %s (%s) reached no queue; kept in the outbox and "
-                        "tried again every %g s", self.service, row.event_id, row.type,
-                        UNROUTABLE_RETRY)
+            log.warning("%s event %s (%s) is kept in the outbox and tried again every "
+                        "%g s: %s", self.service, row.event_id, row.type,
+                        UNROUTABLE_RETRY, why)
         self.unroutable[row.id] = time.monotonic() + UNROUTABLE_RETRY
         self.unroutable_count.labels(self.service, row.type).inc()
 

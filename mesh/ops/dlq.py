@@ -12,7 +12,7 @@ from mesh.messaging.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEvent
 from mesh.messaging.health import queue_state
 from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import BROADCAST, dlq_name, lasting_queue_of
-from mesh.runtime.serve import entrypoints_of, import_service
+from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "handlers_of", "base_queue", "depths",
            "messages", "replay", "purge", "QueueMissing"]

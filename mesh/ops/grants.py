@@ -24,7 +24,7 @@ from mesh.messaging.handlers import MeshEventHandler
 from mesh.messaging.identities import OPERATOR
 from mesh.messaging.rpc import ContractRpc, ServiceRpc
 from mesh.messaging.topology import BROADCAST, lasting_queue_of, own_exchange_name, rpc_queue
-from mesh.runtime.serve import entrypoints_of, import_service
+from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["Grant", "grants", "service_grant", "operator_grant", "exchanges", "NOTHING"]
 

@@ -17,7 +17,7 @@ from mesh.messaging.outbox import Outbox, backlog_of
 from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import dlq_name
 from mesh.ops.dlq import handlers_of
-from mesh.runtime.serve import entrypoints_of, import_service
+from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["gather", "render"]
 

@@ -22,7 +22,7 @@ from nameko.rpc import Rpc
 from contracts.base import EventEnvelope
 from mesh.messaging.broadcasts import InstanceEventHandler
 from mesh.messaging.topology import lasting_queue
-from mesh.runtime.serve import entrypoints_of, import_service
+from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["asyncapi_document", "AsyncApi", "events_page"]
 

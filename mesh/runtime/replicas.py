@@ -7,6 +7,7 @@ share: PostgreSQL, not a SQLite file. A service that serves HTTP binds its one
 port; run more of it behind a load balancer (see README "Running on Kubernetes").
 """
 from mesh.core.config import ConfigError, setting
+from mesh.core.services import entrypoints_of, import_service
 from mesh.data.db import database_url
 from mesh.data.migrations import alembic_config
 from mesh.http.entrypoints import HttpEntrypoint
@@ -32,8 +33,6 @@ def parse_scale(text):
 
 def replica_counts(config, names, scale=None):
     """`{service: processes}` for `names`; ConfigError says what cannot run."""
-    from mesh.runtime.serve import entrypoints_of, import_service
-
     wanted = {**(setting(config, "REPLICAS") or {}), **(scale or {})}
     unknown = sorted(set(wanted) - set(config["SERVICES"]))
     if unknown:

@@ -1,6 +1,5 @@
 """Run one service in this process (what `mesh up` starts for each service)."""
 import gc
-import importlib
 import logging
 import logging.config
 import os
@@ -12,12 +11,13 @@ from nameko.exceptions import ConfigurationError
 from nameko.runners import ServiceRunner
 
 from mesh.core import codec, logs
+from mesh.core.services import import_service
 from mesh.data import migrations
 from mesh.messaging.identities import as_identity
 from mesh.messaging.topology import declares_exchanges
 from mesh.runtime.replicas import ops_port
 
-__all__ = ["serve", "container_config", "import_service", "entrypoints_of",
+__all__ = ["serve", "container_config",
            "STOP_GRACE_SECONDS"]
 
 log = logging.getLogger(__name__)
@@ -25,19 +25,6 @@ log = logging.getLogger(__name__)
 # anyway, so `mesh up` (which allows 10 s in all) is never left waiting on us.
 STOP_GRACE_SECONDS = 7
 DEFAULT_WORKERS = 10  # nameko's own default
-
-
-def import_service(path):
-    """`package.module:Class` → the class."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def entrypoints_of(service_cls):
-    """`(attribute, entrypoint)` for each entrypoint a service class declares."""
-    for attr in dir(service_cls):
-        for entrypoint in getattr(getattr(service_cls, attr), "nameko_entrypoints", ()):
-            yield attr, entrypoint
 
 
 def container_config(config, name, replica=1):

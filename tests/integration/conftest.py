@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from mesh.runtime.serve import import_service
+from mesh.core.services import import_service
 from mesh.testing import REDIS_URL, GatewayClient, free_port  # noqa: F401 (REDIS_URL: for the limit tests)
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "root@example.com", "admin password"

@@ -111,7 +111,8 @@ def test_lifecycle_over_rpc(accounts, mesh_config):
         accounts.enable_user(user_id=user["id"], actor_id=10**6)
 
     # no gateway runs, so no queue takes the notices: sent, not kept waiting; the
-    # registration waits for notifications' queue (never declared on this vhost)
+    # relay declared notifications' queues (never started on this vhost) before
+    # publishing what they handle, so every event is sent and theirs wait there
     engine = sqlalchemy.create_engine(database_url(mesh_config, "accounts"))
 
     def unsent():
@@ -119,6 +120,11 @@ def test_lifecycle_over_rpc(accounts, mesh_config):
             return sorted(connection.scalars(sqlalchemy.select(OUTBOX.c.type).where(
                 OUTBOX.c.published_at.is_(None))))
 
-    wait_until(lambda: unsent() == ["user_deleted", "user_registered"],
-               what="only the events a lasting queue must take left unsent")
+    wait_until(lambda: unsent() == [], what="every event sent")
+    from kombu import Connection
+    with Connection(mesh_config["AMQP_URI"]) as connection:
+        for kind in ("user_registered", "user_deleted"):
+            waiting = connection.default_channel.queue_declare(
+                f"evt-accounts-{kind}--notifications.on_{kind}", passive=True)
+            assert waiting.message_count >= 1
     engine.dispose()

@@ -8,17 +8,21 @@ import pytest
 from kombu import Connection, Exchange, Queue
 from nameko.exceptions import RpcTimeout
 from nameko.standalone.rpc import ClusterRpcProxy
-from sqlalchemy import create_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from contracts.accounts import CONTRACT as ACCOUNTS
 from contracts.inventory import CONTRACT as INVENTORY
-from mesh.data.db import Database
+from contracts.orders import CONTRACT as ORDERS
+from mesh.data.db import Database, database_url
+from mesh.data.tables import inbox, outbox
 from mesh.messaging import handlers
 from mesh.messaging.handlers import ATTEMPT, ERROR, handle_event
+from mesh.messaging.outbox import Outbox, OutboxWriter
 from mesh.messaging.rpc import rpc
 from mesh.runtime.serve import container_config
 from mesh.testing import BrokerProxy, create_tables, wait_until
+from services.payments.service import PaymentsService
 
 
 class ToyBase(DeclarativeBase):
@@ -32,6 +36,55 @@ def message_count(uri, queue):
             return connection.default_channel.queue_declare(queue, passive=True).message_count
         except Exception:  # NOT_FOUND
             return None
+
+
+# --- hole 1: an event that reaches only some of its subscribers was marked sent ---
+
+class OrdersOutbox:
+    """Only orders' outbox: it publishes what the test writes into it."""
+
+    name = "orders"
+    db = Database(ToyBase)
+    outbox = Outbox(ORDERS)
+
+
+def test_hole1_an_event_reaches_every_subscriber_or_stays_unsent(
+        mesh_containers, start_service, mesh_config, tmp_path):
+    uri = mesh_config["AMQP_URI"]
+    url = f"sqlite:///{tmp_path}/orders.sqlite"
+    engine = create_engine(url)
+    create_tables(engine, ToyBase)
+    # inventory has run on this vhost (its order_rejected queue is there); payments
+    # never has: a captured payment's refund hangs on this event reaching it
+    with Connection(uri) as connection:
+        Queue("evt-orders-order_rejected--inventory.on_order_rejected",
+              exchange=Exchange("orders.events", type="topic", durable=True),
+              routing_key="order_rejected", durable=True)(connection.channel()).declare()
+    container = mesh_containers(OrdersOutbox, {**mesh_config, "DATABASE_URL_ORDERS": url})
+    container.start()
+    writer = OutboxWriter(ORDERS, {"request_id": "hole-1"}, lambda: None)
+    with Session(engine) as session:
+        event_id = writer.add(session, "order_rejected", {
+            "order_id": 7, "user_id": 1, "total_cents": 1000, "reason": "timeout"})["event_id"]
+        session.commit()
+
+    def published():
+        with engine.connect() as connection:
+            return connection.scalar(select(outbox.c.published_at)
+                                     .where(outbox.c.event_id == event_id))
+    wait_until(published, 10, "the event to be marked sent")
+    assert message_count(uri, "evt-orders-order_rejected--inventory.on_order_rejected") == 1
+    # marked sent: so payments, started later, must get it and record it handled
+    start_service(PaymentsService)
+    payments = create_engine(database_url(mesh_config, "payments"))
+
+    def handled_by_payments():
+        with payments.connect() as connection:
+            return connection.scalar(select(inbox.c.event_id)
+                                     .where(inbox.c.event_id == event_id))
+    wait_until(handled_by_payments, 10, "payments to handle the order_rejected event")
+    engine.dispose()
+    payments.dispose()
 
 
 # --- hole 2: SIGTERM dropped the ack of every message still being worked on ---

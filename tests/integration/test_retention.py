@@ -10,7 +10,7 @@ from sqlalchemy import func, insert, select, text
 from mesh.data.db import make_engine, utcnow
 from mesh.data.retention import PLATFORM_RULES, Expiring, Pruner, prune
 from mesh.data.tables import inbox, outbox, rpc_requests
-from mesh.runtime.serve import import_service
+from mesh.core.services import import_service
 from mesh.testing import load_test_config, wait_until
 from services.orders import domain
 from services.orders.models import Order

@@ -21,7 +21,7 @@ from mesh.data import migrations
 from mesh.data.db import make_engine, utcnow
 from mesh.data.retention import Expiring, Pruner, prune
 from mesh.data.tables import inbox, outbox, rpc_requests
-from mesh.runtime.serve import import_service
+from mesh.core.services import import_service
 from mesh.testing import load_test_config
 from services.orders.models import Order
 

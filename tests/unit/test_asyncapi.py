@@ -11,7 +11,7 @@ import pytest
 import contracts
 from mesh.core.config import load_config
 from mesh.runtime.asyncapi import asyncapi_document, events_page
-from mesh.runtime.serve import import_service
+from mesh.core.services import import_service
 from tests.unit.test_deploy import REPO
 
 SPECS = "@asyncapi/specs@6.11.1"

@@ -9,7 +9,7 @@ from contracts.base import ContractError, Int, UtcDateTime
 from contracts.errors import Conflict, InvalidInput, NotFound
 from mesh.core.config import load_config
 from mesh.messaging.rpc import ContractRpc
-from mesh.runtime.serve import import_service
+from mesh.core.services import import_service
 
 
 @pytest.mark.parametrize("value", [True, 1.0, 1.5, "1", None, 2**63, -2**63 - 1])

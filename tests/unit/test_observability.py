@@ -8,7 +8,7 @@ import pytest
 from mesh.core import logs
 from mesh.core.tracing import valid_traceparent
 from mesh.ops.status import render
-from mesh.runtime.serve import import_service
+from mesh.core.services import import_service
 from mesh.runtime.supervisor import Supervisor
 from mesh.runtime.telemetry import Telemetry
 from mesh.testing import load_test_config

@@ -220,7 +220,7 @@ def test_every_event_delivered_twice_changes_nothing(mesh, mesh_config, rpc_clie
 def test_on_postgresql_with_two_instances_of_each_saga_service(start_service, mesh_config,
                                                                postgres_databases):
     """Relays share each outbox with FOR UPDATE SKIP LOCKED; handlers share queues."""
-    from mesh.runtime.serve import import_service
+    from mesh.core.services import import_service
     from mesh.testing import free_port
     from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client
 
