@@ -1,4 +1,5 @@
-"""`mesh broker setup`: the broker identities' users, permissions and exchanges.
+"""`mesh broker setup`: the broker identities' users, permissions and exchanges,
+and every handler's lasting queue bound to the events it takes.
 
 Through RabbitMQ's management API as an administrator: BROKER_MANAGEMENT_URL,
 by default `http://<AMQP_URI's host>:15672` with AMQP_URI's user and password.
@@ -7,6 +8,12 @@ to the same ones). A user's topic permissions are written before its vhost
 permissions, and when one must go, its vhost permissions are emptied first:
 a user without topic permissions on an exchange may use every routing key
 there, so no moment of setup grants more than the end state.
+
+The handlers' queues are made here, as their handlers declare them, so that an
+event published before its subscriber first starts waits in its queue: a
+service's identity may not declare another's queue, so its outbox relay can
+only look the queue up (mesh.messaging.subscribers), and a queue that its
+handler has declared but not yet bound would miss an event meanwhile.
 """
 from urllib.parse import quote, unquote, urlsplit
 
@@ -14,6 +21,7 @@ import requests
 
 from mesh.core.config import setting
 from mesh.messaging.identities import password, user_name
+from mesh.messaging.subscribers import subscriber_queues
 from mesh.ops.grants import NOTHING, exchanges, grants
 
 __all__ = ["BrokerSetupError", "ManagementApi", "management_api", "vhost_of", "setup"]
@@ -67,7 +75,8 @@ def management_api(config):
 
 
 def setup(config, api=None):
-    """Make every exchange and identity of `config`; returns `{identity: user}`."""
+    """Make every exchange, handler queue and identity of `config`; returns
+    `{identity: user}`."""
     api = api or management_api(config)
     vhost = quote(vhost_of(config["AMQP_URI"]), safe="")
     if api.call("GET", f"vhosts/{vhost}", missing_ok=True) is None:
@@ -77,6 +86,15 @@ def setup(config, api=None):
         api.call("PUT", f"exchanges/{vhost}/{quote(name, safe='')}",
                  {"type": kind, "durable": True, "auto_delete": False, "internal": False,
                   "arguments": {}})
+    for source in config["SERVICES"]:
+        for queues in subscriber_queues(config, source).values():
+            for queue in queues:
+                name = quote(queue.name, safe="")
+                api.call("PUT", f"queues/{vhost}/{name}",
+                         {"durable": True, "auto_delete": False,
+                          "arguments": queue.queue_arguments})
+                api.call("POST", f"bindings/{vhost}/e/{quote(queue.exchange.name, safe='')}"
+                         f"/q/{name}", {"routing_key": queue.routing_key})
     made = {}
     for identity, grant in grants(config).items():
         user = user_name(config, identity)

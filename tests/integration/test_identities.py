@@ -185,3 +185,14 @@ def test_mesh_broker_setup_names_each_user_or_says_what_is_wrong(config):
     assert "BROKER_IDENTITIES=false" in away.stderr
     off = mesh_broker_setup(config, BROKER_IDENTITIES="false")
     assert off.returncode == 1 and "BROKER_IDENTITIES is off" in off.stderr
+
+
+def test_setup_makes_every_handlers_queue_so_an_event_waits_for_its_subscriber(config):
+    setup(config)
+    # no service has started: an order_rejected published now must still reach
+    # each of its three subscribers, payments' refund included
+    with Connection(config["AMQP_URI"]) as admin:
+        publish(admin, "orders.events", "order_rejected")
+        for service in ("inventory", "payments", "notifications"):
+            name = f"evt-orders-order_rejected--{service}.on_order_rejected"
+            assert admin.default_channel.queue_declare(name, passive=True).message_count == 1
