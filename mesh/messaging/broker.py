@@ -20,6 +20,7 @@ from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import DEFAULT_RETRY_POLICY, DEFAULT_TRANSPORT_OPTIONS, PERSISTENT
 
 from mesh.core import codec
+from mesh.messaging.health import queue_state
 from mesh.messaging.tls import broker_connection
 
 __all__ = ["publish", "ConfirmedPublisher", "Unconfirmed"]
@@ -70,7 +71,7 @@ class _OwnChannel:
     def __init__(self, amqp_uri):
         self.amqp_uri = amqp_uri
         self.connection = self.channel = None
-        self.declared, self.queues = set(), set()
+        self.declared = set()
 
     def _open(self, declare=()):
         if self.channel is None:
@@ -81,7 +82,7 @@ class _OwnChannel:
             # blocked broker shows here as writes that wait, and callers time out
             self.connection.connection.client_properties.setdefault(
                 "capabilities", {})["connection.blocked"] = False
-            self.declared, self.queues = set(), set()
+            self.declared = set()
             self.opened(self.channel)
         for exchange in declare:
             if exchange.name not in self.declared:
@@ -178,6 +179,7 @@ class ConfirmedPublisher(_OwnChannel):
     def opened(self, channel):
         channel.confirm_select()
         self.tag, self.pending, self.refused = 0, set(), 0
+        self.queues = set()  # the subscribers' queues found on this connection
         self.returned = []
         channel.events["basic_ack"].add(self._acked)
         channel.events["basic_nack"].add(self._nacked)
@@ -200,26 +202,33 @@ class ConfirmedPublisher(_OwnChannel):
         """The names of those of `queues` (kombu Queues, each bound to an
         exchange) that do not exist. With `declare`, each is declared and bound
         instead, so none is absent; without (a broker identity may not declare
-        another service's queue), each is looked up. Done once per channel: a
-        queue found stays found until the connection is lost."""
+        another service's queue), each is looked up. Each on a channel of its
+        own, which a refusal closes, not the publisher's. Done once per
+        connection: a queue found stays found until the connection is lost."""
         absent = set()
-        for queue in queues:
-            if queue.name in self.queues:
-                continue
-            try:
-                channel = self._open(self.declare)
-                if declare:
-                    queue.bind(channel).declare()
+        try:
+            for queue in queues:
+                self._open(self.declare)  # a new connection forgets what was found
+                if queue.name in self.queues:
+                    continue
+                if not declare:
+                    if queue_state(self.connection, queue.name) is None:
+                        absent.add(queue.name)
+                        continue
                 else:
-                    channel.queue_declare(queue.name, passive=True)
-            except amqp.exceptions.NotFound:
-                self.close()  # the broker closed the channel with it
-                absent.add(queue.name)
-                continue
-            except Exception:
-                self.close()
-                raise
-            self.queues.add(queue.name)
+                    with self.connection.channel() as channel:
+                        try:
+                            queue.bind(channel).declare()
+                        except amqp.exceptions.PreconditionFailed as exc:
+                            # there, with other arguments (QUEUE_TYPE changed, say):
+                            # it takes the event; its handler refuses to start and
+                            # says what to do, and this one's other events go on
+                            log.warning("%s is there with other arguments than its "
+                                        "handler's (%s)", queue.name, exc)
+                self.queues.add(queue.name)
+        except Exception:
+            self.close()
+            raise
         return absent
 
     def publish_batch(self, messages, timeout=CONFIRM_TIMEOUT):

@@ -10,10 +10,14 @@ handed out has been acknowledged or requeued; the grace of `mesh serve`
 (STOP_GRACE_SECONDS) bounds the wait.
 
 Settling a message never raises either: the connection it came on may be gone,
-and then the broker has taken it back already.
+and then the broker has taken it back already. For the same reason a consumer
+that loses its connection while stopping has nothing left to drain: it stops
+instead of reconnecting for ever (nameko's would, and its container's stop and
+kill would wait for it).
 """
 import logging
 
+from amqp.exceptions import AMQPError
 from nameko.messaging import QueueConsumer
 
 __all__ = ["DrainingQueueConsumer"]
@@ -40,7 +44,7 @@ class DrainingQueueConsumer(QueueConsumer):
     def _settle(self, settle, message):
         try:
             settle(message)
-        except Exception as exc:  # its channel failed: the broker takes it back
+        except (OSError, AMQPError) as exc:  # its channel failed: the broker takes it back
             log.warning("could not settle a message from %s (%s: %s); the broker "
                         "delivers it again", message.delivery_info.get("routing_key"),
                         type(exc).__name__, exc)
@@ -51,3 +55,26 @@ class DrainingQueueConsumer(QueueConsumer):
         self._cancel_consumers_if_requested()
         if not self._consumers and not self.unsettled:
             self.should_stop = True
+
+    def on_connection_error(self, exc, interval):
+        if set(self._providers) <= set(self._pending_remove_providers):
+            # stopping: what it handed out went back to the broker with the
+            # connection, and its consumers with it
+            for provider, removed in self._pending_remove_providers.items():
+                self._consumers.pop(provider, None)
+                removed.send()
+            self._pending_remove_providers = {}
+            self.unsettled.clear()
+            self.should_stop = True
+            raise _StoppedWhileAway() from exc  # out of kombu's reconnecting, to `run`
+        super().on_connection_error(exc, interval)
+
+    def run(self, *args, **kwargs):
+        try:
+            super().run(*args, **kwargs)
+        except _StoppedWhileAway:
+            log.info("%s stopped while its broker was away", self.container.service_name)
+
+
+class _StoppedWhileAway(Exception):
+    """Raised from kombu's reconnect loop to leave it: the consumer is stopping."""

@@ -89,23 +89,8 @@ class ContractRpcConsumer(RpcConsumer):
         refuse_mismatched(self.amqp_uri, [self.queue])
 
     def handle_result(self, message, result, exc_info):
-        properties = message.properties
-        # answer in the request's own encoding, as nameko's Responder does
-        # transient: a reply outlives neither its caller's wait nor a broker restart
-        options = dict(serializer=registry.type_to_name[properties["content_type"]],
-                       exchange=self.exchange, routing_key=properties["reply_to"],
-                       correlation_id=properties.get("correlation_id"),
-                       delivery_mode=NON_PERSISTENT)
-        error = serialize(exc_info[1]) if exc_info is not None else None
         try:
-            try:
-                publish(self.amqp_uri, {"result": result, "error": error}, confirms=False,
-                        **options)
-            except EncodeError:
-                exc_info = (UnserializableValueError, UnserializableValueError(result), None)
-                result, error = None, serialize(exc_info[1])
-                publish(self.amqp_uri, {"result": None, "error": error}, confirms=False,
-                        **options)
+            result, exc_info = self.reply(message, result, exc_info)
         except Exception as exc:
             # An error escaping here would kill the container, and with it every
             # worker of the process mid-transaction. The work is committed; its
@@ -116,6 +101,29 @@ class ContractRpcConsumer(RpcConsumer):
                       self.container.service_name, message.delivery_info.get("routing_key"),
                       type(exc).__name__, exc)
         self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+    def reply(self, message, result, exc_info):
+        properties = message.properties
+        if not properties.get("reply_to"):
+            log.warning("%s: a request to %s names no reply queue; not answered",
+                        self.container.service_name, message.delivery_info.get("routing_key"))
+            return result, exc_info
+        # answer in the request's own encoding, as nameko's Responder does
+        # transient: a reply outlives neither its caller's wait nor a broker restart
+        options = dict(serializer=registry.type_to_name[properties["content_type"]],
+                       exchange=self.exchange, routing_key=properties["reply_to"],
+                       correlation_id=properties.get("correlation_id"),
+                       delivery_mode=NON_PERSISTENT)
+        error = serialize(exc_info[1]) if exc_info is not None else None
+        try:
+            publish(self.amqp_uri, {"result": result, "error": error}, confirms=False,
+                    **options)
+        except EncodeError:
+            exc_info = (UnserializableValueError, UnserializableValueError(result), None)
+            result, error = None, serialize(exc_info[1])
+            publish(self.amqp_uri, {"result": None, "error": error}, confirms=False,
+                    **options)
         return result, exc_info
 
 

@@ -32,8 +32,10 @@ def subscriber_queues(config, source):
     exchange = get_event_exchange(source, config)
     exchange.no_declare = True  # the relay's publisher declares it, where it may
     found = {}
-    for service, path in (config.get("SERVICES") or {}).items():
-        for attr, handler in entrypoints_of(import_service(path)):
+    for path in (config.get("SERVICES") or {}).values():
+        service_cls = import_service(path)
+        service = service_cls.name  # what its handlers name their queues by
+        for attr, handler in entrypoints_of(service_cls):
             if (not isinstance(handler, MeshEventHandler) or handler.source_service != source
                     or handler.handler_type == BROADCAST or not handler.reliable_delivery):
                 continue

@@ -91,4 +91,5 @@ def serve(config, name, replica=1):
     except Exception:
         log.exception("%s crashed", name)
         sys.exit(1)
+    signal.alarm(0)  # stopped in time: what the interpreter does on its way out is no overrun
     log.info("%s stopped", name)

@@ -251,3 +251,24 @@ def test_hole4_a_reply_that_cannot_be_sent_leaves_the_service_up(mesh_containers
         proxy.unblock()  # a consumer reconnecting for ever would hold up its kill
         container.kill()
         proxy.close()
+
+
+def test_hole2_a_service_cut_off_from_its_broker_still_stops(mesh_containers, mesh_config):
+    """Nothing to drain once the connection is gone (the broker took everything
+    back): the consumer stops rather than reconnecting for ever under a stop."""
+    proxy = BrokerProxy()
+    vhost = mesh_config["AMQP_URI"].rsplit("/", 1)[1]
+    config = container_config({**mesh_config, "AMQP_URI":
+                               f"pyamqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"},
+                              "inventory")
+    container = mesh_containers(SlowAnswer, config)
+    container.start()
+    try:
+        proxy.block()
+        eventlet.sleep(1)  # it has noticed, and is reconnecting
+        with eventlet.Timeout(10):
+            container.stop()
+    finally:
+        proxy.unblock()
+        container.kill()
+        proxy.close()

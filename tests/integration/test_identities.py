@@ -196,3 +196,50 @@ def test_setup_makes_every_handlers_queue_so_an_event_waits_for_its_subscriber(c
         for service in ("inventory", "payments", "notifications"):
             name = f"evt-orders-order_rejected--{service}.on_order_rejected"
             assert admin.default_channel.queue_declare(name, passive=True).message_count == 1
+
+
+def test_under_identities_an_event_waits_while_a_subscribers_queue_is_missing(
+        config, mesh_containers, tmp_path):
+    """Hole 1 where production runs: the relay may only look its subscribers'
+    queues up. With payments' queue lost, order_rejected stays unsent while
+    order_created (whose one queue is there) goes; once the queue is back, so is
+    the event."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from mesh.data.tables import outbox
+    from mesh.messaging.outbox import OutboxWriter
+    from mesh.runtime.serve import container_config
+    from mesh.testing import create_tables
+    from tests.integration.test_exactly_once import ORDERS, OrdersOutbox, ToyBase
+
+    setup(config)
+    lost = "evt-orders-order_rejected--payments.on_order_rejected"
+    with Connection(config["AMQP_URI"]) as admin:
+        admin.default_channel.queue_delete(lost)
+    url = f"sqlite:///{tmp_path}/orders.sqlite"
+    engine = create_engine(url)
+    create_tables(engine, ToyBase)
+    container = mesh_containers(OrdersOutbox, container_config(
+        {**config, "DATABASE_URL_ORDERS": url}, "orders"))
+    container.start()
+    writer = OutboxWriter(ORDERS, {"request_id": "hole-1"}, lambda: None)
+    outcome = {"order_id": 7, "user_id": 1, "total_cents": 1000, "reason": "timeout"}
+    with Session(engine) as session:
+        rejected = writer.add(session, "order_rejected", outcome)["event_id"]
+        created = writer.add(session, "order_created", {
+            "order_id": 7, "user_id": 1, "total_cents": 1000,
+            "lines": [{"product_id": 1, "quantity": 1}]})["event_id"]
+        session.commit()
+
+    def sent(event_id):
+        with engine.connect() as connection:
+            return connection.scalar(select(outbox.c.published_at)
+                                     .where(outbox.c.event_id == event_id))
+    wait_until(lambda: sent(created), 10, "order_created to be sent")
+    assert sent(rejected) is None
+    setup(config)  # what an operator does: the queue is made again, bound
+    wait_until(lambda: sent(rejected), 15, "order_rejected to be sent once it can arrive")
+    with Connection(config["AMQP_URI"]) as admin:
+        assert admin.default_channel.queue_declare(lost, passive=True).message_count == 1
+    engine.dispose()
