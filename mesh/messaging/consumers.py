@@ -20,12 +20,40 @@ import logging
 from amqp.exceptions import AMQPError
 from nameko.messaging import QueueConsumer
 
-__all__ = ["DrainingQueueConsumer"]
+__all__ = ["DrainingQueueConsumer", "StopsWhileAway"]
 
 log = logging.getLogger(__name__)
 
 
-class DrainingQueueConsumer(QueueConsumer):
+class StopsWhileAway(QueueConsumer):
+    """A queue consumer that, stopping with its broker away, stops."""
+
+    def on_connection_error(self, exc, interval):
+        if set(self._providers) <= set(self._pending_remove_providers):
+            # stopping: what it handed out went back to the broker with the
+            # connection, and its consumers with it
+            for provider, removed in self._pending_remove_providers.items():
+                self._consumers.pop(provider, None)
+                removed.send()
+            self._pending_remove_providers = {}
+            self.forget_unsettled()
+            self.should_stop = True
+            raise _StoppedWhileAway() from exc  # out of kombu's reconnecting, to `run`
+        super().on_connection_error(exc, interval)
+
+    def run(self, *args, **kwargs):
+        try:
+            super().run(*args, **kwargs)
+        except _StoppedWhileAway:
+            log.info("%s stopped while its broker was away", self.container.service_name)
+
+    def forget_unsettled(self):
+        """What it handed out went back to the broker with its connection."""
+
+
+class DrainingQueueConsumer(StopsWhileAway):
+    """Stays connected, once its consumers are cancelled, until every message it
+    handed out is acknowledged or requeued."""
 
     def __init__(self):
         super().__init__()
@@ -56,24 +84,8 @@ class DrainingQueueConsumer(QueueConsumer):
         if not self._consumers and not self.unsettled:
             self.should_stop = True
 
-    def on_connection_error(self, exc, interval):
-        if set(self._providers) <= set(self._pending_remove_providers):
-            # stopping: what it handed out went back to the broker with the
-            # connection, and its consumers with it
-            for provider, removed in self._pending_remove_providers.items():
-                self._consumers.pop(provider, None)
-                removed.send()
-            self._pending_remove_providers = {}
-            self.unsettled.clear()
-            self.should_stop = True
-            raise _StoppedWhileAway() from exc  # out of kombu's reconnecting, to `run`
-        super().on_connection_error(exc, interval)
-
-    def run(self, *args, **kwargs):
-        try:
-            super().run(*args, **kwargs)
-        except _StoppedWhileAway:
-            log.info("%s stopped while its broker was away", self.container.service_name)
+    def forget_unsettled(self):
+        self.unsettled.clear()
 
 
 class _StoppedWhileAway(Exception):

@@ -35,7 +35,7 @@ from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, Malform
                                RpcTimeout, UnknownService, UnserializableValueError,
                                deserialize, serialize)
 from nameko.extensions import DependencyProvider
-from nameko.messaging import HeaderEncoder, QueueConsumer
+from nameko.messaging import HeaderEncoder
 from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
@@ -47,7 +47,7 @@ from mesh.data.db import end_work_of, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
-from mesh.messaging.consumers import DrainingQueueConsumer
+from mesh.messaging.consumers import DrainingQueueConsumer, StopsWhileAway
 from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.policy import DeadlinePassed, GuardedCall, policy_for
@@ -346,9 +346,10 @@ class ContractCall:
         return body["result"]
 
 
-class ReplyConsumer(QueueConsumer):
-    """nameko's QueueConsumer for reply queues, without acknowledgements: a reply
-    is read once, by the caller waiting for it, and acking it cost a write per call."""
+class ReplyConsumer(StopsWhileAway):
+    """A consumer for reply queues, without acknowledgements (so nothing to
+    drain): a reply is read once, by the caller waiting for it, and acking it
+    cost a write per call."""
 
     def get_consumers(self, consumer_cls, channel):
         return super().get_consumers(functools.partial(consumer_cls, no_ack=True), channel)

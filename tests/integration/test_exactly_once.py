@@ -19,7 +19,7 @@ from mesh.data.tables import inbox, outbox
 from mesh.messaging import handlers
 from mesh.messaging.handlers import ATTEMPT, ERROR, handle_event
 from mesh.messaging.outbox import Outbox, OutboxWriter
-from mesh.messaging.rpc import rpc
+from mesh.messaging.rpc import ServiceRpc, rpc
 from mesh.runtime.serve import container_config
 from mesh.testing import BrokerProxy, create_tables, wait_until
 from services.payments.service import PaymentsService
@@ -253,22 +253,33 @@ def test_hole4_a_reply_that_cannot_be_sent_leaves_the_service_up(mesh_containers
         proxy.close()
 
 
+class Asker:
+    """Only a caller of inventory: its reply queue's consumer is all it runs."""
+
+    name = "orders"
+    inventory = ServiceRpc(INVENTORY, methods=["get_prices"])
+
+
 def test_hole2_a_service_cut_off_from_its_broker_still_stops(mesh_containers, mesh_config):
     """Nothing to drain once the connection is gone (the broker took everything
-    back): the consumer stops rather than reconnecting for ever under a stop."""
+    back): a consumer stops rather than reconnecting for ever under a stop, the
+    reply queue's of a caller included."""
     proxy = BrokerProxy()
     vhost = mesh_config["AMQP_URI"].rsplit("/", 1)[1]
-    config = container_config({**mesh_config, "AMQP_URI":
-                               f"pyamqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"},
-                              "inventory")
-    container = mesh_containers(SlowAnswer, config)
-    container.start()
+    uri = f"pyamqp://guest:guest@127.0.0.1:{proxy.port}/{vhost}"
+    containers = [mesh_containers(cls, container_config({**mesh_config, "AMQP_URI": uri},
+                                                        cls.name))
+                  for cls in (SlowAnswer, Asker)]
+    for container in containers:
+        container.start()
     try:
         proxy.block()
-        eventlet.sleep(1)  # it has noticed, and is reconnecting
+        eventlet.sleep(1)  # they have noticed, and are reconnecting
         with eventlet.Timeout(10):
-            container.stop()
+            for container in containers:
+                container.stop()
     finally:
         proxy.unblock()
-        container.kill()
+        for container in containers:
+            container.kill()
         proxy.close()
