@@ -1,6 +1,9 @@
 # The two commands a newcomer needs: `make run` and `make test`.
+# Python 3.11, 3.12 or 3.13: `make test PYTHON=python3.13`. Each has a virtualenv
+# of its own (.venv for 3.11, .venv-python3.13 ...); .ci/find-python finds the
+# interpreter on PATH or under pyenv.
 PYTHON ?= python3.11
-VENV   := .venv
+VENV   := $(if $(filter python3.11,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
@@ -9,7 +12,7 @@ STAMP  := $(VENV)/.installed-stamp
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || "$$(bash .ci/find-python $(PYTHON))" -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
@@ -48,4 +51,4 @@ image:
 	docker build -t nameko-mesh:$(VERSION) .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf .venv .venv-python3.* var .pytest_cache
