@@ -10,7 +10,11 @@ median of the rounds. Prints one table and writes it as JSON (`--out`).
 
 ``python -m bench [--rounds 3] [--seconds 3] [--smoke] [--no-postgres] [--out FILE]``
 """
-import eventlet
+from mesh.core.logs import quiet_eventlet_deprecation
+
+quiet_eventlet_deprecation()  # README "Supported versions": eventlet
+
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # before anything opens a socket: the bench's load is green
 
