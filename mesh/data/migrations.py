@@ -21,8 +21,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
 
+from mesh.core.config import database_setting
 from mesh.data import tables
 from mesh.data.db import advisory_key, database_url, make_engine
 
@@ -203,12 +205,19 @@ def migration_lock_key(service):
 
 
 def upgrade_or_exit(config, service):
-    """`upgrade`, for the command line: a database it refuses ends the process
-    with one line saying why (no traceback)."""
+    """`upgrade`, for the command line: a database it refuses, or cannot reach,
+    ends the process with one line saying why (no traceback)."""
     try:
         return upgrade(config, service)
     except CommandError as exc:
         sys.exit(f"mesh: {service}: {exc}")
+    except OperationalError as exc:
+        # a restarting replica would otherwise print a hundred lines a second
+        url = make_url(database_url(config, service)).render_as_string(hide_password=True)
+        why = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        sys.exit(f"mesh: {service}: cannot open its database {url} ({database_setting(service)}"
+                 f"): {why}. The operator creates each service's database; mesh migrate "
+                 "then makes its tables")
 
 
 def _adopt_squashed(cfg, connection):

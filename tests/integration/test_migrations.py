@@ -282,3 +282,22 @@ def test_a_revision_after_the_platform_moved_on_brings_its_head_in(tmp_path):
     # one revision names the database's version, the platform's through it
     new = written.name.rsplit("_later", 1)[0]
     assert f"payments: {new}\n" in mesh("current").stdout
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_a_database_that_does_not_exist_is_named_in_one_line(tmp_path, postgres_url,
+                                                             command):
+    """Not a traceback per restart: the setting, the database (its password
+    hidden) and what to do."""
+    url = postgres_url.rsplit("/", 1)[0] + "/mesh_test_no_such_database"
+    env = dict(os.environ, MESH_DATA_DIR=str(tmp_path), DATABASE_URL_ORDERS=url)
+    args = ["migrate", "--only", "orders"] if command == "migrate" else ["serve", "orders"]
+    done = subprocess.run([sys.executable, "-m", "mesh.ops.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "DATABASE_URL_ORDERS" in lines[0]
+    assert 'database "mesh_test_no_such_database" does not exist' in lines[0]
+    assert ":postgres@" not in lines[0] and "***" in lines[0]  # no password
