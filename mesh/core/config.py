@@ -34,9 +34,32 @@ def database_setting(service):
     return f"DATABASE_URL_{service.upper()}"
 
 
+def _without_password(text):
+    """`text` with the password of every URL in it hidden."""
+    return re.sub(r"(://[^:/@;\s]*):[^@/;\s]*@", r"\1:***@", text)
+
+
 def _amqp_uri(value):
-    if urlsplit(value).scheme not in ("amqp", "amqps", "pyamqp"):
-        raise ValidationError("must be an amqp://, amqps:// or pyamqp:// URI")
+    """One broker URI, or several separated by `;` (the nodes of a cluster, tried
+    in turn): each is checked, and a bad one named by its place in the list (its
+    password hidden), since kombu would only fail on it when it came to it."""
+    entries = value.split(";")
+    vhosts = set()
+    for place, entry in enumerate(entries, 1):
+        where = (f"entry {place} of {len(entries)} "
+                 f"({_without_password(entry.strip())!r}) "
+                 if len(entries) > 1 else "")
+        parts = urlsplit(entry.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("amqp", "amqps", "pyamqp") or not parts.hostname or port == -1:
+            raise ValidationError(f"{where}must be an amqp://, amqps:// or pyamqp:// URI "
+                                  "with a host (and a numeric port, if any)")
+        vhosts.add(parts.path)
+    if len(vhosts) > 1:
+        raise ValidationError("every broker URI in the list must name the same vhost")
 
 
 def _database_url(value):
@@ -327,6 +350,8 @@ def validate_config(raw, source="config"):
         message = messages[0] if isinstance(messages, list) else messages
         shown = raw.get(name) if name in raw and "PASSWORD" not in name \
             and "SECRET" not in name else None
+        if isinstance(shown, str):
+            shown = _without_password(shown)
         got = f" (got {shown!r})" if shown is not None else ""
         raise ConfigError(f"{source}: {name}: {message}{got}") from None
     config["MESH_DATA_DIR"] = os.path.abspath(config["MESH_DATA_DIR"])

@@ -55,6 +55,22 @@ def test_a_bad_value_is_one_line_naming_the_setting(setting, value):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("uri,says", [
+    ("pyamqp://guest:secret@rabbit-1:5672/;amqp//rabbit-2:5672/", "entry 2 of 2"),
+    ("pyamqp://guest:secret@rabbit-1:5672/;pyamqp://guest:secret@rabbit-2:56x2/",
+     "entry 2 of 2"),
+    ("pyamqp://rabbit-1/;pyamqp://rabbit-2/shop", "same vhost"),
+    ("pyamqp:///", "with a host"),
+])
+def test_a_bad_broker_uri_in_a_list_is_named(uri, says):
+    with pytest.raises(ConfigError) as caught:
+        load(AMQP_URI=uri)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+    assert "secret" not in str(caught.value)
+    config = load(AMQP_URI="pyamqp://guest:guest@rabbit-1:5672/;pyamqp://guest:guest@rabbit-2/")
+    assert config["AMQP_URI"].count(";") == 1
+
+
 def test_ops_ports_come_from_the_environment_and_are_checked():
     assert load()["OPS_PORTS"]["orders"] == 9103
     assert load(OPS_PORT_ORDERS="0")["OPS_PORTS"]["orders"] == 0
