@@ -9,6 +9,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import socket
 import warnings
 
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -17,8 +18,8 @@ __all__ = ["QuietExpectedErrors", "WorkerContext", "MeshJsonFormatter", "MeshTex
            "bind", "unbind", "set_process_service", "utc_timestamp",
            "quiet_eventlet_deprecation", "skip_unused_record_fields", "CONTEXT_FIELDS"]
 
-CONTEXT_FIELDS = ("service", "entrypoint", "request_id")
-_process = {"service": None}
+CONTEXT_FIELDS = ("service", "replica", "host", "entrypoint", "request_id")
+_process = {"service": None, "replica": None, "host": None}
 
 
 @functools.cache
@@ -45,9 +46,14 @@ def unbind():
     _local().fields = {}
 
 
-def set_process_service(name):
-    """The service of records logged outside any worker (start-up, relays)."""
+def set_process_service(name, replica=None):
+    """The service of records logged outside any worker (start-up, relays), and of
+    every record the replica and host: replicas of one service, on one machine or
+    several, are told apart line by line (None: a service run once has no replica
+    number, and a test's records no host)."""
     _process["service"] = name
+    _process["replica"] = replica
+    _process["host"] = socket.gethostname() if name is not None else None
 
 
 class WorkerContext(logging.Filter):

@@ -332,7 +332,7 @@ def build_parser():
 
     serve = commands.add_parser("serve", help="run one service in this process")
     serve.add_argument("name")
-    serve.add_argument("--replica", type=int, default=1,
+    serve.add_argument("--replica", type=int, default=None,
                        help="which of the service's replicas this is (from 1): "
                        "replica N serves /metrics on its ops port + (N - 1) * 100")
     serve.set_defaults(func=cmd_serve)

@@ -39,9 +39,11 @@ def container_config(config, name, replica=1):
                           name: ops_port(config, name, replica)}}
 
 
-def serve(config, name, replica=1):
-    """Migrate the service's database, run it until SIGTERM/SIGINT, then drain."""
-    logs.set_process_service(name)
+def serve(config, name, replica=None):
+    """Migrate the service's database, run it until SIGTERM/SIGINT, then drain.
+    `replica`: which of several processes of the service this is (`mesh up
+    --scale`), shown on every log line; None when it runs once."""
+    logs.set_process_service(name, replica)
     logs.skip_unused_record_fields()
     codec.register()
     if "LOGGING" in config:
@@ -50,7 +52,7 @@ def serve(config, name, replica=1):
     if migrations.upgrade_or_exit(config, name):
         log.info("%s database is at the latest schema", name)
 
-    runner = ServiceRunner(container_config(config, name, replica))
+    runner = ServiceRunner(container_config(config, name, replica or 1))
     runner.add_service(service_cls)
     stopping = []
 

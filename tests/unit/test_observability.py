@@ -46,6 +46,22 @@ def test_a_json_line_carries_the_worker_context(captured):
                       "request_id": "r-1", "duration_ms": 1.5, "logger": logger.name}
 
 
+def test_every_line_names_the_replica_and_host_of_a_scaled_service(captured):
+    import socket
+
+    logger, lines = captured
+    logs.set_process_service("orders", 2)
+    logger.info("outside any worker")
+    logs.bind(service="orders", entrypoint="get_order", request_id="r-1")
+    logger.info("inside a worker")
+    logs.unbind()
+    for line in lines():
+        assert line["replica"] == 2 and line["host"] == socket.gethostname()
+    logs.set_process_service("orders")  # run once: no replica number
+    logger.info("alone")
+    assert "replica" not in lines()[-1]
+
+
 def test_an_extra_field_wins_over_the_context(captured):
     logger, lines = captured
     logs.bind(service="gateway", request_id="worker's")
