@@ -17,8 +17,7 @@ from mesh.messaging.identities import as_identity
 from mesh.messaging.topology import declares_exchanges
 from mesh.runtime.replicas import ops_port
 
-__all__ = ["serve", "container_config",
-           "STOP_GRACE_SECONDS"]
+__all__ = ["serve", "container_config", "STOP_GRACE_SECONDS"]
 
 log = logging.getLogger(__name__)
 # nameko waits for in-flight workers on stop; past this the process exits

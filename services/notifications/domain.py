@@ -46,9 +46,9 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
         return
     subject, body = MESSAGES[kind]
     values = dict(facts, order_id=order_id)
-    conn.execute(TELL[conn.dialect.name], {"user_id": user_id, "kind": kind, "order_id": order_id,
-                        "event_id": event_id, "subject": subject.format(**values),
-                        "body": body.format(**values)})
+    conn.execute(TELL[conn.dialect.name], {
+        "user_id": user_id, "kind": kind, "order_id": order_id, "event_id": event_id,
+        "subject": subject.format(**values), "body": body.format(**values)})
 
 
 def forget(session, user_id):
