@@ -14,6 +14,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from mesh.core.config import database_setting
+from mesh.data.budget import CONNECTION_SHARE, worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ def _serialise_transactions(engine, path):
     event.listen(engine, "rollback", end)
 
 
-def make_engine(url, **options):
-    """An engine tuned for its backend."""
+def make_engine(url, pool=None, **options):
+    """An engine tuned for its backend; `pool` (`pool_size`, `max_overflow`) sizes
+    a PostgreSQL engine's connection pool (mesh.data.budget)."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -97,8 +99,7 @@ def make_engine(url, **options):
         # monkey patch makes cooperative (its wait callback)
         url = parsed.set(drivername="postgresql+psycopg2")
     options.setdefault("pool_pre_ping", True)
-    options.setdefault("pool_size", 10)
-    options.setdefault("max_overflow", 20)
+    options.update(pool or {"pool_size": 10, "max_overflow": 20})
     return create_engine(url, **options)
 
 
@@ -174,7 +175,11 @@ class Database(nameko_sqlalchemy.Database):
                 "before its writes are committed; use the mesh's entrypoints (rpc, "
                 "handle_event, timer, on_start)")
         self.db_uri = database_url(self.container.config, self.container.service_name)
-        self.engine = make_engine(self.db_uri, **self.engine_options)
+        # its share of a PostgreSQL server, when `mesh serve` worked it out
+        share = self.container.config.get(CONNECTION_SHARE)
+        self.engine = make_engine(self.db_uri,
+                                  pool=worker_pool(self.container.max_workers, share),
+                                  **self.engine_options)
         self.Session = sessionmaker(bind=self.engine, class_=nameko_sqlalchemy.database.Session,
                                     **self.session_options)
 

@@ -26,6 +26,7 @@ from sqlalchemy import Table, delete, select, text, tuple_, update
 
 from mesh.core.config import setting
 from mesh.core.metrics import Metrics
+from mesh.data.budget import PRUNER_POOL
 from mesh.data.db import advisory_key, database_url, make_engine, utcnow
 from mesh.data.tables import inbox, outbox, rpc_requests
 
@@ -127,7 +128,7 @@ class Pruner(SharedExtension):
 
     def start(self):
         # an engine of its own, as the outbox relay has: its life is the thread's
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, pool=PRUNER_POOL)
         self._thread = self.container.spawn_managed_thread(self._run, identifier="pruner")
 
     def stop(self):

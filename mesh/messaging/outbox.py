@@ -27,6 +27,7 @@ from sqlalchemy import bindparam, event, func, insert, select, update
 from mesh.core import codec
 from mesh.core.metrics import Metrics
 from mesh.core.tracing import TRACEPARENT
+from mesh.data.budget import RELAY_POOL
 from mesh.data.db import database_url, make_engine, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import outbox as OUTBOX
@@ -159,7 +160,7 @@ class OutboxRelay(SharedExtension):
     def start(self):
         # an engine of its own: the last flush runs after the service's Database
         # dependency has stopped and disposed of its engine
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, pool=RELAY_POOL)
         self._running = True
         self._thread = self.container.spawn_managed_thread(self._run,
                                                            identifier="outbox relay")

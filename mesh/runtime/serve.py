@@ -11,8 +11,10 @@ from nameko.exceptions import ConfigurationError
 from nameko.runners import ServiceRunner
 
 from mesh.core import codec, logs
+from mesh.core.config import database_setting
 from mesh.core.services import import_service
-from mesh.data import migrations
+from mesh.data import budget, migrations
+from mesh.data.db import make_engine
 from mesh.messaging.identities import as_identity
 from mesh.messaging.topology import declares_exchanges
 from mesh.runtime.replicas import ops_port
@@ -23,7 +25,6 @@ log = logging.getLogger(__name__)
 # nameko waits for in-flight workers on stop; past this the process exits
 # anyway, so `mesh up` (which allows 10 s in all) is never left waiting on us.
 STOP_GRACE_SECONDS = 7
-DEFAULT_WORKERS = 10  # nameko's own default
 
 
 def container_config(config, name, replica=1):
@@ -33,9 +34,24 @@ def container_config(config, name, replica=1):
     it connects as its own broker user and declares no exchange."""
     return {**as_identity(config, name),
             "DECLARE_EVENT_EXCHANGES": declares_exchanges(config),
-            "max_workers": (config.get("WORKERS") or {}).get(name, DEFAULT_WORKERS),
+            "max_workers": budget.workers_of(config, name),
             "OPS_PORTS": {**(config.get("OPS_PORTS") or {}),
                           name: ops_port(config, name, replica)}}
+
+
+def connection_share(config, name):
+    """The connections this process may hold on its PostgreSQL server (None on
+    SQLite); a share too small to run on ends the process with one line."""
+    url = config.get(database_setting(name))
+    if not url or not url.startswith("postgresql"):
+        return None
+    engine = make_engine(url, pool={"pool_size": 1, "max_overflow": 0})
+    try:
+        return budget.share_of(config, engine)
+    except budget.OverBudget as exc:
+        sys.exit(f"mesh: {name}: {exc}")
+    finally:
+        engine.dispose()
 
 
 def serve(config, name, replica=None):
@@ -50,8 +66,10 @@ def serve(config, name, replica=None):
     service_cls = import_service(config["SERVICES"][name])
     if migrations.upgrade_or_exit(config, name):
         log.info("%s database is at the latest schema", name)
+    share = connection_share(config, name)
 
-    runner = ServiceRunner(container_config(config, name, replica or 1))
+    runner = ServiceRunner({**container_config(config, name, replica or 1),
+                            budget.CONNECTION_SHARE: share})
     runner.add_service(service_cls)
     stopping = []
 

@@ -57,6 +57,7 @@ class Supervisor:
         """`replicas`: `{service: processes}`; replica N of a service that runs
         several is shown as `service.N`."""
         self.config, self.out, self.log_format = config, out, log_format
+        self.replicas = replicas
         self.children = [
             Child(f"{name}.{n}" if count > 1 else name,
                   [sys.executable, "-m", "mesh.ops.cli", "serve", name,
@@ -82,7 +83,10 @@ class Supervisor:
     def start(self, child):
         # only ever on the main thread: the parent-death signal comes when the
         # *thread* that forked the child ends, not the process
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MESH_LOG_FORMAT=self.log_format)
+        # every child knows how many processes each service runs (mesh.data.budget)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MESH_LOG_FORMAT=self.log_format,
+                   **{f"REPLICAS_{name.upper()}": str(count)
+                      for name, count in self.replicas.items()})
         child.process = subprocess.Popen(
             child.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env, text=True, errors="replace",
