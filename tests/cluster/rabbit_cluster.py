@@ -22,13 +22,15 @@ def _ctl(node, *args, timeout=120):
 
 
 class RabbitCluster:
-    def __init__(self, size=3, prefix="meshtest"):
+    def __init__(self, size=3, prefix="meshtest", settings=None):
+        """`settings`: rabbitmq.conf lines every node gets, as a mapping."""
+        self.settings = dict(settings or {})
         self.root = tempfile.mkdtemp(prefix="mesh-rabbit-")
         os.chmod(self.root, 0o755)
         self.nodes = [f"{prefix}{i}@localhost" for i in range(1, size + 1)]
         # a vhost of its own: a process left over from another run, retrying an
         # address that one of these nodes now has, cannot take this run's work
-        self.vhost = f"mesh-cluster-{uuid.uuid4().hex[:8]}"
+        self.vhost = None
         self.ports = {node: free_port() for node in self.nodes}
         self.dist_ports = {node: free_port() for node in self.nodes}
 
@@ -48,6 +50,7 @@ class RabbitCluster:
             os.makedirs(os.path.join(base, "mnesia"))
             with open(os.path.join(base, "rabbitmq.conf"), "w") as conf:
                 conf.write(f"listeners.tcp.default = 127.0.0.1:{self.ports[node]}\n")
+                conf.write("".join(f"{key} = {value}\n" for key, value in self.settings.items()))
             shutil.chown(base, "rabbitmq", "rabbitmq")
             for sub in ("log", "mnesia", "rabbitmq.conf"):
                 shutil.chown(os.path.join(base, sub), "rabbitmq", "rabbitmq")
@@ -57,7 +60,8 @@ class RabbitCluster:
                    RABBITMQ_MNESIA_BASE=os.path.join(base, "mnesia"),
                    RABBITMQ_LOG_BASE=os.path.join(base, "log"),
                    RABBITMQ_CONFIG_FILE=os.path.join(base, "rabbitmq.conf"),
-                   RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base, "enabled_plugins"))
+                   RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(base, "enabled_plugins"),
+                   RABBITMQ_PID_FILE=os.path.join(base, "pid"))
         subprocess.run(["rabbitmq-server", "-detached"], env=env, check=True,
                        capture_output=True, timeout=60, cwd=self.root)
         deadline = time.monotonic() + 120
@@ -82,9 +86,22 @@ class RabbitCluster:
             _ctl(node, "stop_app")
             _ctl(node, "join_cluster", first)
             _ctl(node, "start_app")
-        _ctl(first, "add_vhost", self.vhost)
-        _ctl(first, "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        self.new_vhost()
         return self
+
+    def new_vhost(self):
+        """Start afresh in a vhost of its own: queues declared now lead on the first
+        node (the one every client tries first)."""
+        self.vhost = f"mesh-cluster-{uuid.uuid4().hex[:8]}"
+        _ctl(self.nodes[0], "add_vhost", self.vhost)
+        _ctl(self.nodes[0], "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        return self.vhost
+
+    def pid(self, node):
+        """The OS process of the node's Erlang VM (read from its file: rabbitmqctl
+        takes seconds on a busy machine, and a fault must strike at once)."""
+        with open(os.path.join(self._dir(node), "pid")) as file:
+            return int(file.read())
 
     def leader(self, queue, ask):
         """The node leading the quorum queue `queue`, asked of the running node `ask`."""
