@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 __all__ = ["ConfigError", "load_config", "validate_config", "parse_rate",
-           "database_setting", "setting"]
+           "database_setting", "setting", "without_passwords"]
 
 RATE = re.compile(r"^(\d+)/(\d+)$")
 DB_SCHEMES = ("sqlite", "postgresql")
@@ -34,7 +34,7 @@ def database_setting(service):
     return f"DATABASE_URL_{service.upper()}"
 
 
-def _without_password(text):
+def without_passwords(text):
     """`text` with the password of every URL in it hidden."""
     return re.sub(r"(://[^:/@;\s]*):[^@/;\s]*@", r"\1:***@", text)
 
@@ -47,7 +47,7 @@ def _amqp_uri(value):
     vhosts = set()
     for place, entry in enumerate(entries, 1):
         where = (f"entry {place} of {len(entries)} "
-                 f"({_without_password(entry.strip())!r}) "
+                 f"({without_passwords(entry.strip())!r}) "
                  if len(entries) > 1 else "")
         parts = urlsplit(entry.strip())
         try:
@@ -273,6 +273,9 @@ class Settings(Schema):
     SLOW_CALL_SECONDS = fields.Float(load_default=1.0,
                                      validate=validate.Range(min=0.001, max=3600))
     AMQP_SSL = TlsOptions(keys=fields.String(), load_default=None, allow_none=True)
+    # nameko's own key: the AMQP heartbeat of every consumer's connection
+    HEARTBEAT = fields.Integer(strict=True, load_default=5,
+                               validate=validate.Range(min=1, max=600))
     BROKER_IDENTITIES = fields.Boolean(load_default=False)
     BROKER_USER_PREFIX = fields.String(
         load_default="mesh-", validate=validate.Regexp(
@@ -351,7 +354,7 @@ def validate_config(raw, source="config"):
         shown = raw.get(name) if name in raw and "PASSWORD" not in name \
             and "SECRET" not in name else None
         if isinstance(shown, str):
-            shown = _without_password(shown)
+            shown = without_passwords(shown)
         got = f" (got {shown!r})" if shown is not None else ""
         raise ConfigError(f"{source}: {name}: {message}{got}") from None
     config["MESH_DATA_DIR"] = os.path.abspath(config["MESH_DATA_DIR"])

@@ -14,6 +14,7 @@ again on reconnecting, the method is called with `None` in place of an event
 remembered. Events published from then on reach the new queue.
 """
 import logging
+import uuid
 
 from kombu import Queue
 from marshmallow import ValidationError
@@ -21,6 +22,7 @@ from nameko.events import BROADCAST, EventHandler
 from nameko.exceptions import ContainerBeingKilled
 
 from contracts.base import EventEnvelope
+from mesh.messaging.consumers import StopsWhileAway
 from mesh.messaging.handlers import declared_event, load_event
 
 __all__ = ["hear_event", "InstanceEventHandler"]
@@ -48,6 +50,8 @@ class _ReadyQueue(Queue):
 
 
 class InstanceEventHandler(EventHandler):
+    # the mesh's: on a cluster it leaves a node that hangs (mesh.messaging.nodes)
+    queue_consumer = StopsWhileAway()
 
     def __init__(self, contract, event_type, **kwargs):
         super().__init__(contract.service, event_type, handler_type=BROADCAST,
@@ -62,6 +66,14 @@ class InstanceEventHandler(EventHandler):
         self.queue = _ReadyQueue(**self.queue.as_dict())
         self.queue.on_ready = self._ready
         self.declarations = 0
+
+    def connection_lost(self):
+        """A queue of a new name for the next connection: the old one, exclusive
+        to the lost connection, stays locked while the cluster still counts its
+        node in (a node that hangs), and it goes with that connection anyway."""
+        name = self.queue.name.rsplit("-", 1)[0] + "-" + uuid.uuid4().hex
+        self.queue = _ReadyQueue(**{**self.queue.as_dict(), "name": name})
+        self.queue.on_ready = self._ready
 
     def _ready(self):
         # the first time there is nothing remembered that an event could have changed

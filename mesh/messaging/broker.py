@@ -13,6 +13,7 @@ import logging
 import time
 
 import amqp
+import eventlet
 from eventlet.semaphore import Semaphore
 from kombu.exceptions import ChannelError
 from kombu.pools import producers
@@ -20,8 +21,9 @@ from nameko.amqp.publish import UndeliverableMessage
 from nameko.constants import DEFAULT_RETRY_POLICY, DEFAULT_TRANSPORT_OPTIONS, PERSISTENT
 
 from mesh.core import codec
+from mesh.messaging import nodes
 from mesh.messaging.health import queue_state
-from mesh.messaging.tls import broker_connection
+from mesh.messaging.tls import bounded, broker_connection
 
 __all__ = ["publish", "ConfirmedPublisher", "Unconfirmed"]
 
@@ -72,10 +74,18 @@ class _OwnChannel:
         self.amqp_uri = amqp_uri
         self.connection = self.channel = None
         self.declared = set()
+        nodes.on_lost(self)
+
+    def node_lost(self, where):
+        """Another connection of this process lost the node this one is on: a
+        write here would go nowhere, unnoticed, so it is dropped now (waking a
+        greenthread waiting on it with an error) and the next use reconnects."""
+        if self.connection is not None and nodes.address(self.connection) == where:
+            self.drop()
 
     def _open(self, declare=()):
         if self.channel is None:
-            self.connection = broker_connection(self.amqp_uri, connect_timeout=5)
+            self.connection = bounded(broker_connection(self.amqp_uri, connect_timeout=5))
             self.channel = self.connection.channel()
             # py-amqp reads the socket before every publish (a syscall and a
             # timeout) to hear whether the broker blocked the connection; a
@@ -93,13 +103,24 @@ class _OwnChannel:
     def opened(self, channel):
         """What a new channel needs before its first message."""
 
-    def close(self):
+    def drop(self):
+        """Let the connection go without a word to the broker, which may not answer."""
         if self.connection is not None:
             try:
-                self.connection.release()
-            except Exception:  # closing what already failed
+                self.connection.collect()
+            except Exception:  # dropping what already failed
                 pass
         self.connection = self.channel = None
+
+    def close(self):
+        """Close the connection politely (a stopping process), if the broker answers."""
+        if self.connection is not None:
+            with eventlet.Timeout(2, False):
+                try:
+                    self.connection.release()
+                except Exception:  # closing what already failed
+                    pass
+        self.drop()
 
 
 @functools.cache
@@ -137,7 +158,7 @@ class UnconfirmedPublisher(_OwnChannel):
                         routing_key=routing_key)
                     return
                 except (OSError, amqp.exceptions.AMQPError) as exc:
-                    self.close()
+                    self.drop()
                     if attempt == 2:
                         raise
                     log.info("broker connection lost (%s); reconnecting", exc)
@@ -227,7 +248,7 @@ class ConfirmedPublisher(_OwnChannel):
                                         "handler's (%s)", queue.name, exc)
                 self.queues.add(queue.name)
         except Exception:
-            self.close()
+            self.drop()
             raise
         return absent
 
@@ -257,5 +278,5 @@ class ConfirmedPublisher(_OwnChannel):
                 raise Unconfirmed(f"the broker refused {self.refused} message(s)")
             return set(self.returned)
         except Exception:
-            self.close()
+            self.drop()
             raise

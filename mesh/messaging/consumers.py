@@ -9,6 +9,10 @@ its consumers are cancelled (so no new message comes) until every message it
 handed out has been acknowledged or requeued; the grace of `mesh serve`
 (STOP_GRACE_SECONDS) bounds the wait.
 
+On a cluster it connects first to the nodes its process has not lost
+(mesh.messaging.nodes), and reports a node it loses, so that the process's
+other connections leave it too.
+
 Settling a message never raises either: the connection it came on may be gone,
 and then the broker has taken it back already. For the same reason a consumer
 that loses its connection while stopping has nothing left to drain: it stops
@@ -16,9 +20,13 @@ instead of reconnecting for ever (nameko's would, and its container's stop and
 kill would wait for it).
 """
 import logging
+import socket
 
 from amqp.exceptions import AMQPError
 from nameko.messaging import QueueConsumer
+
+from mesh.core.config import without_passwords
+from mesh.messaging import nodes
 
 __all__ = ["DrainingQueueConsumer", "StopsWhileAway"]
 
@@ -27,6 +35,50 @@ log = logging.getLogger(__name__)
 
 class StopsWhileAway(QueueConsumer):
     """A queue consumer that, stopping with its broker away, stops."""
+
+    node = None  # the address of the node it is connected to
+
+    @property
+    def amqp_uri(self):
+        return nodes.ordered(super().amqp_uri)
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.node = nodes.address(connection)
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+
+    def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):
+        """kombu's loop (nameko sets no limit or timeout), except that a connection
+        that fails is dropped at once: on the way out kombu cancels the consumers
+        and closes the channel politely, and a node that hangs answers neither,
+        so the loop would wait on it for as long as it hangs."""
+        with self.consumer_context(**kwargs) as (connection, channel, consumers):
+            try:
+                while not self.should_stop:
+                    self.on_iteration()
+                    try:
+                        connection.drain_events(timeout=safety_interval)
+                    except socket.timeout:
+                        connection.heartbeat_check()  # raises after two silent beats
+                    except OSError:
+                        if not self.should_stop:
+                            raise
+                    else:
+                        yield
+            except Exception as exc:  # kombu's `run` reconnects after what it knows
+                if self.node is not None and not self.should_stop:
+                    nodes.lost(self.node, f"{type(exc).__name__}: {exc}")
+                    self.connection_lost()
+                self.node = None
+                connection.collect()
+                raise
+
+    def connection_lost(self):
+        """Tell each entrypoint that wants to know (`connection_lost()`): what it
+        waited for on the lost connection will not come, or its queue must change."""
+        for provider in self._providers:
+            lost = getattr(provider, "connection_lost", None)
+            if lost is not None:
+                lost()
 
     def on_connection_error(self, exc, interval):
         if set(self._providers) <= set(self._pending_remove_providers):
@@ -39,7 +91,9 @@ class StopsWhileAway(QueueConsumer):
             self.forget_unsettled()
             self.should_stop = True
             raise _StoppedWhileAway() from exc  # out of kombu's reconnecting, to `run`
-        super().on_connection_error(exc, interval)
+        # nameko's own message shows the passwords of every node but the first
+        log.warning("cannot connect to the broker at %s (%s); retrying in %s s",
+                    without_passwords(self.amqp_uri), exc, interval)
 
     def run(self, *args, **kwargs):
         try:

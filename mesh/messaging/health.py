@@ -9,7 +9,7 @@ from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 
 from mesh.core.metrics import OpsServer
-from mesh.messaging.tls import broker_connection
+from mesh.messaging.tls import bounded, broker_connection
 from mesh.messaging.topology import dlq_name, rpc_queue
 
 __all__ = ["queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
@@ -91,9 +91,9 @@ def broker_unreachable(amqp_uri, timeout=3.0):
     """None when a broker of `amqp_uri` (each of a failover list in turn) accepts
     a connection, else why not (the exception's type and message)."""
     try:
-        with broker_connection(amqp_uri, connect_timeout=timeout,
-                        transport_options={"max_retries": 0}) as connection:
-            connection.connect()
+        with bounded(broker_connection(amqp_uri, connect_timeout=timeout,
+                                       transport_options={"max_retries": 0}), timeout):
+            pass
     except Exception as exc:  # refused, unresolvable, timed out, bad credentials ...
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -108,9 +108,9 @@ def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0, redis_decid
     every gateway out of its load balancer."""
     checks = {}
     try:
-        with broker_connection(amqp_uri, connect_timeout=timeout,
-                        transport_options={"max_retries": 0}) as connection:
-            connection.connect()
+        with bounded(broker_connection(amqp_uri, connect_timeout=timeout,
+                                       transport_options={"max_retries": 0}),
+                     timeout) as connection:
             checks["broker"] = "ok"
             for service in services:
                 checks[service] = "ok" if consumers(connection, service) else "no instance"

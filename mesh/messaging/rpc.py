@@ -30,13 +30,15 @@ import eventlet
 from kombu.exceptions import EncodeError
 from kombu.serialization import registry
 from marshmallow import ValidationError
+from kombu import Queue
 from nameko.constants import AMQP_URI_CONFIG_KEY, NON_PERSISTENT
 from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
                                RpcTimeout, UnknownService, UnserializableValueError,
                                deserialize, serialize)
 from nameko.extensions import DependencyProvider
 from nameko.messaging import HeaderEncoder
-from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy
+from nameko.rpc import (RPC_REPLY_QUEUE_TEMPLATE, RPC_REPLY_QUEUE_TTL, ReplyListener, Rpc,
+                        RpcConsumer, RpcProxy)
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
@@ -346,6 +348,12 @@ class ContractCall:
         return body["result"]
 
 
+class AnswerLost(RpcTimeout):
+    """The connection a call's answer would have come on was lost: it will not
+    come, so the call fails now rather than at its timeout (and is taken as one:
+    retried if idempotent, `Busy` to a caller's caller, 504 at the gateway)."""
+
+
 class ReplyConsumer(StopsWhileAway):
     """A consumer for reply queues, without acknowledgements (so nothing to
     drain): a reply is read once, by the caller waiting for it, and acking it
@@ -356,15 +364,35 @@ class ReplyConsumer(StopsWhileAway):
 
 
 class ContractReplyListener(ReplyListener):
+    """nameko's, with a reply queue of its own per connection: after its node is
+    lost, the old queue's name may still be held by a node that hangs, and
+    declaring it again would wait on that node; and the calls waiting for an
+    answer on the lost connection fail at once."""
+
     queue_consumer = ReplyConsumer()
+
+    def renew(self):
+        """A new reply queue (and routing key), for calls made from now on."""
+        self.routing_key = str(uuid.uuid4())
+        # transient (nameko's is durable): a cluster forgets it with its node;
+        # a reply never outlives a broker restart anyway
+        self.queue = Queue(RPC_REPLY_QUEUE_TEMPLATE.format(self.container.service_name,
+                                                           self.routing_key),
+                           exchange=rpc_exchange(self.container.config),
+                           routing_key=self.routing_key, durable=False,
+                           queue_arguments={"x-expires": RPC_REPLY_QUEUE_TTL})
 
     def setup(self):
         super().setup()
-        # transient (nameko's is durable): a cluster forgets it with its node,
-        # so the listener can declare it again on another node; a reply never
-        # outlives a broker restart anyway
-        self.queue.durable = False
-        self.queue.exchange = rpc_exchange(self.container.config)
+        self.renew()
+
+    def connection_lost(self):
+        self.renew()  # declared when the consumer is back
+        waiting, self._reply_events = self._reply_events, {}
+        for event in waiting.values():
+            if not event.ready():
+                event.send_exception(AnswerLost(
+                    "the broker connection its answer would come on was lost"))
 
 
 def _calls_of(contract, methods):

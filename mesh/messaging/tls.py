@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 
 from kombu import Connection
 
-__all__ = ["use_tls", "tls_options", "broker_connection"]
+from mesh.messaging.nodes import ordered
+
+__all__ = ["use_tls", "tls_options", "broker_connection", "bounded"]
 
 _BY_BROKER = {}  # (host, port) -> AMQP_SSL: the same broker, whichever user
 
@@ -36,8 +38,18 @@ def tls_options(amqp_uri):
 
 def broker_connection(amqp_uri, **kwargs):
     """kombu's Connection to `amqp_uri`, over TLS as AMQP_SSL says (`amqps://`
-    alone is TLS with kombu's defaults)."""
+    alone is TLS with kombu's defaults), trying first the nodes this process has
+    not lost (mesh.messaging.nodes)."""
     options = tls_options(amqp_uri)
     if options:
         kwargs.setdefault("ssl", options)
-    return Connection(amqp_uri, **kwargs)
+    return Connection(ordered(amqp_uri), **kwargs)
+
+
+def bounded(connection, seconds=5.0):
+    """Connect `connection` (kombu's) if it is not, and make no read or write on
+    it wait more than `seconds`: a node that hangs answers nothing, and py-amqp
+    waits for an answer without a timeout. (Its own read_timeout is a socket
+    option that eventlet's non-blocking sockets ignore.)"""
+    connection.connection.transport.sock.settimeout(seconds)
+    return connection

@@ -4,6 +4,7 @@ other two. Each case prints its figures; nothing may be lost, done twice, parked
 or restarted, and the mesh must answer again within the case's time."""
 import json
 import os
+import pathlib
 import signal
 import sqlite3
 import threading
@@ -21,6 +22,8 @@ ORDERS, CLIENTS, QUANTITY = 300, 4, 1
 PACE = 0.2  # seconds each client waits between orders: ~20 orders/s
 RETRYABLE = {502, 503, 504}
 HANG_SECONDS = 40
+# what the README ("A cluster of brokers") tells an operator to set on every node
+NODE_SETTINGS = {"cluster_partition_handling": "pause_minority", "net_ticktime": 10}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def cluster():
     if os.geteuid() != 0:  # its nodes run as the rabbitmq user, as the system's does
         pytest.skip("the cluster test starts RabbitMQ nodes as the rabbitmq user: "
                     "run it as root (CI does)")
-    cluster = RabbitCluster().start()
+    cluster = RabbitCluster(settings=NODE_SETTINGS).start()
     yield cluster
     cluster.close()
 
@@ -140,6 +143,7 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
             assert time.monotonic() < load.deadline, "the load never got going"
             eventlet.sleep(0.05)
         fault_at = time.monotonic()  # each fault strikes at once (no rabbitmqctl first)
+        struck = time.strftime("%H:%M:%S")  # to read the services' logs by
         fault(cluster, node)
         back_at = time.monotonic()
         order_ids = load.order_ids()
@@ -167,7 +171,7 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
         parked = {queue: count for service in report["services"].values()
                   for queue, count in service["dead_letters"].items() if count}
         restarts = sum("restarting" in line for line in mesh.lines)
-        print(f"\ncluster, {case} of {node} (leading {leaders}) for "
+        print(f"\ncluster, {case} of {node} (leading {leaders}) at {struck} for "
               f"{back_at - fault_at:.1f} s: {ORDERS} orders in {took:.1f} s; accepted "
               f"{len(set(order_ids))}, {statuses}; doubled {doubled}; dead letters "
               f"{sum(parked.values())}; service restarts {restarts}; {retries} client "
@@ -191,7 +195,9 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
         assert restarts == 0
         assert recovered <= within
     except AssertionError:
-        print(mesh.story())
+        whole = pathlib.Path(env["MESH_DATA_DIR"]) / "mesh-output.log"
+        whole.write_text(mesh.output)
+        print(mesh.story(), f"\n(the whole output: {whole})")
         raise
     finally:
         if mesh.process.poll() is None:

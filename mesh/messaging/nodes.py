@@ -1,0 +1,64 @@
+"""Which node of a RabbitMQ cluster a process talks to, when AMQP_URI names several.
+
+kombu tries a failover list in its order on every new connection. A node that
+hangs (its machine frozen, its VM stopped) still accepts TCP connections, so
+each new connection would wait out its connect timeout there before trying the
+next node, every time. And a connection that only writes (the mesh's
+publishers) never hears that its node has stopped answering: its messages go
+into the socket and nowhere.
+
+So each process keeps one view of its nodes. A consumer that loses its
+connection (a reset, or missed AMQP heartbeats) reports the node with `lost`:
+that node goes to the end of the order every new connection of the process
+follows (`ordered`), and every connection of the process still open to it is
+dropped at once (`on_lost` callbacks), so the next message goes to a node that
+answers instead of waiting for a timeout.
+"""
+import logging
+import time
+import weakref
+from urllib.parse import urlsplit
+
+__all__ = ["address", "ordered", "lost", "on_lost"]
+
+log = logging.getLogger(__name__)
+
+_lost_at = {}  # "host:port" -> when a connection to it was last lost (monotonic)
+_listeners = weakref.WeakSet()
+
+
+def address(uri_or_connection):
+    """"host:port" of one AMQP URI, or of the node a kombu Connection is on."""
+    if isinstance(uri_or_connection, str):
+        parts = urlsplit(uri_or_connection.strip())
+        host, port, scheme = parts.hostname, parts.port, parts.scheme
+    else:
+        host, port = uri_or_connection.hostname, uri_or_connection.port
+        scheme = "amqps" if uri_or_connection.ssl else "amqp"
+    return f"{host}:{port or (5671 if scheme == 'amqps' else 5672)}"
+
+
+def ordered(amqp_uri):
+    """`amqp_uri` (a `;`-separated failover list) with the nodes this process has
+    lost connections to last, the most recently lost at the very end; the others
+    keep their given order."""
+    entries = [entry.strip() for entry in amqp_uri.split(";")]
+    if len(entries) == 1 or not _lost_at:
+        return amqp_uri
+    return ";".join(sorted(entries, key=lambda entry: _lost_at.get(address(entry), 0.0)))
+
+
+def lost(where, why):
+    """A connection to `where` (an address) was lost: try it last from now on, and
+    drop every connection still open to it."""
+    first = time.monotonic() - _lost_at.get(where, float("-inf")) > 1.0
+    _lost_at[where] = time.monotonic()
+    if first:  # several connections notice one failure within moments
+        log.warning("lost the broker node at %s (%s); trying the others first", where, why)
+    for listener in list(_listeners):
+        listener.node_lost(where)
+
+
+def on_lost(listener):
+    """`listener.node_lost(address)` is called whenever a node is lost (held weakly)."""
+    _listeners.add(listener)
