@@ -1,4 +1,5 @@
 """Readiness: does the broker answer, and does each service have a consumer?"""
+import ssl
 import time
 
 import redis
@@ -12,7 +13,7 @@ from mesh.core.metrics import OpsServer
 from mesh.messaging.tls import bounded, broker_connection
 from mesh.messaging.topology import dlq_name, rpc_queue
 
-__all__ = ["queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
+__all__ = ["broker_refusal", "queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
            "broker_unreachable",
            "refuse_mismatched"]
 
@@ -97,6 +98,32 @@ def broker_unreachable(amqp_uri, timeout=3.0):
     except Exception as exc:  # refused, unresolvable, timed out, bad credentials ...
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def broker_refusal(amqp_uri, timeout=5.0):
+    """Why the broker will never take this process's connections as configured,
+    or None. TLS that does not verify, or TLS against a plain port, is for good;
+    so is plain AMQP against a TLS port (the broker drops it in the handshake).
+    An unreachable broker is not a refusal: it may be starting, and services wait."""
+    try:
+        with bounded(broker_connection(amqp_uri, connect_timeout=timeout,
+                                       transport_options={"max_retries": 0}), timeout):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return (f"TLS with the broker failed (certificate verify failed: "
+                f"{exc.verify_message}): check AMQP_SSL (ca_certs names the CA that "
+                "signed the broker's certificate)")
+    except ssl.SSLError as exc:
+        return (f"TLS with the broker failed ({exc.reason or exc}): check AMQP_SSL "
+                "(ca_certs names the CA that signed the broker's certificate) and that "
+                "the port speaks TLS")
+    except (ConnectionResetError, OSError) as exc:
+        if isinstance(exc, ConnectionResetError) or "unexpectedly closed" in str(exc):
+            return ("the broker closed the connection in the AMQP handshake: a TLS "
+                    "port needs an amqps:// AMQP_URI (and AMQP_SSL)")
+        return None
+    except Exception:  # refused, timed out, bad credentials: said where it happens
+        return None
 
 
 def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0, redis_decides=True):

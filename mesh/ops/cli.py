@@ -38,8 +38,11 @@ def _require_broker(config):
     service retry it in silence."""
     from urllib.parse import urlsplit
 
-    from mesh.messaging.health import broker_unreachable
+    from mesh.messaging.health import broker_refusal, broker_unreachable
 
+    refusal = broker_refusal(config["AMQP_URI"])
+    if refusal:
+        sys.exit(f"mesh: {refusal}")
     why = broker_unreachable(config["AMQP_URI"])
     if why is None:
         return

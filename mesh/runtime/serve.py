@@ -15,6 +15,7 @@ from mesh.core.config import database_setting
 from mesh.core.services import import_service
 from mesh.data import budget, migrations
 from mesh.data.db import make_engine
+from mesh.messaging.health import broker_refusal
 from mesh.messaging.identities import as_identity
 from mesh.messaging.topology import declares_exchanges
 from mesh.runtime.replicas import ops_port
@@ -63,6 +64,9 @@ def serve(config, name, replica=None):
     codec.register()
     if "LOGGING" in config:
         logging.config.dictConfig(config["LOGGING"])
+    refusal = broker_refusal(as_identity(config, name)["AMQP_URI"])
+    if refusal:  # for good: retrying for ever would only hide it
+        sys.exit(f"mesh: {name}: {refusal}")
     service_cls = import_service(config["SERVICES"][name])
     if migrations.upgrade_or_exit(config, name):
         log.info("%s database is at the latest schema", name)

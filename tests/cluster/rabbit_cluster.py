@@ -28,11 +28,15 @@ class RabbitCluster:
         self.root = tempfile.mkdtemp(prefix="mesh-rabbit-")
         os.chmod(self.root, 0o755)
         self.nodes = [f"{prefix}{i}@localhost" for i in range(1, size + 1)]
+        # the loopback address (127.0.0.2 ...) each node connects to the others from,
+        # so that `partition` can tell its distribution traffic from rabbitmqctl's
+        self.addresses = {node: f"127.0.0.{i}" for i, node in enumerate(self.nodes, 2)}
         # a vhost of its own: a process left over from another run, retrying an
         # address that one of these nodes now has, cannot take this run's work
         self.vhost = None
         self.ports = {node: free_port() for node in self.nodes}
         self.dist_ports = {node: free_port() for node in self.nodes}
+        self.chain = f"mesh-cut-{uuid.uuid4().hex[:8]}"  # iptables rules of its own
 
     @property
     def uri(self):
@@ -54,7 +58,10 @@ class RabbitCluster:
             shutil.chown(base, "rabbitmq", "rabbitmq")
             for sub in ("log", "mnesia", "rabbitmq.conf"):
                 shutil.chown(os.path.join(base, sub), "rabbitmq", "rabbitmq")
+        erl = "{" + self.addresses[node].replace(".", ",") + "}"
         env = dict(os.environ, RABBITMQ_NODENAME=node,
+                   RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(
+                       f"-kernel inet_dist_connect_options [{{ip,{erl}}}]"),
                    RABBITMQ_NODE_PORT=str(self.ports[node]),
                    RABBITMQ_DIST_PORT=str(self.dist_ports[node]),
                    RABBITMQ_MNESIA_BASE=os.path.join(base, "mnesia"),
@@ -91,7 +98,10 @@ class RabbitCluster:
 
     def new_vhost(self):
         """Start afresh in a vhost of its own: queues declared now lead on the first
-        node (the one every client tries first)."""
+        node (the one every client tries first), once every node is running (one
+        that paused itself in a minority comes back by itself)."""
+        for node in self.nodes:
+            _ctl(node, "await_startup", "--timeout", "120", timeout=150)
         self.vhost = f"mesh-cluster-{uuid.uuid4().hex[:8]}"
         _ctl(self.nodes[0], "add_vhost", self.vhost)
         _ctl(self.nodes[0], "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
@@ -103,6 +113,26 @@ class RabbitCluster:
         with open(os.path.join(self._dir(node), "pid")) as file:
             return int(file.read())
 
+    def partition(self, node):
+        """Cut `node` off from the other nodes (their distribution traffic, both
+        ways; clients still reach every node) until `heal`."""
+        subprocess.run(["iptables", "-N", self.chain], check=True)
+        for other in self.nodes:
+            if other == node:
+                continue
+            for source, target in ((node, other), (other, node)):
+                for rule in (["-s", self.addresses[source], "--dport", self.dist_ports[target]],
+                             ["-d", self.addresses[source], "--sport", self.dist_ports[target]]):
+                    subprocess.run(["iptables", "-A", self.chain, "-p", "tcp",
+                                    *map(str, rule), "-j", "DROP"], check=True)
+        subprocess.run(["iptables", "-I", "INPUT", "-j", self.chain], check=True)
+
+    def heal(self):
+        if subprocess.run(["iptables", "-D", "INPUT", "-j", self.chain],
+                          capture_output=True).returncode == 0:
+            subprocess.run(["iptables", "-F", self.chain], check=True)
+            subprocess.run(["iptables", "-X", self.chain], check=True)
+
     def leader(self, queue, ask):
         """The node leading the quorum queue `queue`, asked of the running node `ask`."""
         for line in _ctl(ask, "list_queues", "-p", self.vhost, "--no-table-headers", "name",
@@ -113,6 +143,7 @@ class RabbitCluster:
         raise LookupError(f"no queue {queue} on {ask}")
 
     def close(self):
+        self.heal()
         for node in self.nodes:
             try:
                 _ctl(node, "stop", timeout=60)

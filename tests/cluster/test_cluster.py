@@ -22,6 +22,7 @@ ORDERS, CLIENTS, QUANTITY = 300, 4, 1
 PACE = 0.2  # seconds each client waits between orders: ~20 orders/s
 RETRYABLE = {502, 503, 504}
 HANG_SECONDS = 40
+PARTITION_SECONDS = 30
 # what the README ("A cluster of brokers") tells an operator to set on every node
 NODE_SETTINGS = {"cluster_partition_handling": "pause_minority", "net_ticktime": 10}
 
@@ -51,8 +52,16 @@ def hang(cluster, node):
         os.kill(pid, signal.SIGCONT)
 
 
+def partition(cluster, node):
+    cluster.partition(node)
+    try:
+        eventlet.sleep(PARTITION_SECONDS)
+    finally:
+        cluster.heal()
+
+
 # the fault, and within how many seconds of it the mesh must answer again
-CASES = {"kill -9": (kill, 5.0), "hang": (hang, 15.0)}
+CASES = {"kill -9": (kill, 5.0), "hang": (hang, 15.0), "partition": (partition, 15.0)}
 
 
 class Load:

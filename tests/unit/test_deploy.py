@@ -175,3 +175,11 @@ def test_production_configs_use_quorum_queues():
     assert configmap()["data"]["QUEUE_TYPE"] == "quorum"
     (rabbitmq,) = of_kind("RabbitmqCluster")
     assert "default_queue_type = quorum" in rabbitmq["spec"]["rabbitmq"]["additionalConfig"]
+
+
+def test_the_kubernetes_cluster_is_configured_as_the_cluster_test_runs():
+    from tests.cluster.test_cluster import NODE_SETTINGS
+
+    (rabbitmq,) = of_kind("RabbitmqCluster")
+    lines = set(rabbitmq["spec"]["rabbitmq"]["additionalConfig"].splitlines())
+    assert {f"{key} = {value}" for key, value in NODE_SETTINGS.items()} <= lines
