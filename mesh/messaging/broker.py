@@ -57,8 +57,9 @@ def publish(amqp_uri, payload, confirms=True, **options):
         return
     with _producers(amqp_uri, confirms).acquire(block=True) as producer:
         try:
+            # a node that hangs never confirms: give up, and retry, elsewhere
             producer.publish(payload, retry=True, retry_policy=DEFAULT_RETRY_POLICY,
-                             **options)
+                             confirm_timeout=CONFIRM_TIMEOUT, **options)
         except ChannelError as exc:
             if "NO_ROUTE" in str(exc):
                 raise UndeliverableMessage() from None

@@ -36,6 +36,7 @@ from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
+from mesh.messaging.broker import CONFIRM_TIMEOUT
 from mesh.messaging.consumers import DrainingQueueConsumer
 from mesh.messaging.health import queue_state, refuse_mismatched
 from mesh.messaging.tls import broker_connection, tls_options
@@ -119,7 +120,8 @@ def publish_raw(amqp_uri, message, queue, headers):
                          content_type=message.content_type,
                          content_encoding=message.content_encoding,
                          message_id=message.properties.get("message_id"),
-                         retry=True, retry_policy={"max_retries": 3})
+                         retry=True, retry_policy={"max_retries": 3},
+                         confirm_timeout=CONFIRM_TIMEOUT)  # a hung node never confirms
 
 
 def attempt_of(message):

@@ -8,6 +8,7 @@ the end, and nothing else is touched.
 """
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -146,7 +147,11 @@ class RabbitCluster:
         self.heal()
         for node in self.nodes:
             try:
-                _ctl(node, "stop", timeout=60)
+                _ctl(node, "stop", timeout=30)
             except subprocess.SubprocessError:
-                pass  # already stopped
+                pass  # already stopped, or it does not answer: killed below
+            try:  # none may outlive the run under a name the next run takes
+                os.kill(self.pid(node), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass  # gone
         shutil.rmtree(self.root, ignore_errors=True)

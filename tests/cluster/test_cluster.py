@@ -15,7 +15,7 @@ import eventlet
 import pytest
 import requests
 
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, RunningMesh, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, RunningMesh, token
 from tests.cluster.rabbit_cluster import RabbitCluster
 
 ORDERS, CLIENTS, QUANTITY = 300, 4, 1
@@ -180,10 +180,14 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
         parked = {queue: count for service in report["services"].values()
                   for queue, count in service["dead_letters"].items() if count}
         restarts = sum("restarting" in line for line in mesh.lines)
+        # the processes that left the node: none would make the case vacuous
+        moved = {record.get("service") for record in mesh.records()
+                 if record.get("message", "").startswith("lost the broker node at")}
         print(f"\ncluster, {case} of {node} (leading {leaders}) at {struck} for "
               f"{back_at - fault_at:.1f} s: {ORDERS} orders in {took:.1f} s; accepted "
               f"{len(set(order_ids))}, {statuses}; doubled {doubled}; dead letters "
-              f"{sum(parked.values())}; service restarts {restarts}; {retries} client "
+              f"{sum(parked.values())}; service restarts {restarts}; processes that left "
+              f"the node: {sorted(moved)}; {retries} client "
               f"retries; longest gap between answers {gap:.2f} s; recovered in "
               f"{recovered:.2f} s (target {within:g} s); slowest order settled in "
               f"{settle:.2f} s")
@@ -202,6 +206,7 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
         assert stock == ORDERS * QUANTITY - statuses.get("confirmed", 0) * QUANTITY
         assert parked == {}
         assert restarts == 0
+        assert moved == set(OPS_SERVICES) | {"gateway"}, moved
         assert recovered <= within
     except AssertionError:
         whole = pathlib.Path(env["MESH_DATA_DIR"]) / "mesh-output.log"

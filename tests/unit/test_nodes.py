@@ -1,0 +1,51 @@
+"""A process's view of a cluster's nodes: a lost node goes last for every new
+connection, and every connection still open to it hears at once."""
+import pytest
+from kombu import Connection
+
+from mesh.messaging import nodes
+
+CLUSTER = ("amqp://u:p@n1:5672/v;amqp://u:p@n2:5672/v;amqps://u:p@n3/v")
+
+
+@pytest.fixture(autouse=True)
+def forget():
+    yield
+    nodes._lost_at.clear()
+
+
+def test_the_given_order_holds_until_a_node_is_lost():
+    assert nodes.ordered(CLUSTER) == CLUSTER
+    assert nodes.ordered("amqp://u:p@n1/v") == "amqp://u:p@n1/v"
+
+
+def test_a_lost_node_goes_last_and_the_most_recently_lost_very_last():
+    nodes.lost("n1:5672", "reset")
+    assert nodes.ordered(CLUSTER).split(";") == [
+        "amqp://u:p@n2:5672/v", "amqps://u:p@n3/v", "amqp://u:p@n1:5672/v"]
+    nodes.lost("n2:5672", "missed heartbeats")
+    assert [nodes.address(entry) for entry in nodes.ordered(CLUSTER).split(";")] == [
+        "n3:5671", "n1:5672", "n2:5672"]
+
+
+def test_an_address_has_its_scheme_s_port_when_none_is_given():
+    assert nodes.address("amqp://u:p@n1/v") == "n1:5672"
+    assert nodes.address("amqps://u:p@n1/v") == "n1:5671"
+    assert nodes.address(Connection("amqp://u:p@n1:5673/v")) == "n1:5673"
+
+
+def test_every_listener_is_told_and_held_weakly():
+    class Listener:
+        def __init__(self):
+            self.told = []
+
+        def node_lost(self, where):
+            self.told.append(where)
+
+    listeners = [Listener(), Listener()]
+    for listener in listeners:
+        nodes.on_lost(listener)
+    nodes.lost("n2:5672", "reset")
+    assert [listener.told for listener in listeners] == [["n2:5672"], ["n2:5672"]]
+    del listeners[:], listener  # held weakly: a dropped publisher is not kept alive
+    assert not [listener for listener in nodes._listeners if isinstance(listener, Listener)]
