@@ -23,9 +23,9 @@ from nameko.constants import DEFAULT_RETRY_POLICY, DEFAULT_TRANSPORT_OPTIONS, PE
 from mesh.core import codec
 from mesh.messaging import nodes
 from mesh.messaging.health import queue_state
-from mesh.messaging.tls import bounded, broker_connection
+from mesh.messaging.tls import broker_connection, let_go
 
-__all__ = ["publish", "ConfirmedPublisher", "Unconfirmed"]
+__all__ = ["publish", "pooled_producer", "ConfirmedPublisher", "Unconfirmed"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ def _producers(amqp_uri, confirms):
     return producers[broker_connection(amqp_uri, transport_options=options)]
 
 
+@contextlib.contextmanager
+def pooled_producer(amqp_uri, confirms=True):
+    """A kombu producer from the process's pool for `amqp_uri` (and confirms mode)."""
+    with _producers(amqp_uri, confirms).acquire(block=True) as producer:
+        yield producer
+
+
 def publish(amqp_uri, payload, confirms=True, **options):
     """Publish `payload` (JSON) as nameko would, reconnecting as nameko's policy says.
 
@@ -55,7 +62,7 @@ def publish(amqp_uri, payload, confirms=True, **options):
     if not confirms and options["serializer"] == "json" and not options.get("mandatory"):
         _unconfirmed(amqp_uri).publish(payload, **options)
         return
-    with _producers(amqp_uri, confirms).acquire(block=True) as producer:
+    with pooled_producer(amqp_uri, confirms) as producer:
         try:
             # a node that hangs never confirms: give up, and retry, elsewhere
             producer.publish(payload, retry=True, retry_policy=DEFAULT_RETRY_POLICY,
@@ -86,7 +93,7 @@ class _OwnChannel:
 
     def _open(self, declare=()):
         if self.channel is None:
-            self.connection = bounded(broker_connection(self.amqp_uri, connect_timeout=5))
+            self.connection = broker_connection(self.amqp_uri, connect_timeout=5)
             self.channel = self.connection.channel()
             # py-amqp reads the socket before every publish (a syscall and a
             # timeout) to hear whether the broker blocked the connection; a
@@ -107,10 +114,7 @@ class _OwnChannel:
     def drop(self):
         """Let the connection go without a word to the broker, which may not answer."""
         if self.connection is not None:
-            try:
-                self.connection.collect()
-            except Exception:  # dropping what already failed
-                pass
+            let_go(self.connection)
         self.connection = self.channel = None
 
     def close(self):

@@ -27,6 +27,7 @@ from nameko.messaging import QueueConsumer
 
 from mesh.core.config import without_passwords
 from mesh.messaging import nodes
+from mesh.messaging.tls import let_go
 
 __all__ = ["DrainingQueueConsumer", "StopsWhileAway"]
 
@@ -69,7 +70,7 @@ class StopsWhileAway(QueueConsumer):
                     nodes.lost(self.node, f"{type(exc).__name__}: {exc}")
                     self.connection_lost()
                 self.node = None
-                connection.collect()
+                let_go(connection)
                 raise
 
     def connection_lost(self):

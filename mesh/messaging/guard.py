@@ -24,7 +24,7 @@ from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService
 
 from mesh.messaging.health import consumers
-from mesh.messaging.tls import bounded, broker_connection
+from mesh.messaging.tls import broker_connection, let_go
 
 __all__ = ["ServiceUnavailable", "Guard", "watch_presence", "CIRCUIT_STATES"]
 
@@ -109,8 +109,8 @@ class Guard:
         """Ask the broker again: the watcher's answer may be up to a second old,
         and a service that has just started must not be refused."""
         try:
-            with bounded(broker_connection(self.amqp_uri, connect_timeout=2), 2.0) \
-                    as connection:
+            with broker_connection(self.amqp_uri, connect_timeout=2,
+                                   socket_timeout=2.0) as connection:
                 self.present = bool(consumers(connection, self.service))
         except Exception:  # broker away: the call could not succeed anyway
             return False
@@ -124,7 +124,9 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
     while True:
         try:
             if connection is None:
-                connection = bounded(broker_connection(amqp_uri, connect_timeout=2), 2.0)
+                connection = broker_connection(amqp_uri, connect_timeout=2,
+                                               socket_timeout=2.0)
+                connection.connect()
             if any(guard.broker_down for guard in guards):
                 log.warning("the message broker is reachable again")
             for guard in guards:
@@ -140,6 +142,6 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
             for guard in guards:
                 guard.broker_down = True
             if connection is not None:
-                connection.collect()  # no goodbye: the broker may not answer one
+                let_go(connection)  # no goodbye: the broker may not answer one
             connection = None
         eventlet.sleep(interval)

@@ -23,7 +23,6 @@ from amqp.exceptions import AMQPNotImplementedError, MessageNacked, Precondition
 from kombu import Queue, binding
 from kombu.exceptions import OperationalError
 from marshmallow import ValidationError
-from nameko.amqp.publish import get_producer
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import BROADCAST, EventHandler
 from nameko.exceptions import ConfigurationError, ContainerBeingKilled
@@ -36,10 +35,10 @@ from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
-from mesh.messaging.broker import CONFIRM_TIMEOUT
+from mesh.messaging.broker import CONFIRM_TIMEOUT, pooled_producer
 from mesh.messaging.consumers import DrainingQueueConsumer
 from mesh.messaging.health import queue_state, refuse_mismatched
-from mesh.messaging.tls import broker_connection, tls_options
+from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
                                      own_exchange, own_exchange_name, retry_queue_name)
 
@@ -111,7 +110,7 @@ def retry_queue(queue_name, delay_ms, config, service, exclusive=False):
 def publish_raw(amqp_uri, message, queue, headers):
     """Send `message`'s exact bytes to `queue` through the exchange it is bound to
     (declaring both), confirmed by the broker."""
-    with get_producer(amqp_uri, confirms=True, ssl=tls_options(amqp_uri)) as producer:
+    with pooled_producer(amqp_uri) as producer:
         # mandatory: were its queue gone, the broker returns it (an error here, so
         # the event is redelivered) rather than confirming a message it dropped
         producer.publish(message.body, exchange=queue.exchange, routing_key=queue.name,

@@ -10,7 +10,7 @@ from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider
 
 from mesh.core.metrics import OpsServer
-from mesh.messaging.tls import bounded, broker_connection
+from mesh.messaging.tls import broker_connection, tls_options
 from mesh.messaging.topology import dlq_name, rpc_queue
 
 __all__ = ["broker_refusal", "queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
@@ -92,9 +92,9 @@ def broker_unreachable(amqp_uri, timeout=3.0):
     """None when a broker of `amqp_uri` (each of a failover list in turn) accepts
     a connection, else why not (the exception's type and message)."""
     try:
-        with bounded(broker_connection(amqp_uri, connect_timeout=timeout,
-                                       transport_options={"max_retries": 0}), timeout):
-            pass
+        with broker_connection(amqp_uri, connect_timeout=timeout, socket_timeout=timeout,
+                               transport_options={"max_retries": 0}) as connection:
+            connection.connect()
     except Exception as exc:  # refused, unresolvable, timed out, bad credentials ...
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -106,22 +106,26 @@ def broker_refusal(amqp_uri, timeout=5.0):
     so is plain AMQP against a TLS port (the broker drops it in the handshake).
     An unreachable broker is not a refusal: it may be starting, and services wait."""
     try:
-        with bounded(broker_connection(amqp_uri, connect_timeout=timeout,
-                                       transport_options={"max_retries": 0}), timeout):
+        with broker_connection(amqp_uri, connect_timeout=timeout, socket_timeout=timeout,
+                               transport_options={"max_retries": 0}) as connection:
+            connection.connect()
             return None
     except ssl.SSLCertVerificationError as exc:
         return (f"TLS with the broker failed (certificate verify failed: "
                 f"{exc.verify_message}): check AMQP_SSL (ca_certs names the CA that "
                 "signed the broker's certificate)")
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        return None  # closed in the handshake: a node restarting, say; wait for it
     except ssl.SSLError as exc:
         return (f"TLS with the broker failed ({exc.reason or exc}): check AMQP_SSL "
                 "(ca_certs names the CA that signed the broker's certificate) and that "
                 "the port speaks TLS")
-    except (ConnectionResetError, OSError) as exc:
-        if isinstance(exc, ConnectionResetError) or "unexpectedly closed" in str(exc):
+    except OSError as exc:
+        closed = isinstance(exc, ConnectionResetError) or "unexpectedly closed" in str(exc)
+        if closed and not tls_options(amqp_uri) and not amqp_uri.startswith("amqps"):
             return ("the broker closed the connection in the AMQP handshake: a TLS "
                     "port needs an amqps:// AMQP_URI (and AMQP_SSL)")
-        return None
+        return None  # a node restarting, a load balancer: wait for it
     except Exception:  # refused, timed out, bad credentials: said where it happens
         return None
 
@@ -135,9 +139,9 @@ def check_readiness(amqp_uri, services, redis_url=None, timeout=2.0, redis_decid
     every gateway out of its load balancer."""
     checks = {}
     try:
-        with bounded(broker_connection(amqp_uri, connect_timeout=timeout,
-                                       transport_options={"max_retries": 0}),
-                     timeout) as connection:
+        with broker_connection(amqp_uri, connect_timeout=timeout, socket_timeout=timeout,
+                               transport_options={"max_retries": 0}) as connection:
+            connection.connect()
             checks["broker"] = "ok"
             for service in services:
                 checks[service] = "ok" if consumers(connection, service) else "no instance"

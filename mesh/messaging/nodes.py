@@ -28,14 +28,17 @@ _listeners = weakref.WeakSet()
 
 
 def address(uri_or_connection):
-    """"host:port" of one AMQP URI, or of the node a kombu Connection is on."""
+    """"host:port" of one AMQP URI, or of the node a kombu Connection is on, alike
+    for both (kombu connects to "localhost" as 127.0.0.1, and an amqps:// URI
+    without a port to 5671)."""
     if isinstance(uri_or_connection, str):
         parts = urlsplit(uri_or_connection.strip())
-        host, port, scheme = parts.hostname, parts.port, parts.scheme
+        host = parts.hostname
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
     else:
-        host, port = uri_or_connection.hostname, uri_or_connection.port
-        scheme = "amqps" if uri_or_connection.ssl else "amqp"
-    return f"{host}:{port or (5671 if scheme == 'amqps' else 5672)}"
+        host = uri_or_connection.hostname
+        port = uri_or_connection.port or (5671 if uri_or_connection.ssl else 5672)
+    return f"{'127.0.0.1' if host == 'localhost' else host}:{port}"
 
 
 def ordered(amqp_uri):

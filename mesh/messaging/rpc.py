@@ -388,6 +388,11 @@ class ContractReplyListener(ReplyListener):
 
     def connection_lost(self):
         self.renew()  # declared when the consumer is back
+        # after the answers already read off the lost connection, whose handlers
+        # are spawned but have not run yet
+        self.container.spawn_managed_thread(self._fail_waiting, identifier="answers lost")
+
+    def _fail_waiting(self):
         waiting, self._reply_events = self._reply_events, {}
         for event in waiting.values():
             if not event.ready():

@@ -12,7 +12,7 @@ from kombu import Connection
 
 from mesh.messaging.nodes import ordered
 
-__all__ = ["use_tls", "tls_options", "broker_connection", "bounded"]
+__all__ = ["use_tls", "tls_options", "broker_connection", "let_go"]
 
 _BY_BROKER = {}  # (host, port) -> AMQP_SSL: the same broker, whichever user
 
@@ -36,20 +36,47 @@ def tls_options(amqp_uri):
     return _BY_BROKER.get(_broker(amqp_uri))
 
 
-def broker_connection(amqp_uri, **kwargs):
+class _Bounded(Connection):
+    """kombu's Connection, whose socket waits at most `socket_timeout` seconds for
+    any read or write once connected: a node that hangs answers nothing, and
+    py-amqp waits for an answer (a declare, a confirm, a polite close) without a
+    timeout. (py-amqp's own read_timeout is a socket option that eventlet's
+    non-blocking sockets ignore.) Its clones, kombu's pools among them, keep it."""
+
+    socket_timeout = 5.0
+
+    def _connection_factory(self):
+        connection = super()._connection_factory()
+        connection.transport.sock.settimeout(self.socket_timeout)
+        return connection
+
+
+def broker_connection(amqp_uri, socket_timeout=None, **kwargs):
     """kombu's Connection to `amqp_uri`, over TLS as AMQP_SSL says (`amqps://`
     alone is TLS with kombu's defaults), trying first the nodes this process has
-    not lost (mesh.messaging.nodes)."""
+    not lost (mesh.messaging.nodes), no wait on it longer than `socket_timeout`
+    (5 s unless given)."""
     options = tls_options(amqp_uri)
     if options:
         kwargs.setdefault("ssl", options)
-    return Connection(ordered(amqp_uri), **kwargs)
-
-
-def bounded(connection, seconds=5.0):
-    """Connect `connection` (kombu's) if it is not, and make no read or write on
-    it wait more than `seconds`: a node that hangs answers nothing, and py-amqp
-    waits for an answer without a timeout. (Its own read_timeout is a socket
-    option that eventlet's non-blocking sockets ignore.)"""
-    connection.connection.transport.sock.settimeout(seconds)
+    connection = _Bounded(ordered(amqp_uri), **kwargs)
+    if socket_timeout is not None:
+        connection.socket_timeout = socket_timeout
     return connection
+
+
+def let_go(connection):
+    """Drop kombu's `connection` without a word to the broker, which may not
+    answer one: not the AMQP goodbye, nor TLS's (closing a TLS socket waits for
+    the broker's close_notify for as long as the socket may wait)."""
+    raw = getattr(connection, "_connection", None)
+    sock = getattr(getattr(raw, "transport", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.settimeout(0)
+        except OSError:
+            pass
+    try:
+        connection.collect()
+    except Exception:  # dropping what already failed
+        pass

@@ -4,6 +4,7 @@ import pytest
 from kombu import Connection
 
 from mesh.messaging import nodes
+from mesh.testing import free_port
 
 CLUSTER = ("amqp://u:p@n1:5672/v;amqp://u:p@n2:5672/v;amqps://u:p@n3/v")
 
@@ -49,3 +50,14 @@ def test_every_listener_is_told_and_held_weakly():
     assert [listener.told for listener in listeners] == [["n2:5672"], ["n2:5672"]]
     del listeners[:], listener  # held weakly: a dropped publisher is not kept alive
     assert not [listener for listener in nodes._listeners if isinstance(listener, Listener)]
+
+
+def test_a_uri_and_the_connection_made_from_it_name_one_node():
+    port = free_port()  # nothing listens: kombu fills in what it connects to, then fails
+    for uri, node in ((f"amqp://u:p@localhost:{port}/v", f"127.0.0.1:{port}"),
+                      ("amqps://u:p@localhost/v", "127.0.0.1:5671")):
+        connection = Connection(uri, connect_timeout=1)
+        with pytest.raises(OSError):
+            connection.connect()
+        assert nodes.address(uri) == nodes.address(connection) == node
+    assert nodes.address("pyamqp://u:p@broker/v") == "broker:5672"
