@@ -6,6 +6,7 @@ machine's Erlang cookie (they run as the `rabbitmq` user, as the system node
 does) and are joined with `rabbitmqctl join_cluster`. Everything is removed at
 the end, and nothing else is touched.
 """
+import json
 import os
 import shutil
 import signal
@@ -101,12 +102,29 @@ class RabbitCluster:
         """Start afresh in a vhost of its own: queues declared now lead on the first
         node (the one every client tries first), once every node is running (one
         that paused itself in a minority comes back by itself)."""
-        for node in self.nodes:
-            _ctl(node, "await_startup", "--timeout", "120", timeout=150)
+        self.await_whole()
         self.vhost = f"mesh-cluster-{uuid.uuid4().hex[:8]}"
         _ctl(self.nodes[0], "add_vhost", self.vhost)
         _ctl(self.nodes[0], "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         return self.vhost
+
+    def await_whole(self, timeout=180):
+        """Until every node runs and sees every other one, with no partition
+        recorded: a node that was hung or cut off pauses itself once it is back
+        (pause_minority), then rejoins by itself."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                views = [json.loads(_ctl(node, "cluster_status", "--formatter", "json",
+                                         timeout=60)) for node in self.nodes]
+                if all(sorted(view["running_nodes"]) == sorted(self.nodes)
+                       and not view["partitions"] for view in views):
+                    return
+            except (subprocess.SubprocessError, ValueError, KeyError):
+                pass  # a node still starting, or paused
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the cluster is not whole after {timeout} s")
+            time.sleep(1)
 
     def pid(self, node):
         """The OS process of the node's Erlang VM (read from its file: rabbitmqctl
