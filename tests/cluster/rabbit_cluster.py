@@ -108,6 +108,20 @@ class RabbitCluster:
         _ctl(self.nodes[0], "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         return self.vhost
 
+    def mend(self, node):
+        """What an operator does for a node that was hung past net_ticktime: it comes
+        back running apart from the others (both sides record a partition, and
+        pause_minority mends none: every node answers again), so its app is
+        restarted, which rejoins it to the others."""
+        deadline = time.monotonic() + 60
+        while not json.loads(_ctl(node, "cluster_status", "--formatter", "json",
+                                  timeout=60))["partitions"]:
+            if time.monotonic() > deadline:
+                return  # it never split (a hang shorter than net_ticktime)
+            time.sleep(1)
+        _ctl(node, "stop_app")
+        _ctl(node, "start_app")
+
     def await_whole(self, timeout=180):
         """Until every node runs and sees every other one, with no partition
         recorded: a node that was hung or cut off pauses itself once it is back

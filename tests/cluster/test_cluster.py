@@ -50,6 +50,7 @@ def hang(cluster, node):
         eventlet.sleep(HANG_SECONDS)
     finally:
         os.kill(pid, signal.SIGCONT)
+    cluster.mend(node)
 
 
 def partition(cluster, node):
