@@ -29,7 +29,9 @@ class RabbitCluster:
         self.settings = dict(settings or {})
         self.root = tempfile.mkdtemp(prefix="mesh-rabbit-")
         os.chmod(self.root, 0o755)
-        self.nodes = [f"{prefix}{i}@localhost" for i in range(1, size + 1)]
+        # names of this run's own: a node some earlier run left behind cannot stand in
+        run = uuid.uuid4().hex[:6]
+        self.nodes = [f"{prefix}{run}n{i}@localhost" for i in range(1, size + 1)]
         # the loopback address (127.0.0.2 ...) each node connects to the others from,
         # so that `partition` can tell its distribution traffic from rabbitmqctl's
         self.addresses = {node: f"127.0.0.{i}" for i, node in enumerate(self.nodes, 2)}
