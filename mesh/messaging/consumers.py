@@ -21,6 +21,7 @@ kill would wait for it).
 """
 import logging
 import socket
+import time
 
 from amqp.exceptions import AMQPError
 from nameko.messaging import QueueConsumer
@@ -48,23 +49,30 @@ class StopsWhileAway(QueueConsumer):
         super().on_consume_ready(connection, channel, consumers, **kwargs)
 
     def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):
-        """kombu's loop (nameko sets no limit or timeout), except that a connection
-        that fails is dropped at once: on the way out kombu cancels the consumers
-        and closes the channel politely, and a node that hangs answers neither,
-        so the loop would wait on it for as long as it hangs."""
+        """kombu's loop (nameko sets no limit or timeout), except for two things.
+        Heartbeats are kept every second, busy or not: kombu keeps them only when
+        a second passes without a message, so a busy connection that only reads
+        (a reply consumer acks nothing) sends the broker nothing, and the broker
+        closes it after two heartbeat intervals. And a connection that fails is
+        dropped at once: on the way out kombu cancels the consumers and closes
+        the channel politely, and a node that hangs answers neither, so the loop
+        would wait on it for as long as it hangs."""
         with self.consumer_context(**kwargs) as (connection, channel, consumers):
             try:
+                beat_due = 0.0
                 while not self.should_stop:
                     self.on_iteration()
                     try:
                         connection.drain_events(timeout=safety_interval)
                     except socket.timeout:
-                        connection.heartbeat_check()  # raises after two silent beats
+                        pass
                     except OSError:
                         if not self.should_stop:
                             raise
-                    else:
-                        yield
+                    if time.monotonic() >= beat_due:
+                        connection.heartbeat_check()  # raises after two silent beats
+                        beat_due = time.monotonic() + 1.0
+                    yield
             except Exception as exc:  # kombu's `run` reconnects after what it knows
                 if self.node is not None and not self.should_stop:
                     nodes.lost(self.node, f"{type(exc).__name__}: {exc}")
