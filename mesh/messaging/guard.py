@@ -124,8 +124,8 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
     while True:
         try:
             if connection is None:
-                connection = broker_connection(amqp_uri, connect_timeout=2,
-                                               socket_timeout=2.0)
+                # its socket waits the default 5 s: a busy broker is not a gone one
+                connection = broker_connection(amqp_uri, connect_timeout=2)
                 connection.connect()
             if any(guard.broker_down for guard in guards):
                 log.warning("the message broker is reachable again")

@@ -13,9 +13,8 @@ from mesh.core.metrics import OpsServer
 from mesh.messaging.tls import broker_connection, tls_options
 from mesh.messaging.topology import dlq_name, rpc_queue
 
-__all__ = ["broker_refusal", "queue_state", "consumers", "service_queues", "check_readiness", "Readiness",
-           "broker_unreachable",
-           "refuse_mismatched"]
+__all__ = ["broker_refusal", "queue_state", "consumers", "service_queues",
+           "check_readiness", "Readiness", "broker_unreachable", "refuse_mismatched"]
 
 
 def queue_state(connection, queue):

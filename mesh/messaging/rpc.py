@@ -27,10 +27,10 @@ import time
 import uuid
 
 import eventlet
+from kombu import Queue
 from kombu.exceptions import EncodeError
 from kombu.serialization import registry
 from marshmallow import ValidationError
-from kombu import Queue
 from nameko.constants import AMQP_URI_CONFIG_KEY, NON_PERSISTENT
 from nameko.exceptions import (ConfigurationError, ContainerBeingKilled, MalformedRequest,
                                RpcTimeout, UnknownService, UnserializableValueError,
