@@ -89,7 +89,7 @@ def test_mesh_up_killed_outright_with_its_broker_gone_leaves_nothing(cut_off, or
         children = mesh.children()
         orphans(children)
         proxy.block()
-        mesh.wait_for("Error connecting to broker", timeout=10)  # reconnecting now
+        mesh.wait_for("cannot connect to the broker at", timeout=10)  # reconnecting now
         mesh.process.kill()
         mesh.process.wait()
         left = still_running(children, GONE_WITHIN)
@@ -108,7 +108,7 @@ def test_mesh_up_with_its_broker_gone_stops_on_sigterm_and_each_service_ends_its
         children = mesh.children()
         orphans(children)
         proxy.block()
-        mesh.wait_for("Error connecting to broker", timeout=10)
+        mesh.wait_for("cannot connect to the broker at", timeout=10)
         code, seconds = mesh.stop(signal.SIGTERM, timeout=15)
         assert code == 0 and seconds < 10, (code, seconds, mesh.story())
         assert still_running(children, 0) == []
@@ -129,7 +129,7 @@ def test_a_service_cut_off_from_its_broker_stops_on_sigterm_within_its_grace(cut
     try:
         service.wait_for("inventory started", timeout=30)
         proxy.block()
-        service.wait_for("Error connecting to broker", timeout=10)
+        service.wait_for("cannot connect to the broker at", timeout=10)
         code, seconds = service.stop(signal.SIGTERM, timeout=STOP_GRACE_SECONDS + 5)
         assert seconds < STOP_GRACE_SECONDS + 1, service.story()
         # nothing to drain (the broker took its messages back with the connection),
