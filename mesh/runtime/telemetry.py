@@ -80,10 +80,12 @@ class Telemetry(DependencyProvider):
         if not log.isEnabledFor(level):
             return
         error_type = type(exc_info[1]).__name__ if exc_info else None
+        # which call timed out, which input was refused: the line's news
+        why = f" ({error_type}: {str(exc_info[1])[:200]})" if exc_info and str(exc_info[1]) \
+            else f" ({error_type})" if error_type else ""
         slow = outcome != "error" and seconds >= self.slow_seconds
         log.log(level, "%s %s in %.1f ms%s%s", entrypoint.method_name, outcome,
-                seconds * 1000, f" ({error_type})" if error_type else "",
-                " (slow)" if slow else "",
+                seconds * 1000, why, " (slow)" if slow else "",
                 extra={"duration_ms": round(seconds * 1000, 3), "outcome": outcome,
                        **({"error_type": error_type} if error_type else {}),
                        **({"slow": True} if slow else {})})

@@ -74,12 +74,16 @@ class Load:
         self.mesh, self.customer, self.product_id = mesh, customer, product_id
         self.lock = threading.Lock()
         self.attempts = []  # (monotonic time it ended, answered)
+        self.refusals = []  # (monotonic time it ended, what a client saw instead of an answer)
         # the whole load ends by then, answered or not: a failure, never a hang
         self.deadline = time.monotonic() + 240
         # green threads: the tests run monkey-patched, where a real thread pool's
         # queue would block every other green thread
         pool = eventlet.GreenPool(CLIENTS)
-        self.placed = [pool.spawn(self.place) for _ in range(ORDERS)]
+        # spawned from a greenthread of its own: GreenPool.spawn waits for a free
+        # client, so spawning them here would return only once the load is nearly
+        # over, and the fault would strike its last few orders
+        self.feeder = eventlet.spawn(lambda: [pool.spawn(self.place) for _ in range(ORDERS)])
 
     def place(self):
         key = f"cluster-{uuid.uuid4().hex}"
@@ -94,6 +98,9 @@ class Load:
             answered = response is not None and response.status_code not in RETRYABLE
             with self.lock:
                 self.attempts.append((time.monotonic(), answered))
+                if not answered:
+                    self.refusals.append((time.monotonic(), response.status_code
+                                          if response is not None else "no answer"))
             if answered:
                 assert response.ok, response.text
                 eventlet.sleep(PACE)  # a steady load, so that it spans the failure
@@ -105,7 +112,20 @@ class Load:
         return sum(answered for _, answered in self.attempts)
 
     def order_ids(self):
-        return [thread.wait() for thread in self.placed]
+        return [thread.wait() for thread in self.feeder.wait()]
+
+    def story(self, fault_at):
+        """What clients saw instead of answers, in order: each status with how many
+        times and when (seconds after the fault)."""
+        runs = []
+        for at, status in sorted(self.refusals):
+            if runs and runs[-1][0] == status:
+                runs[-1][1] += 1
+                runs[-1][3] = at - fault_at
+            else:
+                runs.append([status, 1, at - fault_at, at - fault_at])
+        return ", ".join(f"{status} x{count} at {first:.1f}-{last:.1f} s"
+                         for status, count, first, last in runs) or "none"
 
     def figures(self, fault_at):
         """(retries, longest gap between two answers after the fault, seconds from
@@ -130,7 +150,9 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
     cluster.new_vhost()  # its queues lead on the first node, where every client goes
     # its nodes run no management API, which `mesh broker setup` needs: one user for all
     env = mesh_env(AMQP_URI=cluster.uri, QUEUE_TYPE="quorum", API_RATE_LIMIT="100000/60",
-                   RPC_TIMEOUT="5", BROKER_IDENTITIES="false")
+                   RPC_TIMEOUT="5", BROKER_IDENTITIES="false",
+                   # every call in the log a failing case prints: which one timed out
+                   MESH_WORKER_LOG_LEVEL="INFO")
     mesh = RunningMesh(env)
     try:
         mesh.wait_for("ready: the gateway is serving on", timeout=90)
@@ -189,7 +211,7 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
               f"{len(set(order_ids))}, {statuses}; doubled {doubled}; dead letters "
               f"{sum(parked.values())}; service restarts {restarts}; processes that left "
               f"the node: {sorted(moved)}; {retries} client "
-              f"retries; longest gap between answers {gap:.2f} s; recovered in "
+              f"retries ({load.story(fault_at)}); longest gap between answers {gap:.2f} s; recovered in "
               f"{recovered:.2f} s (target {within:g} s); slowest order settled in "
               f"{settle:.2f} s")
 
