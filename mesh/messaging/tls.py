@@ -70,7 +70,8 @@ def let_go(connection):
     answer one: not the AMQP goodbye, nor TLS's (closing a TLS socket waits for
     the broker's close_notify for as long as the socket may wait)."""
     raw = getattr(connection, "_connection", None)
-    sock = getattr(getattr(raw, "transport", None), "sock", None)
+    # py-amqp's `transport` property would connect one not yet connected
+    sock = getattr(getattr(raw, "_transport", None), "sock", None)
     if sock is not None:
         try:
             sock.settimeout(0)
