@@ -47,7 +47,14 @@ def _producers(amqp_uri, confirms):
 def pooled_producer(amqp_uri, confirms=True):
     """A kombu producer from the process's pool for `amqp_uri` (and confirms mode)."""
     with _producers(amqp_uri, confirms).acquire(block=True) as producer:
-        yield producer
+        try:
+            yield producer
+        except amqp.exceptions.MessageNacked:
+            # the broker refused it: this channel may have been opened while the
+            # cluster settled after a lost node (see nodes.settling), and would be
+            # refused everything for that queue; the next use opens a new one
+            producer.connection.collect()
+            raise
 
 
 def publish(amqp_uri, payload, confirms=True, **options):
@@ -137,24 +144,36 @@ class UnconfirmedPublisher(_OwnChannel):
     """One connection per process and broker for messages that need no confirm:
     each is a single write, made under a green lock (two greenthreads writing at
     once could interleave their frames). A failed write reconnects and tries once
-    more."""
+    more.
+
+    While the cluster settles after a lost node (`nodes.settling`), a channel may
+    be refused every message for a queue whose leader was lost, and without a
+    confirm nobody would know: each message is then confirmed instead, and sent
+    again on a new connection until the broker takes it. The connection of its
+    own is closed then, and opened again only once the cluster has settled."""
 
     PROPERTIES = ("correlation_id", "reply_to", "message_id", "priority", "expiration")
 
     def __init__(self, amqp_uri):
         super().__init__(amqp_uri)
         self.lock = Semaphore(1)
+        self.confirmed = ConfirmedPublisher(amqp_uri)
 
     def publish(self, payload, exchange, routing_key, headers=None, delivery_mode=PERSISTENT,
                 serializer="json", expiration=None, **properties):
         if expiration is not None:  # seconds, as kombu takes it; AMQP wants ms
             properties["expiration"] = str(int(expiration * 1000))
-        message = amqp.Message(codec.dumps(payload), content_type="application/json",
-                               content_encoding="utf-8", delivery_mode=delivery_mode,
-                               application_headers=headers or {},
-                               **{k: v for k, v in properties.items()
-                                  if k in self.PROPERTIES and v is not None})
+        body = codec.dumps(payload)
+        properties = {"content_type": "application/json", "content_encoding": "utf-8",
+                      "delivery_mode": delivery_mode, "application_headers": headers or {},
+                      **{k: v for k, v in properties.items()
+                         if k in self.PROPERTIES and v is not None}}
         declare = [exchange] if hasattr(exchange, "declare") else []
+        if nodes.settling():
+            self._confirmed(body, declare, getattr(exchange, "name", exchange), routing_key,
+                            properties)
+            return
+        message = amqp.Message(body, **properties)
         with self.lock:
             for attempt in (1, 2):
                 try:
@@ -167,6 +186,26 @@ class UnconfirmedPublisher(_OwnChannel):
                     if attempt == 2:
                         raise
                     log.info("broker connection lost (%s); reconnecting", exc)
+
+    def _confirmed(self, body, declare, exchange, routing_key, properties):
+        """Publish once the broker confirms it, trying again on a new connection
+        after a refusal, for up to CONFIRM_TIMEOUT (a caller waiting for an answer
+        gives up at its own timeout first)."""
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        with self.lock:
+            self.close()  # it may have been opened before the cluster settled
+            while True:
+                try:
+                    self.confirmed._open(declare)
+                    # a message no queue took is dropped, as without a confirm
+                    self.confirmed.publish_batch([(body, exchange, routing_key, properties)])
+                    return
+                except (Unconfirmed, OSError, amqp.exceptions.AMQPError) as exc:
+                    if time.monotonic() > deadline:
+                        raise
+                    log.info("the broker did not take a message to %s (%s); sending it "
+                             "again on a new connection", routing_key or exchange, exc)
+                    eventlet.sleep(0.1)
 
 
 @contextlib.contextmanager

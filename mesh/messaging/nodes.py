@@ -13,15 +13,26 @@ that node goes to the end of the order every new connection of the process
 follows (`ordered`), and every connection of the process still open to it is
 dropped at once (`on_lost` callbacks), so the next message goes to a node that
 answers instead of waiting for a timeout.
+
+For a while after a loss the cluster is still settling (`settling`): RabbitMQ
+notices a lost node within its net_ticktime and only then records the queues'
+new leaders, and until it has, a channel that starts publishing to a quorum queue
+keeps the lost leader for good (RabbitMQ 3.10: every message it sends there is
+refused until that node is back). Publishers ask for confirms meanwhile
+(`mesh.messaging.broker`).
 """
 import logging
 import time
 import weakref
 from urllib.parse import urlsplit
 
-__all__ = ["address", "ordered", "lost", "on_lost"]
+__all__ = ["address", "ordered", "lost", "on_lost", "settling", "SETTLE_SECONDS"]
 
 log = logging.getLogger(__name__)
+
+# three times the net_ticktime the README asks of every node (10 s): the cluster
+# has noticed a lost node and elected its queues' new leaders well within it
+SETTLE_SECONDS = 30.0
 
 _lost_at = {}  # "host:port" -> when a connection to it was last lost (monotonic)
 _listeners = weakref.WeakSet()
@@ -65,3 +76,8 @@ def lost(where, why):
 def on_lost(listener):
     """`listener.node_lost(address)` is called whenever a node is lost (held weakly)."""
     _listeners.add(listener)
+
+
+def settling():
+    """Whether a node was lost less than SETTLE_SECONDS ago."""
+    return bool(_lost_at) and time.monotonic() - max(_lost_at.values()) < SETTLE_SECONDS

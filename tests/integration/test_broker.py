@@ -1,10 +1,14 @@
 """Publishing (mesh.messaging.broker) against the real RabbitMQ, on a vhost of the test's own."""
 import json
+import time
 
+import amqp
+import eventlet
 import pytest
 from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import UndeliverableMessage
 
+from mesh.messaging import nodes
 from mesh.messaging.broker import ConfirmedPublisher, _unconfirmed, publish
 from mesh.testing import wait_until
 
@@ -72,3 +76,27 @@ def test_a_confirmed_mandatory_message_nobody_takes_is_undeliverable(uri):
     with pytest.raises(UndeliverableMessage):
         publish(uri, {"n": 1}, exchange=EXCHANGE, routing_key="nobody.listens",
                 mandatory=True, declare=[EXCHANGE])
+
+
+def test_while_the_cluster_settles_a_refused_message_is_sent_again_until_taken(
+        uri, monkeypatch):
+    """After a lost node a channel may be refused everything for a queue (see
+    nodes.settling); here the broker refuses for a reason a test can make: a full
+    queue that rejects what does not fit."""
+    with Connection(uri) as connection:
+        channel = connection.default_channel
+        channel.queue_declare("broker-test-full", exclusive=True, arguments={
+            "x-max-length": 1, "x-overflow": "reject-publish"})
+        channel.basic_publish(amqp.Message(b"{}"), routing_key="broker-test-full")
+        publish(uri, {"n": 0}, confirms=False, exchange="", routing_key="nowhere")
+        assert _unconfirmed(uri).connection is not None
+        monkeypatch.setattr(nodes, "_lost_at", {"192.0.2.1:5672": time.monotonic()})
+
+        sender = eventlet.spawn(publish, uri, {"n": 1}, confirms=False, exchange="",
+                                routing_key="broker-test-full")
+        eventlet.sleep(0.5)
+        assert not sender.dead  # refused, and sent again
+        assert _unconfirmed(uri).connection is None  # opened before the loss: closed
+        assert channel.basic_get("broker-test-full", no_ack=True).body == b"{}"
+        sender.wait()  # there was room: taken
+        assert json.loads(channel.basic_get("broker-test-full", no_ack=True).body) == {"n": 1}

@@ -61,3 +61,12 @@ def test_a_uri_and_the_connection_made_from_it_name_one_node():
             connection.connect()
         assert nodes.address(uri) == nodes.address(connection) == node
     assert nodes.address("pyamqp://u:p@broker/v") == "broker:5672"
+
+
+def test_the_cluster_settles_for_a_while_after_a_loss(monkeypatch):
+    assert not nodes.settling()  # nothing lost yet
+    nodes.lost("n1:5672", "reset")
+    assert nodes.settling()
+    later = nodes.time.monotonic() + nodes.SETTLE_SECONDS + 1
+    monkeypatch.setattr(nodes.time, "monotonic", lambda: later)
+    assert not nodes.settling()
