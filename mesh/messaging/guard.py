@@ -23,10 +23,11 @@ from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
 from nameko.exceptions import RpcTimeout, UnknownService
 
+from mesh.messaging import nodes
 from mesh.messaging.health import consumers
 from mesh.messaging.tls import broker_connection, let_go
 
-__all__ = ["ServiceUnavailable", "Guard", "watch_presence", "CIRCUIT_STATES"]
+__all__ = ["ServiceUnavailable", "AnswerLost", "Guard", "watch_presence", "CIRCUIT_STATES"]
 
 log = logging.getLogger(__name__)
 PRESENCE_INTERVAL = 1.0
@@ -38,8 +39,15 @@ FAILURES = (RpcTimeout, UnknownService, OperationalError, AmqpConnectionError,
             socket.error)
 
 
+class AnswerLost(RpcTimeout):
+    """The connection a call's answer would have come on was lost: it will not
+    come, so the call fails now rather than at its timeout (and is taken as one:
+    retried if idempotent, `Busy` to a caller's caller, 504 at the gateway). It
+    says nothing of the service called, whose circuit does not count it."""
+
+
 def _an_answer(exc):
-    return not isinstance(exc, FAILURES)
+    return isinstance(exc, AnswerLost) or not isinstance(exc, FAILURES)
 
 
 class ServiceUnavailable(Exception):
@@ -66,6 +74,13 @@ class Guard:
             throw_new_error_on_trip=False, name=service)
         self.probing = False  # a half-open circuit lets one call through at a time
         self.concurrency, self.in_flight = concurrency, 0
+        nodes.on_lost(self)
+
+    def node_lost(self, where):
+        """The process lost a broker node: the calls that failed meanwhile failed
+        on the way, not at the service, whose circuit starts afresh (else it would
+        stay open for reset_seconds after the mesh has moved to another node)."""
+        self.breaker.close()
 
     @property
     def state(self):
@@ -109,7 +124,7 @@ class Guard:
         """Ask the broker again: the watcher's answer may be up to a second old,
         and a service that has just started must not be refused."""
         try:
-            with broker_connection(self.amqp_uri, connect_timeout=2,
+            with broker_connection(nodes.ordered(self.amqp_uri), connect_timeout=2,
                                    socket_timeout=2.0) as connection:
                 self.present = bool(consumers(connection, self.service))
         except Exception:  # broker away: the call could not succeed anyway
@@ -123,25 +138,44 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
     connection = None
     while True:
         try:
-            if connection is None:
-                # its socket waits the default 5 s: a busy broker is not a gone one
-                connection = broker_connection(amqp_uri, connect_timeout=2)
-                connection.connect()
-            if any(guard.broker_down for guard in guards):
-                log.warning("the message broker is reachable again")
-            for guard in guards:
-                count = consumers(connection, guard.service)
-                if guard.present is not None and guard.present != bool(count):
-                    log.warning("%s is %s", guard.service,
-                                "back" if count else "gone: no running instance")
-                guard.present = bool(count)
-                guard.broker_down = False
+            try:
+                connection = connection or _watching(amqp_uri)
+                _look(connection, guards)
+            except Exception:
+                if connection is None:
+                    raise  # no node answers
+                # the connection's node was lost: another may well answer at once
+                let_go(connection)  # no goodbye: the node may not answer one
+                connection = _watching(amqp_uri)
+                _look(connection, guards)
         except Exception as exc:  # broker away: calls fail fast until it is back
             if not any(guard.broker_down for guard in guards):
                 log.warning("the message broker is unreachable (%s); answering 503", exc)
             for guard in guards:
                 guard.broker_down = True
             if connection is not None:
-                let_go(connection)  # no goodbye: the broker may not answer one
+                let_go(connection)
             connection = None
         eventlet.sleep(interval)
+
+
+def _watching(amqp_uri):
+    """A connection for the watcher, each node tried once: it must say soon that
+    no node answers (kombu's `connect` sleeps 2 s before trying again)."""
+    # its socket waits the default 5 s: a busy broker is not a gone one
+    connection = broker_connection(nodes.ordered(amqp_uri), connect_timeout=2)
+    connection.ensure_connection(max_retries=amqp_uri.count(";"), interval_start=0,
+                                 interval_step=0, reraise_as_library_errors=False)
+    return connection
+
+
+def _look(connection, guards):
+    if any(guard.broker_down for guard in guards):
+        log.warning("the message broker is reachable again")
+    for guard in guards:
+        count = consumers(connection, guard.service)
+        if guard.present is not None and guard.present != bool(count):
+            log.warning("%s is %s", guard.service,
+                        "back" if count else "gone: no running instance")
+        guard.present = bool(count)
+        guard.broker_down = False

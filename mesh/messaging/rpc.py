@@ -50,7 +50,8 @@ from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.consumers import DrainingQueueConsumer, StopsWhileAway
-from mesh.messaging.guard import CIRCUIT_STATES, Guard, ServiceUnavailable, watch_presence
+from mesh.messaging.guard import (CIRCUIT_STATES, AnswerLost, Guard, ServiceUnavailable,
+                                  watch_presence)
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.policy import DeadlinePassed, GuardedCall, policy_for
 from mesh.messaging.topology import lasting_arguments, rpc_exchange
@@ -346,12 +347,6 @@ class ContractCall:
         if body.get("error"):
             raise deserialize(body["error"])
         return body["result"]
-
-
-class AnswerLost(RpcTimeout):
-    """The connection a call's answer would have come on was lost: it will not
-    come, so the call fails now rather than at its timeout (and is taken as one:
-    retried if idempotent, `Busy` to a caller's caller, 504 at the gateway)."""
 
 
 class ReplyConsumer(StopsWhileAway):
