@@ -11,7 +11,11 @@ handed out has been acknowledged or requeued; the grace of `mesh serve`
 
 On a cluster it connects first to the nodes its process has not lost
 (mesh.messaging.nodes), and reports a node it loses, so that the process's
-other connections leave it too.
+other connections leave it too. While the cluster settles after a loss, a
+quorum queue may still name a hung node its leader, and subscribing to it waits
+for that node (RabbitMQ asks it first, and waits up to its net_setuptime): the
+subscription then gives up after SETTLING_SUBSCRIBE_SECONDS and tries again on
+a new connection.
 
 Settling a message never raises either: the connection it came on may be gone,
 and then the broker has taken it back already. For the same reason a consumer
@@ -19,10 +23,12 @@ that loses its connection while stopping has nothing left to drain: it stops
 instead of reconnecting for ever (nameko's would, and its container's stop and
 kill would wait for it).
 """
+import contextlib
 import logging
 import socket
 import time
 
+import eventlet
 from amqp.exceptions import AMQPError
 from nameko.messaging import QueueConsumer
 
@@ -33,6 +39,8 @@ from mesh.messaging.tls import let_go
 __all__ = ["DrainingQueueConsumer", "StopsWhileAway"]
 
 log = logging.getLogger(__name__)
+
+SETTLING_SUBSCRIBE_SECONDS = 3.0
 
 
 class StopsWhileAway(QueueConsumer):
@@ -47,6 +55,27 @@ class StopsWhileAway(QueueConsumer):
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.node = nodes.address(connection)
         super().on_consume_ready(connection, channel, consumers, **kwargs)
+
+    @contextlib.contextmanager
+    def _consume_from(self, *consumers):
+        """kombu's, with a time limit while the cluster settles (see above)."""
+        with contextlib.ExitStack() as stack:
+            limit = (eventlet.Timeout(SETTLING_SUBSCRIBE_SECONDS, _SlowToSubscribe())
+                     if nodes.settling() else contextlib.nullcontext())
+            try:
+                with limit:
+                    for consumer in consumers:
+                        stack.enter_context(consumer)
+            except _SlowToSubscribe:
+                # no goodbye: the broker answers nothing on this channel meanwhile
+                raw = consumers[0].channel.connection  # py-amqp's
+                sock = getattr(raw._transport, "sock", None)
+                if sock is not None:
+                    sock.settimeout(0)
+                raw.collect()
+                stack.pop_all()
+                raise
+            yield consumers
 
     def consume(self, limit=None, timeout=None, safety_interval=1, **kwargs):
         """kombu's loop (nameko sets no limit or timeout), except for two things.
@@ -153,3 +182,11 @@ class DrainingQueueConsumer(StopsWhileAway):
 
 class _StoppedWhileAway(Exception):
     """Raised from kombu's reconnect loop to leave it: the consumer is stopping."""
+
+
+class _SlowToSubscribe(socket.timeout):
+    """Subscribing took longer than SETTLING_SUBSCRIBE_SECONDS (a connection error
+    to kombu, which connects again)."""
+
+    def __init__(self):
+        super().__init__("subscribing waited on a lost node; subscribing again")
