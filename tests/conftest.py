@@ -22,3 +22,12 @@ def pytest_collection_modifyitems(items):
         for level in LEVELS:
             if level in parts:
                 item.add_marker(getattr(pytest.mark, level))
+
+
+@pytest.fixture(autouse=True)
+def no_node_lost_yet():
+    """Each test starts as a new process does, having lost no broker node: an
+    earlier test's broker outage would leave this one publishing as a process
+    does while a cluster settles (mesh.messaging.nodes)."""
+    from mesh.messaging import nodes
+    nodes._lost_at.clear()

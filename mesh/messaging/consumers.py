@@ -40,7 +40,7 @@ __all__ = ["DrainingQueueConsumer", "StopsWhileAway"]
 
 log = logging.getLogger(__name__)
 
-SETTLING_SUBSCRIBE_SECONDS = 3.0
+SETTLING_SUBSCRIBE_SECONDS = 2.5
 
 
 class StopsWhileAway(QueueConsumer):
@@ -55,6 +55,14 @@ class StopsWhileAway(QueueConsumer):
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.node = nodes.address(connection)
         super().on_consume_ready(connection, channel, consumers, **kwargs)
+        self._tell("consuming")
+
+    def _tell(self, hook):
+        """Call `hook()` on each of its providers that defines it."""
+        for provider in self._providers:
+            told = getattr(provider, hook, None)
+            if told is not None:
+                told()
 
     @contextlib.contextmanager
     def _consume_from(self, *consumers):
@@ -112,11 +120,9 @@ class StopsWhileAway(QueueConsumer):
 
     def connection_lost(self):
         """Tell each entrypoint that wants to know (`connection_lost()`): what it
-        waited for on the lost connection will not come, or its queue must change."""
-        for provider in self._providers:
-            lost = getattr(provider, "connection_lost", None)
-            if lost is not None:
-                lost()
+        waited for on the lost connection will not come, or its queue must change.
+        `consuming()` tells it when its queues are consumed again."""
+        self._tell("connection_lost")
 
     def on_connection_error(self, exc, interval):
         if set(self._providers) <= set(self._pending_remove_providers):

@@ -27,6 +27,7 @@ import time
 import uuid
 
 import eventlet
+from eventlet.event import Event
 from kombu import Queue
 from kombu.exceptions import EncodeError
 from kombu.serialization import registry
@@ -332,6 +333,8 @@ class ContractCall:
                 # is answered by the timeout.
                 # The request expires with its timeout: in the queue (the broker
                 # drops it) and at the service (which drops it unstarted).
+                # after a lost connection, until the new reply queue is there
+                proxy.reply_listener.ready.wait()
                 headers = proxy.get_message_headers(proxy.worker_ctx)
                 headers[EXPIRES] = time.time() + timeout
                 publish(container.config[AMQP_URI_CONFIG_KEY],
@@ -367,7 +370,9 @@ class ContractReplyListener(ReplyListener):
     queue_consumer = ReplyConsumer()
 
     def renew(self):
-        """A new reply queue (and routing key), for calls made from now on."""
+        """A new reply queue (and routing key), for calls made from now on; `ready`
+        once it is declared and consumed (a reply sent before would be dropped)."""
+        self.ready = Event()
         self.routing_key = str(uuid.uuid4())
         # transient (nameko's is durable): a cluster forgets it with its node;
         # a reply never outlives a broker restart anyway
@@ -380,6 +385,10 @@ class ContractReplyListener(ReplyListener):
     def setup(self):
         super().setup()
         self.renew()
+
+    def consuming(self):
+        if not self.ready.ready():
+            self.ready.send()
 
     def connection_lost(self):
         self.renew()  # declared when the consumer is back
