@@ -30,6 +30,9 @@ __all__ = ["publish", "pooled_producer", "ConfirmedPublisher", "Unconfirmed"]
 log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT = 10.0
+# how long one message waits for its confirm while the cluster settles, before
+# it is sent again (a confirm takes milliseconds from a node that answers)
+SETTLING_CONFIRM_SECONDS = 2.0
 
 
 class Unconfirmed(Exception):
@@ -49,11 +52,14 @@ def pooled_producer(amqp_uri, confirms=True):
     with _producers(amqp_uri, confirms).acquire(block=True) as producer:
         try:
             yield producer
-        except amqp.exceptions.MessageNacked:
-            # the broker refused it: this channel may have been opened while the
-            # cluster settled after a lost node (see nodes.settling), and would be
-            # refused everything for that queue; the next use opens a new one
-            producer.connection.collect()
+        except Exception as exc:
+            # the broker refused it (kombu, having reconnected and tried again,
+            # raises its own error with the nack as the cause): this channel may
+            # have been opened while the cluster settled after a lost node (see
+            # nodes.settling), and would be refused everything for that queue
+            if isinstance(exc, amqp.exceptions.MessageNacked) or isinstance(
+                    exc.__cause__, amqp.exceptions.MessageNacked):
+                producer.connection.collect()  # the next use opens a new one
             raise
 
 
@@ -190,22 +196,29 @@ class UnconfirmedPublisher(_OwnChannel):
     def _confirmed(self, body, declare, exchange, routing_key, properties):
         """Publish once the broker confirms it, trying again on a new connection
         after a refusal, for up to CONFIRM_TIMEOUT (a caller waiting for an answer
-        gives up at its own timeout first)."""
+        gives up at its own timeout first). One message at a time holds the lock
+        (a confirm channel serves one greenthread), each for at most
+        SETTLING_CONFIRM_SECONDS: a message that waits on a lost node does not
+        hold up the process's others for long."""
         deadline = time.monotonic() + CONFIRM_TIMEOUT
-        with self.lock:
-            self.close()  # it may have been opened before the cluster settled
-            while True:
+        while True:
+            with self.lock:
+                self.close()  # it may have been opened before the cluster settled
                 try:
                     self.confirmed._open(declare)
                     # a message no queue took is dropped, as without a confirm
-                    self.confirmed.publish_batch([(body, exchange, routing_key, properties)])
+                    self.confirmed.publish_batch(
+                        [(body, exchange, routing_key, properties)],
+                        timeout=max(min(SETTLING_CONFIRM_SECONDS,
+                                        deadline - time.monotonic()), 0.1))
                     return
                 except (Unconfirmed, OSError, amqp.exceptions.AMQPError) as exc:
-                    if time.monotonic() > deadline:
+                    self.confirmed.drop()  # publish_batch did; _open may not have
+                    if time.monotonic() >= deadline:
                         raise
                     log.info("the broker did not take a message to %s (%s); sending it "
                              "again on a new connection", routing_key or exchange, exc)
-                    eventlet.sleep(0.1)
+            eventlet.sleep(0.1)
 
 
 @contextlib.contextmanager

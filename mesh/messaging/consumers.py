@@ -55,7 +55,7 @@ class StopsWhileAway(QueueConsumer):
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.node = nodes.address(connection)
         super().on_consume_ready(connection, channel, consumers, **kwargs)
-        self._tell("consuming")
+        self._tell("consume_ready")
 
     def _tell(self, hook):
         """Call `hook()` on each of its providers that defines it."""
@@ -121,7 +121,7 @@ class StopsWhileAway(QueueConsumer):
     def connection_lost(self):
         """Tell each entrypoint that wants to know (`connection_lost()`): what it
         waited for on the lost connection will not come, or its queue must change.
-        `consuming()` tells it when its queues are consumed again."""
+        `consume_ready()` tells it when its queues are consumed again."""
         self._tell("connection_lost")
 
     def on_connection_error(self, exc, interval):

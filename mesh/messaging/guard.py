@@ -124,7 +124,7 @@ class Guard:
         """Ask the broker again: the watcher's answer may be up to a second old,
         and a service that has just started must not be refused."""
         try:
-            with broker_connection(nodes.ordered(self.amqp_uri), connect_timeout=2,
+            with broker_connection(self.amqp_uri, connect_timeout=2,
                                    socket_timeout=2.0) as connection:
                 self.present = bool(consumers(connection, self.service))
         except Exception:  # broker away: the call could not succeed anyway
@@ -163,7 +163,7 @@ def _watching(amqp_uri):
     """A connection for the watcher, each node tried once: it must say soon that
     no node answers (kombu's `connect` sleeps 2 s before trying again)."""
     # its socket waits the default 5 s: a busy broker is not a gone one
-    connection = broker_connection(nodes.ordered(amqp_uri), connect_timeout=2)
+    connection = broker_connection(amqp_uri, connect_timeout=2)
     connection.ensure_connection(max_retries=amqp_uri.count(";"), interval_start=0,
                                  interval_step=0, reraise_as_library_errors=False)
     return connection

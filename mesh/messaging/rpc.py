@@ -322,10 +322,21 @@ class ContractCall:
         if deadline is not None and deadline - time.time() < timeout:
             timeout = max(deadline - time.time(), 0.001)
             why = ", all the time left of the request it serves"
+        started = time.monotonic()
+        listener = proxy.reply_listener
+        if not listener.ready.ready():
+            # after a lost connection, until the new reply queue is there (a reply
+            # sent before would be dropped); not the service's fault if it is not
+            with eventlet.Timeout(timeout, AnswerLost(
+                    f"no reply queue to hear {self.service}.{self.name} on within "
+                    f"{timeout:.3g} s")):
+                listener.ready.wait()
         correlation_id = str(uuid.uuid4())
-        reply = proxy.reply_listener.get_reply_event(correlation_id)
+        # registered only now: a lost connection fails every call waiting then
+        reply = listener.get_reply_event(correlation_id)
+        remaining = max(timeout - (time.monotonic() - started), 0.001)
         try:
-            with eventlet.Timeout(timeout, RpcTimeout(
+            with eventlet.Timeout(remaining, RpcTimeout(
                     f"{self.service}.{self.name} did not answer within "
                     f"{timeout:.3g} s{why}")):
                 # Sent without a publisher confirm: the guard has already refused a
@@ -333,20 +344,18 @@ class ContractCall:
                 # is answered by the timeout.
                 # The request expires with its timeout: in the queue (the broker
                 # drops it) and at the service (which drops it unstarted).
-                # after a lost connection, until the new reply queue is there
-                proxy.reply_listener.ready.wait()
                 headers = proxy.get_message_headers(proxy.worker_ctx)
-                headers[EXPIRES] = time.time() + timeout
+                headers[EXPIRES] = time.time() + remaining
                 publish(container.config[AMQP_URI_CONFIG_KEY],
                         {"args": (), "kwargs": kwargs}, confirms=False,
                         exchange=proxy.exchange, routing_key=f"{self.service}.{self.name}",
-                        reply_to=proxy.reply_listener.routing_key,
-                        correlation_id=correlation_id, expiration=timeout,
+                        reply_to=listener.routing_key,
+                        correlation_id=correlation_id, expiration=remaining,
                         headers=headers)
                 body = reply.wait()
         finally:
             # nameko keeps the event of a call that never got its answer
-            proxy.reply_listener._reply_events.pop(correlation_id, None)
+            listener._reply_events.pop(correlation_id, None)
         if body.get("error"):
             raise deserialize(body["error"])
         return body["result"]
@@ -386,7 +395,7 @@ class ContractReplyListener(ReplyListener):
         super().setup()
         self.renew()
 
-    def consuming(self):
+    def consume_ready(self):
         if not self.ready.ready():
             self.ready.send()
 

@@ -40,6 +40,13 @@ def outcome_of(entrypoint, exc_info):
         else "error"
 
 
+def _said(exc):
+    try:
+        return " ".join(str(exc).split())[:200]
+    except Exception:  # a broken __str__ must not take the worker's line with it
+        return "?"
+
+
 class Telemetry(DependencyProvider):
     """Observes every worker of its service; the dependency is the `Metrics`."""
 
@@ -80,9 +87,12 @@ class Telemetry(DependencyProvider):
         if not log.isEnabledFor(level):
             return
         error_type = type(exc_info[1]).__name__ if exc_info else None
-        # which call timed out, which input was refused: the line's news
-        why = f" ({error_type}: {str(exc_info[1])[:200]})" if exc_info and str(exc_info[1]) \
-            else f" ({error_type})" if error_type else ""
+        why = f" ({error_type})" if error_type else ""
+        if outcome == "expected_error":
+            # which call timed out, which input was refused: the line's news, and
+            # said to the caller anyway (an unexpected error's text may hold data)
+            said = _said(exc_info[1])
+            why = f" ({error_type}: {said})" if said else why
         slow = outcome != "error" and seconds >= self.slow_seconds
         log.log(level, "%s %s in %.1f ms%s%s", entrypoint.method_name, outcome,
                 seconds * 1000, why, " (slow)" if slow else "",

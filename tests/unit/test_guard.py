@@ -106,3 +106,20 @@ def test_beyond_its_concurrency_a_call_is_refused_at_once_and_counts_no_failure(
     with pytest.raises(RpcTimeout):  # a failed call gives its place back too
         guard.call(fail(RpcTimeout("slow")))
     assert guard.in_flight == 0
+
+
+def test_what_fails_while_the_process_loses_a_broker_node_opens_no_circuit():
+    from mesh.messaging import nodes
+    from mesh.messaging.guard import AnswerLost
+    guard = present_guard(fail_max=2, reset_seconds=60)
+    for _ in range(3):  # its answers were on the lost connection: not the service's
+        with pytest.raises(AnswerLost):
+            guard.call(fail(AnswerLost("lost")))
+    assert guard.state == pybreaker.STATE_CLOSED
+    for _ in range(2):  # timed out in flight, on the way to a node that stopped
+        with pytest.raises(RpcTimeout):
+            guard.call(fail(RpcTimeout("slow")))
+    assert guard.state == pybreaker.STATE_OPEN
+    nodes.lost("192.0.2.1:5672", "missed heartbeats")
+    assert guard.state == pybreaker.STATE_CLOSED  # the process moved: start afresh
+    assert guard.call(lambda: "ok") == "ok"
