@@ -76,11 +76,7 @@ class StopsWhileAway(QueueConsumer):
                         stack.enter_context(consumer)
             except _SlowToSubscribe:
                 # no goodbye: the broker answers nothing on this channel meanwhile
-                raw = consumers[0].channel.connection  # py-amqp's
-                sock = getattr(raw._transport, "sock", None)
-                if sock is not None:
-                    sock.settimeout(0)
-                raw.collect()
+                let_go(consumers[0].channel.connection)
                 stack.pop_all()
                 raise
             yield consumers

@@ -66,10 +66,12 @@ def broker_connection(amqp_uri, socket_timeout=None, **kwargs):
 
 
 def let_go(connection):
-    """Drop kombu's `connection` without a word to the broker, which may not
-    answer one: not the AMQP goodbye, nor TLS's (closing a TLS socket waits for
-    the broker's close_notify for as long as the socket may wait)."""
-    raw = getattr(connection, "_connection", None)
+    """Drop `connection` (kombu's, or the py-amqp one under it) without a word to
+    the broker, which may not answer one: not the AMQP goodbye, nor TLS's (closing
+    a TLS socket waits for the broker's close_notify for as long as the socket
+    may wait)."""
+    # py-amqp's has no `_connection`: it is its own
+    raw = getattr(connection, "_connection", connection)
     # py-amqp's `transport` property would connect one not yet connected
     sock = getattr(getattr(raw, "_transport", None), "sock", None)
     if sock is not None:
