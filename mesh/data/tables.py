@@ -24,6 +24,8 @@ outbox = Table(
     Column("traceparent", String(55)),
     Column("data", Text, nullable=False),
     Column("published_at", UtcDateTime),
+    # the entrypoint whose transaction recorded it (`mesh trace`: what caused what)
+    Column("written_by", String(100)),
     # the relay's unsent rows (published_at NULL, oldest first), and retention's sent ones
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
@@ -43,5 +45,8 @@ rpc_requests = Table(
     "rpc_requests", metadata,
     Column("key", String(64), primary_key=True),
     Column("applied_at", UtcDateTime, nullable=False),
+    # the request it served and its method, for `mesh trace`
+    Column("request_id", String(64)),
+    Column("method", String(100)),
     Index("ix_rpc_requests_applied_at", "applied_at"),  # for retention, as the inbox's
 )

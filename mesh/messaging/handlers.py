@@ -36,6 +36,7 @@ from mesh.data.db import end_work_of, service_database, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
 from mesh.messaging.broker import CONFIRM_TIMEOUT, pooled_producer
+from mesh.messaging.causes import cause_of, fingerprint
 from mesh.messaging.consumers import DrainingQueueConsumer
 from mesh.messaging.health import queue_state, refuse_mismatched
 from mesh.messaging.tls import broker_connection
@@ -328,7 +329,16 @@ class MeshEventHandler(EventHandler):
             return
         log.error("%s parked a message in %s after %d attempt(s): %s", self.handler_name,
                   dlq_name(self.lasting), attempt + 1, error)
+        self.dead_letters(error).inc()
         self.queue_consumer.ack_message(message)
+
+    def dead_letters(self, error):
+        # by cause, as `mesh dlq groups` shows them: an alert per new cause
+        error_type, _ = cause_of(error)
+        return self.metrics.counter(
+            "mesh_dead_letters", "Events parked in a dead-letter queue, by cause (its "
+            "fingerprint, as `mesh dlq groups` shows it)", queue=self.lasting,
+            error_type=error_type, fingerprint=fingerprint(self.lasting, error))
 
     def dlq_refused(self):
         return self.metrics.counter(

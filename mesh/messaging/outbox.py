@@ -82,11 +82,11 @@ class OutboxWriter:
     # built once: building a statement costs more than running it
     record = insert(OUTBOX)
 
-    def __init__(self, contract, context_data, wake):
+    def __init__(self, contract, context_data, wake, written_by=None):
         # context_data is read when an event is added: the worker's trace span
         # is only known after its dependencies were injected
         self.contract = contract
-        self.context_data, self.wake = context_data, wake
+        self.context_data, self.wake, self.written_by = context_data, wake, written_by
 
     def add(self, session, event_type, data):
         correlation_id = self.context_data.get("request_id")
@@ -96,6 +96,7 @@ class OutboxWriter:
             "version": envelope["version"], "occurred_at": envelope["occurred_at"],
             "correlation_id": correlation_id,
             "traceparent": self.context_data.get(TRACEPARENT),
+            "written_by": self.written_by,
             "data": codec.dumps_text(envelope["data"])})
         session.info[WAKE] = self.wake
         return envelope
@@ -331,4 +332,5 @@ class Outbox(DependencyProvider):
 
     def get_dependency(self, worker_ctx):
         # the worker's live context (context_data is a copy), so events carry its span
-        return OutboxWriter(self.contract, worker_ctx.data, self.relay.wake)
+        return OutboxWriter(self.contract, worker_ctx.data, self.relay.wake,
+                            worker_ctx.entrypoint.method_name)

@@ -241,7 +241,9 @@ def claim_request(session, key):
     if key is None:
         return True
     try:
-        session.execute(insert(rpc_requests).values(key=key, applied_at=utcnow()))
+        session.execute(insert(rpc_requests).values(
+            key=key, applied_at=utcnow(), request_id=getattr(key, "request_id", None),
+            method=getattr(key, "method", None)))
     except IntegrityError:
         session.rollback()
         return False
@@ -260,7 +262,21 @@ class RequestKey(DependencyProvider):
     pruner = Pruner()  # request keys go after REQUEST_KEY_RETENTION_SECONDS
 
     def get_dependency(self, worker_ctx):
-        return worker_ctx.context_data.get(REQUEST_KEY)
+        key = worker_ctx.context_data.get(REQUEST_KEY)
+        if key is None:
+            return None
+        return AppliedKey(key, worker_ctx.context_data.get("request_id"),
+                          worker_ctx.entrypoint.method_name)
+
+
+class AppliedKey(str):
+    """A request key, which is all a service compares or stores; it also says which
+    request and method it came from, for the row `claim_request` writes (`mesh trace`)."""
+
+    def __new__(cls, key, request_id, method):
+        applied = super().__new__(cls, key)
+        applied.request_id, applied.method = request_id, method
+        return applied
 
 
 class ContractServiceProxy(HeaderEncoder):

@@ -1,10 +1,11 @@
 """The `mesh` command: up, serve, migrate (and revision, downgrade, current,
-history), status, call, shell, dlq, new, broker setup.
+history), status, call, shell, dlq, trace, new, broker setup.
 
 Imports stay inside each command: `serve` must apply eventlet's monkey patch
 before nameko, kombu or the database drivers are imported.
 """
 import argparse
+import os
 import sys
 
 __all__ = ["main"]
@@ -293,31 +294,70 @@ def cmd_shell(args):
 
 
 def cmd_dlq(args):
+    import json
+
     from mesh.messaging import topology
     from mesh.ops import dlq
 
     config = _operator(_load(args))
     uri = config["AMQP_URI"]
+    if args.action == "groups":
+        found = dlq.groups(uri, dlq.handler_queues(config))
+        print(json.dumps(found, indent=2) if args.json else dlq.render_groups(found))
+        return 0
     if args.action == "list" and not args.queue:
         for queue, depth in dlq.depths(uri, dlq.handler_queues(config)).items():
             print(f"{depth or 0:>7}  {topology.dlq_name(queue)}")
         return 0
-    if not args.queue:
-        sys.exit(f"mesh: dlq {args.action} needs a QUEUE (see `mesh dlq list`)")
+    if args.group and args.id:
+        sys.exit("mesh: dlq: give --group or --id, not both")
+    queue = args.queue
+    if args.group and args.action != "list":
+        queue = dlq.queue_of_group(uri, dlq.handler_queues(config), args.group)
+        if queue is None:
+            sys.exit(f"mesh: dlq {args.action}: no dead letters in group {args.group} "
+                     "(see `mesh dlq groups`)")
+        if args.queue and dlq.base_queue(args.queue) != queue:
+            sys.exit(f"mesh: dlq {args.action}: group {args.group} is in {queue}, "
+                     f"not {dlq.base_queue(args.queue)}")
+    if not queue:
+        sys.exit(f"mesh: dlq {args.action} needs a QUEUE or --group (see `mesh dlq groups`)")
     if args.action == "list":
-        for message in dlq.messages(uri, args.queue):
-            print(f"{message['id']}  {message['type']}  attempts={message['attempts']}  "
-                  f"failed_at={message['failed_at']}  error={message['error']}")
+        for message in dlq.messages(uri, queue):
+            if args.group in (None, message["fingerprint"]):
+                print(f"{message['id']}  {message['type']}  attempts={message['attempts']}"
+                      f"  failed_at={message['failed_at']}  request={message['request_id']}"
+                      f"  group={message['fingerprint']}  error={message['error']}")
     elif args.action == "replay":
         try:
-            count = dlq.replay(uri, args.queue, args.id)
+            count = dlq.replay(uri, queue, args.id, args.group)
         except dlq.QueueMissing as exc:
             sys.exit(f"mesh: dlq replay: {exc}")
-        print(f"replayed {count} message(s) into {dlq.base_queue(args.queue)}")
+        print(f"replayed {count} message(s) into {dlq.base_queue(queue)}")
     else:
         if not args.yes:
             sys.exit("mesh: dlq purge drops messages for good; add --yes to confirm")
-        print(f"purged {dlq.purge(uri, args.queue)} message(s)")
+        print(f"purged {dlq.purge(uri, queue, args.group)} message(s)")
+    return 0
+
+
+def cmd_trace(args):
+    import json
+
+    from mesh.ops.trace import UnknownRequest, render, trace
+
+    if (args.request_id is None) == (args.order is None):
+        return _usage("mesh: trace: give a REQUEST_ID or --order ID (one of them)")
+    for path in args.logs or ():
+        if not os.path.isfile(path):
+            return _usage(f"mesh: trace: --logs {path}: no such file")
+    try:
+        story = trace(_operator(_load(args)), args.request_id, order_id=args.order,
+                      log_files=args.logs or ())
+    except UnknownRequest as exc:
+        print(f"mesh: trace: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(story["steps"], indent=2) if args.json else render(story))
     return 0
 
 
@@ -390,12 +430,26 @@ def build_parser():
                        help="the shell to run (default: the first installed)")
     shell.set_defaults(func=cmd_shell)
 
-    dlq = commands.add_parser("dlq", help="list, replay or purge dead-lettered events")
-    dlq.add_argument("action", choices=("list", "replay", "purge"))
+    dlq = commands.add_parser(
+        "dlq", help="dead-lettered events: groups (by cause), list, replay or purge")
+    dlq.add_argument("action", choices=("groups", "list", "replay", "purge"))
     dlq.add_argument("queue", nargs="?", help="a handler's queue (or its .dlq)")
     dlq.add_argument("--id", help="replay only the message with this id (event id)")
+    dlq.add_argument("--group", help="only the messages of this cause (a fingerprint "
+                     "from `mesh dlq groups`); QUEUE may then be left out")
+    dlq.add_argument("--json", action="store_true", help="groups: print JSON")
     dlq.add_argument("--yes", action="store_true", help="confirm a purge")
     dlq.set_defaults(func=cmd_dlq)
+
+    trace = commands.add_parser(
+        "trace", help="one request's story across every service, from their databases, "
+        "dead letters and (--logs) JSON logs")
+    trace.add_argument("request_id", nargs="?", help="the request id (X-Request-Id)")
+    trace.add_argument("--order", type=int, help="the request that placed this order")
+    trace.add_argument("--logs", nargs="+", metavar="FILE",
+                       help="JSON log files to read calls and retries from")
+    trace.add_argument("--json", action="store_true", help="print the steps as JSON")
+    trace.set_defaults(func=cmd_trace)
 
     broker = commands.add_parser(
         "broker", help="make each service's broker user and permissions from the "
@@ -404,7 +458,7 @@ def build_parser():
     broker.set_defaults(func=cmd_broker)
 
     for sub in (up, serve, migrate, revision, downgrade, current, history, status, call,
-                shell, dlq, new, broker):
+                shell, dlq, trace, new, broker):
         sub.add_argument("--config", default=argparse.SUPPRESS,
                          help="the config file (default: config.yaml)")
     return parser

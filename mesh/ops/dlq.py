@@ -8,14 +8,16 @@ import json
 from amqp.exceptions import NotFound
 
 from mesh.messaging.broker import ConfirmedPublisher
+from mesh.messaging.causes import cause_of, fingerprint
 from mesh.messaging.handlers import ATTEMPT, ERROR, FAILED_AT, ORIGIN, MeshEventHandler
 from mesh.messaging.health import queue_state
+from mesh.messaging.outbox import CORRELATION_HEADER
 from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import BROADCAST, dlq_name, lasting_queue_of
 from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "handlers_of", "base_queue", "depths",
-           "messages", "replay", "purge", "QueueMissing"]
+           "messages", "groups", "render_groups", "queue_of_group", "replay", "purge", "QueueMissing"]
 
 
 def handlers_of(name, service_cls):
@@ -70,37 +72,103 @@ def _drain(connection, queue):
         got.append(message)
 
 
-def _describe(message):
+def _describe(message, queue):
     headers = message.headers or {}
     try:
         body = json.loads(message.body)
         event_id, event_type = body.get("event_id"), body.get("type")
+        correlation_id = body.get("correlation_id")
     except (ValueError, AttributeError, TypeError):
-        event_id, event_type = None, None
-    error = headers.get(ERROR)
+        event_id = event_type = correlation_id = None
+    error, error_type = _text(headers.get(ERROR)), None
     if error is None and headers.get("x-death"):
         # the broker moved it here (a quorum queue's delivery limit), not the handler
-        error = f"dead-lettered by the broker: {headers['x-death'][0].get('reason')}"
+        reason = _text(headers["x-death"][0].get("reason"))
+        error, error_type = f"dead-lettered by the broker: {reason}", f"broker {reason}"
+    typed, shape = cause_of(error)
+    error_type = error_type or typed
     return {"id": message.properties.get("message_id") or event_id,
             "event_id": event_id, "type": event_type, "attempts": headers.get(ATTEMPT),
-            "error": error, "failed_at": headers.get(FAILED_AT)}
+            "error": error, "failed_at": _text(headers.get(FAILED_AT)),
+            "request_id": _text(headers.get(CORRELATION_HEADER) or correlation_id),
+            "queue": base_queue(queue), "error_type": error_type, "shape": shape,
+            "fingerprint": fingerprint(base_queue(queue), error)}
+
+
+def _text(value):
+    # a header is whatever its publisher put there: bytes, a number, a table
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
 def messages(amqp_uri, queue):
     """What `queue`'s DLQ holds, oldest first; it is left as it was."""
     with broker_connection(amqp_uri) as connection:
         channel, got = _drain(connection, queue)
-        described = [_describe(m) for m in got]
+        described = [_describe(m, queue) for m in got]
         channel.close()
     return described
+
+
+def groups(amqp_uri, queues):
+    """The dead letters of `queues` grouped by cause (`mesh.messaging.causes`), the
+    latest failure first: `{fingerprint, queue, error_type, message, count,
+    first_seen, last_seen, ids, request_ids}`."""
+    found = {}
+    for queue in queues:
+        for message in messages(amqp_uri, queue):
+            group = found.setdefault(message["fingerprint"], {
+                "fingerprint": message["fingerprint"], "queue": message["queue"],
+                "error_type": message["error_type"], "message": message["shape"],
+                "count": 0, "first_seen": None, "last_seen": None, "ids": [],
+                "request_ids": []})
+            group["count"] += 1
+            group["ids"].append(message["id"])
+            if message["request_id"] and message["request_id"] not in group["request_ids"]:
+                group["request_ids"].append(message["request_id"])
+            seen = message["failed_at"]
+            if seen:
+                group["first_seen"] = min(filter(None, (group["first_seen"], seen)))
+                group["last_seen"] = max(filter(None, (group["last_seen"], seen)))
+    return sorted(found.values(), key=lambda g: (g["last_seen"] or "", g["count"]),
+                  reverse=True)
+
+
+def render_groups(found):
+    """The table `mesh dlq groups` prints."""
+    if not found:
+        return "no dead letters"
+    lines = [f"{'GROUP':<14}{'COUNT':>6}  {'FIRST SEEN':<26}{'LAST SEEN':<26}QUEUE / CAUSE"]
+    for group in found:
+        lines.append(f"{group['fingerprint']:<14}{group['count']:>6}  "
+                     f"{(group['first_seen'] or '-')[:25]:<26}"
+                     f"{(group['last_seen'] or '-')[:25]:<26}{group['queue']}")
+        lines.append(f"{'':<48}{group['error_type']}: {group['message']}")
+    return "\n".join(lines)
+
+
+def queue_of_group(amqp_uri, queues, group):
+    """The queue whose DLQ holds the group with fingerprint `group`, or None."""
+    return next((g["queue"] for g in groups(amqp_uri, queues)
+                 if g["fingerprint"] == group), None)
 
 
 class QueueMissing(Exception):
     """A handler's queue does not exist (its service never ran on this broker)."""
 
 
-def replay(amqp_uri, queue, message_id=None):
-    """Send dead-lettered messages back to their handler's queue; returns how many.
+def _chosen(got, queue, message_id, group):
+    return [m for m in got
+            if (message_id is None or _describe(m, queue)["id"] == message_id)
+            and (group is None or _describe(m, queue)["fingerprint"] == group)]
+
+
+def replay(amqp_uri, queue, message_id=None, group=None):
+    """Send dead-lettered messages back to their handler's queue (all, the one
+    with `message_id`, or those of the cause `group`); returns how many.
 
     Each is acknowledged in the DLQ only once the broker has confirmed that the
     handler's queue took it; a missing queue is refused before anything moves.
@@ -108,7 +176,7 @@ def replay(amqp_uri, queue, message_id=None):
     base = base_queue(queue)
     with broker_connection(amqp_uri) as connection:
         channel, got = _drain(connection, base)
-        chosen = [m for m in got if message_id is None or _describe(m)["id"] == message_id]
+        chosen = _chosen(got, base, message_id, group)
         # back to the queue it failed in: a broadcast handler's is its instance's
         targets = [(m, (m.headers or {}).get(ORIGIN) or base) for m in chosen]
         missing = sorted(t for t in {target for _, target in targets}
@@ -142,8 +210,17 @@ def _replayed(message):
             "message_id": message.properties.get("message_id")}
 
 
-def purge(amqp_uri, queue):
-    """Drop everything in `queue`'s DLQ; returns how many messages went."""
+def purge(amqp_uri, queue, group=None):
+    """Drop everything in `queue`'s DLQ, or only the messages of the cause
+    `group`; returns how many messages went."""
+    if group is not None:
+        with broker_connection(amqp_uri) as connection:
+            channel, got = _drain(connection, base_queue(queue))
+            chosen = _chosen(got, base_queue(queue), None, group)
+            for message in chosen:
+                channel.basic_ack(message.delivery_tag)
+            channel.close()  # the other causes' messages stay parked
+        return len(chosen)
     with broker_connection(amqp_uri) as connection:
         channel = connection.channel()
         try:  # purged as it is, whatever its type; one that does not exist is empty

@@ -263,6 +263,18 @@ def expire(session, outbox, older_than):
     return acted
 
 
+def saga_of(conn, order_id):
+    """Where one order's saga is, for `mesh trace` (mesh.data.sagas)."""
+    row = conn.execute(select(ORDERS.c.status, ORDERS.c.reason, ORDERS.c.stock_state,
+                              ORDERS.c.payment_state, ORDERS.c.updated_at)
+                       .where(ORDERS.c.id == order_id)).first()
+    if row is None:
+        return None
+    reason = f", because {row.reason}" if row.reason else ""
+    return {"state": row.status, "settled": row.status not in IN_FLIGHT, "at": row.updated_at,
+            "detail": f"stock {row.stock_state}, payment {row.payment_state}{reason}"}
+
+
 def saga_states():
     """Orders whose saga is running, counted by where it is (for a gauge)."""
     return (select(ORDERS.c.status, ORDERS.c.stock_state, ORDERS.c.payment_state,

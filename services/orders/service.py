@@ -13,6 +13,7 @@ from mesh.core.config import setting
 from mesh.data.db import Database, utcnow
 from mesh.data.gauges import DatabaseGauge
 from mesh.data.retention import Expiring
+from mesh.data.sagas import SagaState
 from mesh.messaging.handlers import handle_event
 from mesh.messaging.outbox import Outbox
 from mesh.messaging.rpc import RequestKey, ServiceRpc, rpc
@@ -34,6 +35,7 @@ class OrdersService:
     saga_states = DatabaseGauge(
         "mesh_saga_in_flight", "Orders whose saga is running, by status, stock and payment",
         ("status", "stock_state", "payment_state"), domain.saga_states())
+    saga = SagaState("order_id", "order_created", domain.saga_of)  # for `mesh trace`
     outbox = Outbox(CONTRACT)
     inventory = ServiceRpc(INVENTORY)
     request_key = RequestKey()
