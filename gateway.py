@@ -10,6 +10,7 @@ from mesh.http.openapi import OpenApi, docs_asset, docs_page
 from mesh.messaging.broadcasts import hear_event
 from mesh.messaging.health import Readiness
 from mesh.messaging.rpc import ServiceRpcs
+from mesh.ops.page import operator_page
 from mesh.runtime.asyncapi import AsyncApi, events_page
 from mesh.runtime.telemetry import Telemetry
 
@@ -85,13 +86,23 @@ class GatewayService:
     @api(ROUTES, ERRORS)
     def api(self, route, kwargs, caller):
         if caller is not None:
-            self.known_users.require(caller, lambda: self.rpc["accounts"].get_access(
-                user_id=caller.user_id))
+            self._still_allowed(caller)
         result = getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
         if route.changes_access:
             # this gateway's next request must not wait for the event to arrive
             self.known_users.forget(kwargs["user_id"])
         return result
+
+    # /ops on the ops port, never the public one: an admin's view of the mesh
+    @operator_page
+    def operator(self, caller):
+        self._still_allowed(caller)
+
+    def _still_allowed(self, caller):
+        """The token's user still exists, is enabled, and has not had its tokens
+        revoked since (what KnownUsers remembers, else accounts says)."""
+        self.known_users.require(caller, lambda: self.rpc["accounts"].get_access(
+            user_id=caller.user_id))
 
     # every gateway instance hears these: what it remembers of the user is stale
     @hear_event(accounts.CONTRACT, "password_changed")

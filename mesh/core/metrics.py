@@ -108,13 +108,22 @@ class Metrics(SharedExtension):
 class OpsServer(SharedExtension):
     """A service's own /metrics and /health, on OPS_HOST and its port in OPS_PORTS,
     and /ready when an extension has registered a check (`add_readiness`): the
-    probes of an orchestrator, on a port no client reaches."""
+    probes of an orchestrator, on a port no client reaches; and the pages an
+    extension mounts there (`add_page`: the gateway's operator page)."""
 
     metrics = Metrics()
 
     def __init__(self):
         super().__init__()
         self.ready_checks, self.live_checks = [], []
+        self.pages = {}
+
+    def add_page(self, prefix, app):
+        """Serve `prefix` and every path under it with the WSGI `app`."""
+        prefix = prefix.rstrip("/")
+        if not prefix.startswith("/") or prefix in ("/metrics", "/health", "/ready"):
+            raise ValueError(f"{prefix or '/'!r} cannot be a page of the ops server")
+        self.pages[prefix] = app
 
     def add_readiness(self, check):
         """`check()` → `(ready, checks)`; /ready answers 200 when every one is ready."""
@@ -161,8 +170,17 @@ class OpsServer(SharedExtension):
 
     kill = stop
 
+    def _page_for(self, path):
+        for prefix, app in self.pages.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return app
+        return None
+
     def app(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
+        page = self._page_for(path)
+        if page is not None:
+            return page(environ, start_response)
         if path == "/metrics":
             body, content_type = exposition(self.metrics.registry)
             status = "200 OK"

@@ -10,7 +10,7 @@ from mesh.core.config import setting
 from mesh.http.errors import HttpError
 from mesh.http.routes import ADMIN, PUBLIC
 
-__all__ = ["authenticate", "KnownUsers"]
+__all__ = ["authenticate", "verify", "KnownUsers"]
 
 
 def _unauthorized(message, error=None):
@@ -30,8 +30,14 @@ def authenticate(request, access, tokens):
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'",
                             "invalid_request")
+    return verify(token.strip(), access, tokens)
+
+
+def verify(token, access, tokens):
+    """The claims of a bearer token however it came (a header, the operator page's
+    cookie); 401 when it is not valid, 403 when `access` is ADMIN and it lacks the role."""
     try:
-        claims = tokens.verify(token.strip())
+        claims = tokens.verify(token)
     except InvalidToken:
         raise _unauthorized("the token is invalid or expired", "invalid_token") from None
     if access == ADMIN and claims.role != "admin":

@@ -17,20 +17,13 @@ from mesh.http.errors import ErrorTable, HttpError, json_response
 from mesh.http.server import MeshWebServer
 from mesh.messaging.guard import ServiceUnavailable
 
-__all__ = ["api", "operation", "KEPT_FOR_OPERATIONS"]
+__all__ = ["api", "operation", "WorkerEntrypoint", "KEPT_FOR_OPERATIONS"]
 
 KEPT_FOR_OPERATIONS = 5  # workers only /health, /ready, /metrics and docs may use
 
 
-class HttpEntrypoint(Entrypoint):
-    server = MeshWebServer()
-
-    def setup(self):
-        self.server.register_provider(self)
-
-    def stop(self):
-        self.server.unregister_provider(self)
-        super().stop()
+class WorkerEntrypoint(Entrypoint):
+    """An entrypoint whose request waits for its worker's answer (`run_worker`)."""
 
     def run_worker(self, args, context_data, kwargs=None):
         """Run the service method in a worker and return (or raise) what it did."""
@@ -47,6 +40,17 @@ class HttpEntrypoint(Entrypoint):
     def _done(event, worker_ctx, result, exc_info):
         event.send(result, exc_info)
         return result, exc_info
+
+
+class HttpEntrypoint(WorkerEntrypoint):
+    server = MeshWebServer()
+
+    def setup(self):
+        self.server.register_provider(self)
+
+    def stop(self):
+        self.server.unregister_provider(self)
+        super().stop()
 
 
 class Api(HttpEntrypoint):

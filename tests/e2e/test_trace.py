@@ -151,3 +151,19 @@ def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tm
                 if g["fingerprint"] == group["fingerprint"]]
     again = traced.mesh("dlq", "replay", "--group", group["fingerprint"])
     assert again.returncode == 1 and "no dead letters in group" in again.stderr
+
+
+def test_a_keyed_call_that_records_no_event_is_traced_from_its_request_key(traced):
+    admin = token(traced, ADMIN_EMAIL, ADMIN_PASSWORD)
+    product = traced.http("POST", "/api/v1/products", admin, json={
+        "sku": f"keyed-{uuid.uuid4().hex[:8]}", "name": "Keyed", "price_cents": 100,
+        "stock": 1}).json()
+    request_id = f"restock-{uuid.uuid4().hex[:12]}"
+    assert traced.http("POST", f"/api/v1/products/{product['id']}/restock", admin,
+                       headers={"X-Request-ID": request_id},
+                       json={"quantity": 2}).status_code == 200
+    (step,) = trace(traced, request_id)
+    assert (step["service"], step["kind"], step["name"], step["outcome"]) == (
+        "inventory", "rpc", "restock", "applied")
+    assert traced.mesh("trace", request_id).stdout.splitlines()[-1] == \
+        "now: settled: every event it caused was sent and handled"

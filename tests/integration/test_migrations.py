@@ -270,8 +270,10 @@ def test_revision_writes_what_a_model_change_needs_and_downgrade_takes_it_back(t
 
 def test_a_revision_after_the_platform_moved_on_brings_its_head_in(tmp_path):
     mesh = _copy_of_the_code(tmp_path)
-    (tmp_path / "mesh/data/platform_migrations/mesh_0099_later.py").write_text(
-        "revision = 'mesh_0099'\ndown_revision = 'mesh_0002'\nbranch_labels = None\n"
+    platform = tmp_path / "mesh/data/platform_migrations"
+    latest = max(path.name[:len("mesh_0000")] for path in platform.glob("mesh_0*.py"))
+    (platform / "mesh_0099_later.py").write_text(
+        f"revision = 'mesh_0099'\ndown_revision = '{latest}'\nbranch_labels = None\n"
         "depends_on = None\n\n\ndef upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n")
     made = mesh("revision", "payments", "-m", "later")
     assert made.returncode == 0, made.stderr
