@@ -1,13 +1,15 @@
-"""An operator follows one request: `mesh trace`, `mesh dlq groups`, a group replayed."""
+"""An operator follows one request: `mesh trace`, `mesh dlq groups`, a group replayed,
+on SQLite and on PostgreSQL."""
 import json
 import pathlib
 import sqlite3
 import uuid
 
+import psycopg2
 import pytest
 
-from mesh.testing import wait_until
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, token
+from mesh.testing import temporary_postgres_databases, wait_until
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, RunningMesh, token
 from tests.e2e.test_operations import place_order, samples, value
 
 # each handler's step, in the order the saga takes them
@@ -24,17 +26,40 @@ SAGA = [("orders", "rpc", "create_order"), ("orders", "event-out", "order_create
 PAYMENTS_QUEUE = "evt-orders-payment_requested--payments.on_payment_requested"
 
 
-@pytest.fixture(scope="module")
-def traced(mesh_env):
-    from tests.e2e.conftest import RunningMesh
+# what payments says once its table is gone, on each backend
+TABLE_GONE = {"sqlite": ("OperationalError", "no such table: payments"),
+              "postgresql": ("ProgrammingError", 'relation "payments" does not exist')}
 
-    # quick retries, and no saga expiring while a test keeps its payment parked
-    running = RunningMesh(mesh_env(EVENT_RETRY_DELAYS="[0.1, 0.2]",
-                                   SAGA_TIMEOUT_SECONDS="600",
-                                   MESH_WORKER_LOG_LEVEL="INFO"))
-    running.wait_for("ready: the gateway is serving on", timeout=30)
-    yield running
-    running.kill()
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def traced(request, mesh_env):
+    """A mesh on SQLite, then one on PostgreSQL: each service's own database."""
+    with temporary_postgres_databases() as make:
+        urls = {f"DATABASE_URL_{name.upper()}": make(name) for name in OPS_SERVICES} \
+            if request.param == "postgresql" else {}
+        # quick retries, and no saga expiring while a test keeps its payment parked
+        running = RunningMesh(mesh_env(EVENT_RETRY_DELAYS="[0.1, 0.2]",
+                                       SAGA_TIMEOUT_SECONDS="600",
+                                       MESH_WORKER_LOG_LEVEL="INFO", **urls))
+        running.backend = request.param
+        try:
+            running.wait_for("ready: the gateway is serving on", timeout=30)
+            yield running
+        finally:
+            running.kill()
+
+
+def rename_table(mesh, old, new):
+    """Rename a table of payments' database (the fault, and its fix)."""
+    statement = f"ALTER TABLE {old} RENAME TO {new}"
+    if mesh.backend == "sqlite":
+        with sqlite3.connect(pathlib.Path(mesh.env["MESH_DATA_DIR"]) / "payments.sqlite") \
+                as db:
+            db.execute(statement)
+    else:
+        with psycopg2.connect(mesh.env["DATABASE_URL_PAYMENTS"]) as db, \
+                db.cursor() as cursor:
+            cursor.execute(statement)
 
 
 def trace(mesh, *args):
@@ -90,10 +115,9 @@ def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tm
     product = traced.http("POST", "/api/v1/products", admin, json={
         "sku": f"stuck-{uuid.uuid4().hex[:8]}", "name": "Stuck", "price_cents": 300,
         "stock": 5}).json()
-    payments_db = pathlib.Path(traced.env["MESH_DATA_DIR"]) / "payments.sqlite"
+    error_type, said = TABLE_GONE[traced.backend]
     # the fault: payments' table is gone, so every payment request fails
-    with sqlite3.connect(payments_db) as db:
-        db.execute("ALTER TABLE payments RENAME TO payments_away")
+    rename_table(traced, "payments", "payments_away")
     try:
         request_id = f"stuck-{uuid.uuid4().hex[:12]}"
         order = traced.http("POST", "/api/v1/orders", admin,
@@ -108,7 +132,7 @@ def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tm
         steps = wait_until(parked, 30, "the payment's dead letter")
         last = steps[-1]
         assert (last["service"], last["name"]) == ("payments", "on_payment_requested")
-        assert "OperationalError" in last["detail"] and "no such table" in last["detail"]
+        assert error_type in last["detail"] and said in last["detail"]
         text = traced.mesh("trace", request_id).stdout.splitlines()
         assert text[-1].startswith("now: dead-lettered: payments.on_payment_requested gave up")
 
@@ -124,18 +148,16 @@ def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tm
         groups = json.loads(traced.mesh("dlq", "groups", "--json").stdout)
         (group,) = [g for g in groups if g["queue"] == PAYMENTS_QUEUE]
         assert group["count"] == 1 and group["request_ids"] == [request_id]
-        assert group["error_type"] == "OperationalError"
+        assert group["error_type"] == error_type
         assert group["fingerprint"] in last["detail"]
         page = samples(traced.ops("payments").text)
         assert value(page, "mesh_dead_letters_total", queue=PAYMENTS_QUEUE,
                      fingerprint=group["fingerprint"],
-                     error_type="OperationalError") == 1
+                     error_type=error_type) == 1
         table = traced.mesh("dlq", "groups")
-        assert group["fingerprint"] in table.stdout and "no such table: payments" in \
-            table.stdout
+        assert group["fingerprint"] in table.stdout and said in table.stdout
     finally:
-        with sqlite3.connect(payments_db) as db:
-            db.execute("ALTER TABLE payments_away RENAME TO payments")
+        rename_table(traced, "payments_away", "payments")
 
     replayed = traced.mesh("dlq", "replay", "--group", group["fingerprint"])
     assert replayed.returncode == 0, replayed.stderr
