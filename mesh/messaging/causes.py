@@ -13,7 +13,7 @@ __all__ = ["cause_of", "fingerprint", "first_line"]
 _TYPED = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.S)
 # a uuid or a long hex id, then any number: what varies between two failures alike
 _VARYING = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
-                      r"|\b(?=[0-9a-f]*\d)[0-9a-f]{12,}\b|\d+(?:\.\d+)?", re.I)
+                      r"|\b(?=[0-9a-f]*\d)[0-9a-f]{12,}\b|\b\d+(?:\.\d+)?\b", re.I)
 MESSAGE_SHAPE_CHARS = 200  # what a group shows of the message; the rest rarely differs
 
 

@@ -3,6 +3,7 @@
 QUEUE is a handler's lasting queue name (mesh.messaging.topology): for a broadcast handler,
 its name without the instance id, which names the DLQ every instance parks in.
 """
+import datetime as dt
 import json
 
 from amqp.exceptions import NotFound
@@ -141,13 +142,22 @@ def render_groups(found):
     """The table `mesh dlq groups` prints."""
     if not found:
         return "no dead letters"
-    lines = [f"{'GROUP':<14}{'COUNT':>6}  {'FIRST SEEN':<26}{'LAST SEEN':<26}QUEUE / CAUSE"]
+    lines = [f"{'GROUP':<14}{'COUNT':>6}  {'FIRST SEEN':<22}{'LAST SEEN':<22}QUEUE / CAUSE"]
     for group in found:
         lines.append(f"{group['fingerprint']:<14}{group['count']:>6}  "
-                     f"{(group['first_seen'] or '-')[:25]:<26}"
-                     f"{(group['last_seen'] or '-')[:25]:<26}{group['queue']}")
-        lines.append(f"{'':<48}{group['error_type']}: {group['message']}")
+                     f"{_second(group['first_seen']):<22}{_second(group['last_seen']):<22}"
+                     f"{group['queue']}")
+        lines.append(f"{'':<66}{group['error_type']}: {group['message']}")
     return "\n".join(lines)
+
+
+def _second(at):
+    """`2026-12-05T03:39:42Z` of an ISO 8601 time (a header's text: kept if it is not one)."""
+    try:
+        when = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return at or "-"
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def queue_of_group(amqp_uri, queues, group):

@@ -101,40 +101,64 @@ def _step(service, kind, name, outcome, at, detail=None, **private):
             "at": _utc(at), "detail": detail, **{f"_{k}": v for k, v in private.items()}}
 
 
+def _saga_rows(mesh, name, saga, key, *where):
+    """`name`'s outbox rows whose data names saga `key` (`saga.key`, an order id)."""
+    # the data is compact JSON: a LIKE finds the candidates, parsing confirms
+    rows = mesh.read(name, select(outbox).where(
+        outbox.c.data.like(f'%"{saga.key}":{int(key)}%'), *where))
+    return [row for row in rows if json.loads(row.data).get(saga.key) == int(key)]
+
+
+def _saga_keys(saga, events):
+    keys = {json.loads(row.data).get(saga.key) for _, row in events.values()}
+    return sorted(key for key in keys if isinstance(key, int))
+
+
 def _request_of_saga(mesh, key):
     """The request that started saga `key` (an order id), from its first event."""
     for name, saga in mesh.sagas():
-        # the data is compact JSON: a LIKE finds the candidates, parsing confirms
-        rows = mesh.read(name, select(outbox.c.correlation_id, outbox.c.data).where(
-            outbox.c.type == saga.started_by,
-            outbox.c.data.like(f'%"{saga.key}":{int(key)}%')))
-        for correlation_id, data in rows:
-            if json.loads(data).get(saga.key) == int(key):
-                if not correlation_id:
-                    raise UnknownRequest(f"{saga.key} {key} was started without a "
-                                         "request id: nothing links its steps")
-                return correlation_id
+        for row in _saga_rows(mesh, name, saga, key, outbox.c.type == saga.started_by):
+            if not row.correlation_id:
+                raise UnknownRequest(f"{saga.key} {key} was started without a "
+                                     "request id: nothing links its steps")
+            return row.correlation_id
     raise UnknownRequest(f"no service knows {'/'.join(s.key for _, s in mesh.sagas()) or 'order'}"
                          f" {key} (or its first event is past OUTBOX_RETENTION_SECONDS)")
 
 
+def _events_of(mesh, request_id):
+    """`{event_id: (service, outbox row)}`: the events the request caused, and those
+    of the sagas it started that came from elsewhere (a timer's, another request's)."""
+    events = {}
+    for name in mesh.engines:
+        for row in mesh.read(name, select(outbox).where(
+                outbox.c.correlation_id == request_id)):
+            events[row.event_id] = (name, row)
+    for _, saga in mesh.sagas():
+        for key in _saga_keys(saga, events):
+            for name in mesh.engines:
+                for row in _saga_rows(mesh, name, saga, key):
+                    events.setdefault(row.event_id, (name, row))
+    return events
+
+
 def _stored_steps(mesh, request_id):
     """Steps from the databases, and the events the request caused."""
-    steps, events = [], {}
+    steps, events = [], _events_of(mesh, request_id)
+    for name, row in sorted(events.values(), key=lambda found: found[1].occurred_at):
+        if row.written_by in mesh.rpc_methods(name):
+            steps.append(_step(name, "rpc", row.written_by, "applied", row.occurred_at,
+                               "its writes committed with the event below"))
+        sent = row.published_at
+        detail = (f"confirmed by the broker after "
+                  f"{(_utc(sent) - _utc(row.occurred_at)).total_seconds() * 1000:.0f} ms"
+                  if sent else "waiting in the outbox")
+        if row.correlation_id != request_id:
+            detail += (f"; request {row.correlation_id}" if row.correlation_id else
+                       f"; by {row.written_by or 'a process'}, outside any request")
+        steps.append(_step(name, "event-out", row.type, "sent" if sent else "not sent yet",
+                           row.occurred_at, detail))
     for name in mesh.engines:
-        rpcs = mesh.rpc_methods(name)
-        for row in mesh.read(name, select(outbox).where(
-                outbox.c.correlation_id == request_id).order_by(outbox.c.id)):
-            events[row.event_id] = (name, row)
-            if row.written_by in rpcs:
-                steps.append(_step(name, "rpc", row.written_by, "applied", row.occurred_at,
-                                   "its writes committed with the event below"))
-            sent = row.published_at
-            steps.append(_step(name, "event-out", row.type,
-                               "sent" if sent else "not sent yet", row.occurred_at,
-                               f"confirmed by the broker after "
-                               f"{(_utc(sent) - _utc(row.occurred_at)).total_seconds() * 1000:.0f} ms"
-                               if sent else "waiting in the outbox"))
         for row in mesh.read(name, select(rpc_requests).where(
                 rpc_requests.c.request_id == request_id)):
             steps.append(_step(name, "rpc", row.method or "?", "applied", row.applied_at,
@@ -167,8 +191,7 @@ def _first_of_each_rpc(steps):
 def _saga_steps(mesh, events):
     steps, sagas = [], []
     for name, saga in mesh.sagas():
-        keys = {json.loads(row.data).get(saga.key) for _, row in events.values()}
-        for key in sorted(k for k in keys if isinstance(k, int)):
+        for key in _saga_keys(saga, events):
             with mesh.engines[name].connect() as conn:
                 state = saga.read(conn, key)
             if state is not None:
@@ -179,14 +202,15 @@ def _saga_steps(mesh, events):
     return steps, sagas
 
 
-def _parked_steps(mesh, request_id):
-    """Dead letters of the request still parked in a DLQ."""
+def _parked_steps(mesh, request_id, events):
+    """Dead letters of the request, or of its events, still parked in a DLQ."""
     steps = []
     try:
         for name, service_cls in mesh.classes.items():
             for queue in dlq.queues_of(name, service_cls):
                 for message in dlq.messages(mesh.config["AMQP_URI"], queue):
-                    if message["request_id"] != request_id:
+                    if message["request_id"] != request_id and \
+                            message["event_id"] not in events:
                         continue
                     method = queue.rsplit(".", 1)[-1]
                     steps.append(_step(
@@ -266,11 +290,16 @@ def _merged(stored, logged, parked):
 def _where(mesh, steps, events, sagas, now):
     """One sentence: where the request is now."""
     parked = [s for s in steps if s.get("_group")]
+    if len(parked) == 1:
+        (step,) = parked
+        return (f"dead-lettered: {step['service']}.{step['name']} gave up "
+                f"({step['_error']}); fix the cause, then "
+                f"`mesh dlq replay --group {step['_group']}`")
     if parked:
-        last = parked[-1]
-        return (f"dead-lettered: {last['service']}.{last['name']} gave up "
-                f"({last['_error']}); fix the cause, then "
-                f"`mesh dlq replay --group {last['_group']}`")
+        return (f"dead-lettered in {len(parked)} handlers: " + "; ".join(
+            f"{s['service']}.{s['name']} ({s['_error']})" for s in parked) +
+            "; fix the causes, then replay each, the first first: " + ", ".join(
+                dict.fromkeys(f"`mesh dlq replay --group {s['_group']}`" for s in parked)))
     unsent = [(name, row) for name, row in events.values() if row.published_at is None]
     if unsent:
         name, row = unsent[0]
@@ -306,7 +335,7 @@ def trace(config, request_id=None, *, order_id=None, log_files=()):
         stored, events = _stored_steps(mesh, request_id)
         saga_steps, sagas = _saga_steps(mesh, events)
         logged = _logged_steps(mesh, request_id, log_files)
-        parked = _parked_steps(mesh, request_id)
+        parked = _parked_steps(mesh, request_id, events)
         steps = _merged(stored, logged, parked) + saga_steps
         if not steps:
             raise UnknownRequest(

@@ -76,7 +76,7 @@ def positions(steps):
 
 def test_a_settled_order_is_told_in_causal_order_by_request_and_by_order(traced):
     request_id = f"trace-{uuid.uuid4().hex[:12]}"
-    order, _ = place_order(traced, headers={"X-Request-ID": request_id})
+    order, customer = place_order(traced, headers={"X-Request-ID": request_id})
 
     steps = wait_until(lambda: (s := trace(traced, request_id)) and
                        "notifications" in {x["service"] for x in s} and s, 30,
@@ -97,6 +97,17 @@ def test_a_settled_order_is_told_in_causal_order_by_request_and_by_order(traced)
         f"now: settled: order {order['id']} confirmed (stock reserved, payment captured)")
     by_order = traced.mesh("trace", "--order", str(order["id"]))
     assert by_order.stdout.splitlines()[0] == f"request {request_id}"
+
+    # a later request on the same order is part of its story, and says whose it is
+    cancel_id = f"cancel-{uuid.uuid4().hex[:12]}"
+    assert traced.http("POST", f"/api/v1/orders/{order['id']}/cancel", customer,
+                       headers={"X-Request-ID": cancel_id}).status_code == 202
+    text = wait_until(lambda: (t := traced.mesh("trace", request_id).stdout)
+                      .endswith("cancelled (stock released, payment refunded)\n") and t, 30,
+                      "the cancellation in the order's story")
+    cancelling = [line for line in text.splitlines() if "event-out   order_cancelling" in line]
+    assert len(cancelling) == 1 and f"; request {cancel_id})" in cancelling[0]
+    assert "rpc         cancel_order" in text
 
 
 def test_an_unknown_request_or_order_is_said_and_exits_1(traced):
