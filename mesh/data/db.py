@@ -19,7 +19,7 @@ from mesh.data.budget import CONNECTION_SHARE, worker_pool
 log = logging.getLogger(__name__)
 
 __all__ = ["Database", "DatabaseWrapper", "UtcDateTime", "advisory_key", "database_url",
-           "make_engine", "service_database", "utcnow"]
+           "existing_engine", "make_engine", "service_database", "utcnow"]
 
 
 def utcnow():
@@ -39,6 +39,16 @@ def database_url(config, service):
     if url:
         return url
     return "sqlite:///" + os.path.join(config["MESH_DATA_DIR"], f"{service}.sqlite")
+
+
+def existing_engine(config, service):
+    """An engine on `service`'s database, for an operator's reads; None while it is
+    a SQLite file not made yet (opening it would create it, empty)."""
+    url = database_url(config, service)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not os.path.exists(parsed.database or ""):
+        return None
+    return make_engine(url)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

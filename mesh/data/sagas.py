@@ -10,7 +10,8 @@ class SagaState:
     """Declared on a service class: `saga = SagaState("order_id", "order_created",
     domain.saga_of)`.
 
-    `key` is the field of the events' data that names one saga, `started_by` the
+    `key` is the field of the events' data that names one saga (an integer id:
+    the trace finds its events by it in the outboxes' JSON), `started_by` the
     event this service records when one starts, and `read(connection, key)` gives
     `{"state", "settled", "detail", "at"}` of that saga, or None.
     """

@@ -11,9 +11,13 @@ import re
 __all__ = ["cause_of", "fingerprint", "first_line"]
 
 _TYPED = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.S)
-# a uuid or a long hex id, then any number: what varies between two failures alike
-_VARYING = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
-                      r"|\b(?=[0-9a-f]*\d)[0-9a-f]{12,}\b|\b\d+(?:\.\d+)?\b", re.I)
+# a time, a uuid or a long hex id, then any number: what varies between two failures alike
+_VARYING = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:?\d\d)?"
+                      r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
+                      r"|\b(?=[0-9a-f]*\d)[0-9a-f]{12,}\b"
+                      # a number, joined to a word or not ('order_41'), but not a
+                      # name's digit ('sqlite3')
+                      r"|(?<![A-Za-z0-9])\d+(?:\.\d+)?", re.I)
 MESSAGE_SHAPE_CHARS = 200  # what a group shows of the message; the rest rarely differs
 
 

@@ -51,6 +51,7 @@ FULL_DLQ_RETRY_MS = 30_000  # when EVENT_RETRY_DELAYS is empty
 ATTEMPT, ERROR, FAILED_AT, ORIGIN = ("x-mesh-attempt", "x-mesh-error", "x-mesh-failed-at",
                                      "x-mesh-queue")
 GIVE_BACK_PAUSE = 1.0  # seconds before a message that could not be settled is requeued
+MAX_CAUSES = 50  # causes of one handler counted apart in mesh_dead_letters_total
 
 
 def dlq(queue_name, config, service):
@@ -208,6 +209,7 @@ class MeshEventHandler(EventHandler):
         self.record = insert(INBOX)  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
         self.dlq_refused()  # at 0 from the start, so an alert sees its first increase
+        self.causes = set()  # the fingerprints counted in mesh_dead_letters_total
         self.data_schema = self.declared.data()
         if not self.queue.exclusive:
             renew_if_empty(self.amqp_uri, dlq(self.lasting, config, service))
@@ -329,16 +331,22 @@ class MeshEventHandler(EventHandler):
             return
         log.error("%s parked a message in %s after %d attempt(s): %s", self.handler_name,
                   dlq_name(self.lasting), attempt + 1, error)
-        self.dead_letters(error).inc()
         self.queue_consumer.ack_message(message)
+        self.dead_letters(error).inc()  # after the ack: counting cannot park it twice
 
     def dead_letters(self, error):
-        # by cause, as `mesh dlq groups` shows them: an alert per new cause
+        # by cause, as `mesh dlq groups` shows them: an alert per new cause; past
+        # MAX_CAUSES causes of one handler (messages that differ in more than ids),
+        # the rest count as one, so the series stay few
         error_type, _ = cause_of(error)
+        cause = fingerprint(self.lasting, error)
+        if cause not in self.causes:
+            cause = "other" if len(self.causes) >= MAX_CAUSES else cause
+            self.causes.add(cause)
         return self.metrics.counter(
             "mesh_dead_letters", "Events parked in a dead-letter queue, by cause (its "
             "fingerprint, as `mesh dlq groups` shows it)", queue=self.lasting,
-            error_type=error_type, fingerprint=fingerprint(self.lasting, error))
+            error_type=error_type, fingerprint=cause)
 
     def dlq_refused(self):
         return self.metrics.counter(

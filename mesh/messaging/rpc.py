@@ -278,6 +278,9 @@ class AppliedKey(str):
         applied.request_id, applied.method = request_id, method
         return applied
 
+    def __getnewargs__(self):  # copied or pickled as itself
+        return str(self), self.request_id, self.method
+
 
 class ContractServiceProxy(HeaderEncoder):
     """Calls only what the target's contract declares and the caller said it calls

@@ -297,6 +297,7 @@ def cmd_dlq(args):
     import json
 
     from mesh.messaging import topology
+    from mesh.messaging.causes import first_line
     from mesh.ops import dlq
 
     config = _operator(_load(args))
@@ -305,14 +306,14 @@ def cmd_dlq(args):
         found = dlq.groups(uri, dlq.handler_queues(config))
         print(json.dumps(found, indent=2) if args.json else dlq.render_groups(found))
         return 0
-    if args.action == "list" and not args.queue:
+    if args.action == "list" and not args.queue and not args.group:
         for queue, depth in dlq.depths(uri, dlq.handler_queues(config)).items():
             print(f"{depth or 0:>7}  {topology.dlq_name(queue)}")
         return 0
     if args.group and args.id:
         sys.exit("mesh: dlq: give --group or --id, not both")
     queue = args.queue
-    if args.group and args.action != "list":
+    if args.group:
         queue = dlq.queue_of_group(uri, dlq.handler_queues(config), args.group)
         if queue is None:
             sys.exit(f"mesh: dlq {args.action}: no dead letters in group {args.group} "
@@ -327,7 +328,8 @@ def cmd_dlq(args):
             if args.group in (None, message["fingerprint"]):
                 print(f"{message['id']}  {message['type']}  attempts={message['attempts']}"
                       f"  failed_at={message['failed_at']}  request={message['request_id']}"
-                      f"  group={message['fingerprint']}  error={message['error']}")
+                      f"  group={message['fingerprint']}"
+                      f"  error={first_line(message['error']) or None}")
     elif args.action == "replay":
         try:
             count = dlq.replay(uri, queue, args.id, args.group)
@@ -357,7 +359,12 @@ def cmd_trace(args):
     except UnknownRequest as exc:
         print(f"mesh: trace: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(story["steps"], indent=2) if args.json else render(story))
+    if args.json:  # the steps on stdout, for a script; the rest for the person
+        print(json.dumps(story["steps"], indent=2))
+        print("\n".join([f"now: {story['where']}"] +
+                        [f"note: {note}" for note in story["notes"]]), file=sys.stderr)
+    else:
+        print(render(story))
     return 0
 
 

@@ -18,7 +18,8 @@ from mesh.messaging.topology import BROADCAST, dlq_name, lasting_queue_of
 from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "handlers_of", "base_queue", "depths",
-           "messages", "groups", "render_groups", "queue_of_group", "replay", "purge", "QueueMissing"]
+           "messages", "groups", "render_groups", "queue_of_group", "replay", "purge",
+           "utc_moment", "QueueMissing"]
 
 
 def handlers_of(name, service_cls):
@@ -74,7 +75,9 @@ def _drain(connection, queue):
 
 
 def _describe(message, queue):
-    headers = message.headers or {}
+    """What a parked message says of itself; any header or body may be malformed
+    (that may be why it was parked), so each field is taken only as text."""
+    headers = message.headers if isinstance(message.headers, dict) else {}
     try:
         body = json.loads(message.body)
         event_id, event_type = body.get("event_id"), body.get("type")
@@ -82,18 +85,37 @@ def _describe(message, queue):
     except (ValueError, AttributeError, TypeError):
         event_id = event_type = correlation_id = None
     error, error_type = _text(headers.get(ERROR)), None
-    if error is None and headers.get("x-death"):
+    died = headers.get("x-death")
+    if error is None and isinstance(died, list) and died and isinstance(died[0], dict):
         # the broker moved it here (a quorum queue's delivery limit), not the handler
-        reason = _text(headers["x-death"][0].get("reason"))
+        reason = _text(died[0].get("reason"))
         error, error_type = f"dead-lettered by the broker: {reason}", f"broker {reason}"
     typed, shape = cause_of(error)
-    error_type = error_type or typed
-    return {"id": message.properties.get("message_id") or event_id,
-            "event_id": event_id, "type": event_type, "attempts": headers.get(ATTEMPT),
-            "error": error, "failed_at": _text(headers.get(FAILED_AT)),
+    failed = utc_moment(_text(headers.get(FAILED_AT)))
+    return {"id": _text(message.properties.get("message_id") or event_id),
+            "event_id": _text(event_id), "type": _text(event_type),
+            "attempts": _text(headers.get(ATTEMPT)), "error": error,
+            "failed_at": failed and _iso(failed),
             "request_id": _text(headers.get(CORRELATION_HEADER) or correlation_id),
-            "queue": base_queue(queue), "error_type": error_type, "shape": shape,
+            "queue": base_queue(queue), "error_type": error_type or typed, "shape": shape,
             "fingerprint": fingerprint(base_queue(queue), error)}
+
+
+def utc_moment(value):
+    """An aware UTC datetime of a datetime or an ISO 8601 text (naive: UTC), else None."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None \
+        else value.astimezone(dt.timezone.utc)
+
+
+def _iso(moment):
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(value):
@@ -130,7 +152,7 @@ def groups(amqp_uri, queues):
             group["ids"].append(message["id"])
             if message["request_id"] and message["request_id"] not in group["request_ids"]:
                 group["request_ids"].append(message["request_id"])
-            seen = message["failed_at"]
+            seen = message["failed_at"]  # all ISO 8601 in UTC: their text sorts as time
             if seen:
                 group["first_seen"] = min(filter(None, (group["first_seen"], seen)))
                 group["last_seen"] = max(filter(None, (group["last_seen"], seen)))
@@ -152,12 +174,9 @@ def render_groups(found):
 
 
 def _second(at):
-    """`2026-12-05T03:39:42Z` of an ISO 8601 time (a header's text: kept if it is not one)."""
-    try:
-        when = dt.datetime.fromisoformat(at.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
-        return at or "-"
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """`2026-12-05T03:39:42Z` of a group's time, `-` for none."""
+    moment = utc_moment(at)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
 
 
 def queue_of_group(amqp_uri, queues, group):
@@ -171,9 +190,10 @@ class QueueMissing(Exception):
 
 
 def _chosen(got, queue, message_id, group):
-    return [m for m in got
-            if (message_id is None or _describe(m, queue)["id"] == message_id)
-            and (group is None or _describe(m, queue)["fingerprint"] == group)]
+    described = [(m, _describe(m, queue)) for m in got]
+    return [m for m, said in described
+            if (message_id is None or said["id"] == message_id)
+            and (group is None or said["fingerprint"] == group)]
 
 
 def replay(amqp_uri, queue, message_id=None, group=None):

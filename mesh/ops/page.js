@@ -1,7 +1,8 @@
 // The operator page's only script, a file of its own so that the page's
 // Content-Security-Policy allows no inline script. It refreshes the live part of
 // the page (#live) every 10 s while the box is ticked (off by default: each
-// refresh reads every dead-letter queue, holding its messages for a moment).
+// refresh reads every dead-letter queue, holding its messages for a moment). It
+// asks for the page without its trace: a trace is read once, when searched.
 (function () {
   "use strict";
   var box = document.getElementById("auto-refresh");
@@ -13,7 +14,8 @@
   });
   window.setInterval(function () {
     if (!box.checked || document.hidden) return;
-    fetch(window.location.href, {credentials: "same-origin", headers: {Accept: "text/html"}})
+    fetch(window.location.pathname,
+          {credentials: "same-origin", headers: {Accept: "text/html"}})
       .then(function (response) { return response.text(); })
       .then(function (text) {
         // parsed, never executed: DOMParser runs no script

@@ -169,8 +169,10 @@ class PageApp:
         log.info("operator page: user %s logged in", claims.user_id,
                  extra={"request_id": request_id})
         response = redirect(PREFIX, 303)
+        # Secure behind a TLS proxy too: a spoofed header only makes it stricter
+        secure = request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"
         response.set_cookie(COOKIE, token, max_age=self.cookie_seconds, path=PREFIX,
-                            secure=request.is_secure, httponly=True, samesite="Strict")
+                            secure=secure, httponly=True, samesite="Strict")
         return response
 
     def log_out(self, request, request_id):

@@ -2,8 +2,8 @@
 (`mesh.ops.status`), this gateway's circuits, the dead-letter groups and, when
 asked, one request's trace.
 
-Each part is read on a greenthread of its own within SECTION_SECONDS, as the
-operators' commands read it (their broker identity, `mesh.ops.cli._operator`);
+The parts are read one after the other, each within SECTION_SECONDS, as the
+operators' commands read them (their broker identity, `mesh.ops.cli._operator`);
 a part that fails or takes too long is shown as its error, the others as usual:
 the page is most needed when something is down.
 """
@@ -100,8 +100,8 @@ def collect(config, guards, query, seconds=SECTION_SECONDS):
         reads["trace"] = lambda: Part(None, query.refused)
     elif query.asked:
         reads["trace"] = lambda: _trace(operator, query)
-    threads = {what: eventlet.spawn(_read, what, read, seconds)
-               for what, read in reads.items()}
-    parts = {what: thread.wait() for what, thread in threads.items()}
+    # one after the other: while one part reads a DLQ its messages are unacknowledged,
+    # and another reading at once would not see them (nor count them in a depth)
+    parts = {what: _read(what, read, seconds) for what, read in reads.items()}
     parts["circuits"] = Part(circuits(guards), None)
     return parts

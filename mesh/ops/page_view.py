@@ -11,20 +11,18 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 
+from mesh.ops.status import shown
+from mesh.ops.trace import KINDS
+
 __all__ = ["page", "login", "PREFIX"]
 
 PREFIX = "/ops"
 CIRCUIT_STATES = ("closed", "half-open", "open")
-STEP_KINDS = ("rpc", "event-out", "event-in", "retry", "dead-letter", "saga")
 REQUESTS_SHOWN = 5  # request ids linked from one dead-letter group
 
 
 def _shown(value, unit=""):
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:g}{unit}"
-    return f"{value}{unit}"
+    return shown(value, unit, none="–")
 
 
 def _join(pieces):
@@ -152,7 +150,7 @@ def _step(step):
         '<span class="service">{service}</span> <span class="kind">{kind}</span> '
         '<span class="name">{name}</span> <span class="outcome">{outcome}</span>'
         '{detail}</li>').format(
-        cls=f"kind-{kind}" if kind in STEP_KINDS else "kind-other", at=step.get("at"),
+        cls=f"kind-{kind}" if kind in KINDS else "kind-other", at=step.get("at"),
         after=float(step.get("after_seconds") or 0), service=step.get("service"),
         kind=kind, name=step.get("name"), outcome=step.get("outcome"),
         detail=Markup('<div class="detail">{}</div>').format(detail) if detail else "")
@@ -160,9 +158,12 @@ def _step(step):
 
 def _trace(story):
     steps = _join(_step(step) for step in story.get("steps") or ())
+    # what the trace could not read: its story may lack steps
+    notes = _join(Markup('<li>{}</li>').format(note) for note in story.get("notes") or ())
     return Markup('<p>Request <code class="request-id">{}</code>: {}</p>'
-                  '<ol class="timeline">{}</ol>').format(
-        story.get("request_id"), story.get("where"), steps or "")
+                  '<ol class="timeline">{}</ol>{}').format(
+        story.get("request_id"), story.get("where"), steps or "",
+        Markup('<ul class="notes">{}</ul>').format(notes) if notes else "")
 
 
 def _search(query_text):
@@ -189,19 +190,18 @@ def page(parts, query_text, caller, now=None):
         '<span>admin #{user}</span> <button type="submit">Log out</button></form>'
         '</header>').format(search=_search(query_text), prefix=PREFIX,
                             user=caller.user_id)
-    sections = []
-    if "trace" in parts:
-        sections.append(_section("trace", "Trace", parts["trace"], _trace))
-    sections += [
+    # the trace stays as it was read: the refresh (page.js) replaces #live only
+    trace = _section("trace", "Trace", parts["trace"], _trace) if "trace" in parts else ""
+    sections = [
         _section("services", "Services", parts["status"], _services),
         _section("queues", "Queue depths", parts["status"], _queues),
         _section("circuits", "Circuits", parts["circuits"], _circuits),
         _section("dead-letter-groups", "Dead-letter groups", parts["dead_letters"],
                  _dead_letters),
     ]
-    body = Markup('<main id="live"><p class="read-at">Read at <time datetime="{at}">'
+    body = Markup('{trace}<main id="live"><p class="read-at">Read at <time datetime="{at}">'
                   '{at}</time></p>{sections}</main>').format(
-        at=now.isoformat(timespec="seconds"), sections=_join(sections))
+        trace=trace, at=now.isoformat(timespec="seconds"), sections=_join(sections))
     return str(_document("mesh operations", body, header))
 
 

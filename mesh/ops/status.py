@@ -4,13 +4,10 @@ Instances are the consumers on a service's RPC queue (its first handler's queue
 when it serves no RPC); a service that serves HTTP (the gateway) has no queue
 of its own but exclusive ones, and is asked for /health instead.
 """
-import os
 import urllib.request
 
 from nameko.rpc import Rpc
-from sqlalchemy.engine import make_url
-
-from mesh.data.db import database_url, make_engine
+from mesh.data.db import existing_engine
 from mesh.http.entrypoints import HttpEntrypoint
 from mesh.messaging.health import service_queues
 from mesh.messaging.outbox import Outbox, backlog_of
@@ -19,7 +16,7 @@ from mesh.messaging.topology import dlq_name
 from mesh.ops.dlq import handlers_of
 from mesh.core.services import entrypoints_of, import_service
 
-__all__ = ["gather", "render"]
+__all__ = ["gather", "render", "shown"]
 
 
 def _has_outbox(service_cls):
@@ -36,12 +33,10 @@ def _queues(connection, name, service_cls, report):
 def _outbox(config, name, service_cls, report):
     if not _has_outbox(service_cls):
         return
-    url = database_url(config, name)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and not os.path.exists(parsed.database or ""):
+    engine = existing_engine(config, name)
+    if engine is None:
         report["problems"].append("no database yet: the service never started here")
-        return  # opening it would create an empty file
-    engine = make_engine(url)
+        return
     try:
         backlog, age = backlog_of(engine)
         report["outbox"] = {"backlog": backlog, "oldest_age_seconds": round(age, 1)}
@@ -108,11 +103,11 @@ def render(status):
         dead = sum(report["dead_letters"].values())
         lines.append(
             f"{name:<14}{'yes' if report['ready'] else 'NO':<7}"
-            f"{_shown(report['instances']):>9}"
-            f"{_shown(sum(report['queues'].values()) if report['queues'] else None):>8}"
-            f"{_shown(outbox.get('backlog')):>8}"
-            f"{_shown(outbox.get('oldest_age_seconds'), 's'):>8}"
-            f"{_shown(dead if report['dead_letters'] else None):>6}  "
+            f"{shown(report['instances']):>9}"
+            f"{shown(sum(report['queues'].values()) if report['queues'] else None):>8}"
+            f"{shown(outbox.get('backlog')):>8}"
+            f"{shown(outbox.get('oldest_age_seconds'), 's'):>8}"
+            f"{shown(dead if report['dead_letters'] else None):>6}  "
             f"{'; '.join(report['problems'])}".rstrip())
         parked += [(queue, n) for queue, n in report["dead_letters"].items() if n]
     if parked:
@@ -121,5 +116,8 @@ def render(status):
     return "\n".join(lines)
 
 
-def _shown(value, unit=""):
-    return "-" if value is None else f"{value:g}{unit}"
+def shown(value, unit="", none="-"):
+    """A figure of the status as a person reads it: `none` for a figure not known."""
+    if value is None:
+        return none
+    return f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"

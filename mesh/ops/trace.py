@@ -10,21 +10,22 @@ is written for the trace's sake: it reads what the guarantees keep anyway.
 """
 import datetime as dt
 import json
-import os
 import re
 
 from nameko.rpc import Rpc
-from sqlalchemy import select
-from sqlalchemy.engine import make_url
+from amqp.exceptions import AMQPError
+from kombu.exceptions import OperationalError
+from sqlalchemy import or_, select
 
 from mesh.core.services import entrypoints_of, import_service
-from mesh.data.db import Database, database_url, make_engine
+from mesh.data.db import Database, existing_engine
 from mesh.data.sagas import SagaState
 from mesh.data.tables import inbox, outbox, rpc_requests
 from mesh.messaging.causes import first_line
 from mesh.messaging.handlers import MeshEventHandler
 from mesh.messaging.topology import BROADCAST, dlq_name
 from mesh.ops import dlq
+from mesh.ops.dlq import utc_moment
 
 __all__ = ["trace", "render", "UnknownRequest", "KINDS"]
 
@@ -50,13 +51,11 @@ class _Mesh:
             if not any(isinstance(getattr(service_cls, attr), Database)
                        for attr in dir(service_cls)):
                 continue
-            url = database_url(config, name)
-            parsed = make_url(url)
-            if parsed.get_backend_name() == "sqlite" and \
-                    not os.path.exists(parsed.database or ""):
+            engine = existing_engine(config, name)
+            if engine is None:
                 self.notes.append(f"{name}: no database yet (the service never ran here)")
-                continue  # opening it would create an empty file
-            self.engines[name] = make_engine(url)
+            else:
+                self.engines[name] = engine
 
     def rpc_methods(self, name):
         return {attr for attr, e in entrypoints_of(self.classes.get(name, object))
@@ -75,43 +74,50 @@ class _Mesh:
                 for attr in dir(self.classes[name])
                 if isinstance(getattr(self.classes[name], attr), SagaState)]
 
-    def read(self, name, statement):
+    def read(self, name, statement=None, reading=None):
+        """The rows of `statement` (or what `reading(connection)` returns) from
+        `name`'s database; on an error, a note and nothing."""
         try:
             with self.engines[name].connect() as conn:
-                return conn.execute(statement).all()
+                return reading(conn) if reading else conn.execute(statement).all()
         except Exception as exc:  # one database away must not hide the others' story
             self.notes.append(f"{name}: its database did not answer "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
-            return []
+                              f"({type(exc).__name__}: {first_line(str(exc))[:120]})")
+            return None if reading else []
 
     def close(self):
         for engine in self.engines.values():
             engine.dispose()
 
 
-def _utc(value):
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 def _step(service, kind, name, outcome, at, detail=None, **private):
     # `private` (`event`, `group`) is for `_where`; it is not part of the story
     return {"service": service, "kind": kind, "name": name, "outcome": outcome,
-            "at": _utc(at), "detail": detail, **{f"_{k}": v for k, v in private.items()}}
+            "at": utc_moment(at), "detail": detail, **{f"_{k}": v for k, v in private.items()}}
 
 
 def _saga_rows(mesh, name, saga, key, *where):
     """`name`'s outbox rows whose data names saga `key` (`saga.key`, an order id)."""
-    # the data is compact JSON: a LIKE finds the candidates, parsing confirms
-    rows = mesh.read(name, select(outbox).where(
-        outbox.c.data.like(f'%"{saga.key}":{int(key)}%'), *where))
-    return [row for row in rows if json.loads(row.data).get(saga.key) == int(key)]
+    # a LIKE finds the candidates (the data is JSON, compact unless the codec fell
+    # back to kombu's), parsing confirms
+    field = re.sub(r"([\\%_])", r"\\\1", saga.key)
+    rows = mesh.read(name, select(outbox).where(or_(*(
+        outbox.c.data.like(f'%"{field}":{space}{int(key)}%', escape="\\")
+        for space in ("", " "))), *where))
+    return [row for row in rows if _data(row).get(saga.key) == int(key)]
+
+
+def _data(row):
+    try:
+        data = json.loads(row.data)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _saga_keys(saga, events):
-    keys = {json.loads(row.data).get(saga.key) for _, row in events.values()}
-    return sorted(key for key in keys if isinstance(key, int))
+    keys = {_data(row).get(saga.key) for _, row in events.values()}
+    return sorted(key for key in keys if isinstance(key, int) and not isinstance(key, bool))
 
 
 def _request_of_saga(mesh, key):
@@ -151,7 +157,7 @@ def _stored_steps(mesh, request_id):
                                "its writes committed with the event below"))
         sent = row.published_at
         detail = (f"confirmed by the broker after "
-                  f"{(_utc(sent) - _utc(row.occurred_at)).total_seconds() * 1000:.0f} ms"
+                  f"{(utc_moment(sent) - utc_moment(row.occurred_at)).total_seconds() * 1000:.0f} ms"
                   if sent else "waiting in the outbox")
         if row.correlation_id != request_id:
             detail += (f"; request {row.correlation_id}" if row.correlation_id else
@@ -192,8 +198,7 @@ def _saga_steps(mesh, events):
     steps, sagas = [], []
     for name, saga in mesh.sagas():
         for key in _saga_keys(saga, events):
-            with mesh.engines[name].connect() as conn:
-                state = saga.read(conn, key)
+            state = mesh.read(name, reading=lambda conn, key=key: saga.read(conn, key))
             if state is not None:
                 label = f"{saga.key.removesuffix('_id')} {key}"
                 sagas.append((label, state))
@@ -216,13 +221,13 @@ def _parked_steps(mesh, request_id, events):
                     steps.append(_step(
                         name, "dead-letter", method,
                         f"parked after {message['attempts'] or 0} attempt(s)",
-                        message["failed_at"] or dt.datetime.now(dt.timezone.utc),
+                        utc_moment(message["failed_at"]) or dt.datetime.now(dt.timezone.utc),
                         f"{first_line(message['error'])}; group {message['fingerprint']} "
                         f"in {dlq_name(queue)}", group=message["fingerprint"],
                         error=first_line(message["error"])))
-    except Exception as exc:  # the databases' story is still worth telling
+    except (OSError, AMQPError, OperationalError) as exc:  # the databases' story stands
         mesh.notes.append(f"dead letters not read: the broker did not answer "
-                          f"({type(exc).__name__}: {exc})")
+                          f"({type(exc).__name__}: {first_line(str(exc))})")
     return steps
 
 
@@ -236,30 +241,31 @@ def _logged_steps(mesh, request_id, log_files):
                     continue  # most lines: no need to parse them
                 try:
                     record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("request_id") == request_id:
-                    step = _logged_step(mesh, record)
-                    if step is not None:
-                        steps.append(step)
+                    step = _logged_step(mesh, record) if isinstance(record, dict) and \
+                        record.get("request_id") == request_id else None
+                except (ValueError, TypeError):
+                    continue  # not a line of ours: a log file holds what it holds
+                if step is not None:
+                    steps.append(step)
     return steps
 
 
 def _logged_step(mesh, record):
-    service, entrypoint = record.get("service"), record.get("entrypoint")
-    message, at = record.get("message", ""), record.get("timestamp")
-    if not at:
+    service, entrypoint = str(record.get("service") or "?"), record.get("entrypoint")
+    message, at = str(record.get("message", "")), utc_moment(record.get("timestamp"))
+    if at is None:
         return None
     if record.get("logger") == "mesh.worker" and entrypoint in mesh.rpc_methods(service):
         outcome = record.get("outcome", "?")
         took = record.get("duration_ms")
-        started = _utc(at) - dt.timedelta(milliseconds=took or 0)
+        took = took if isinstance(took, (int, float)) else None
+        started = at - dt.timedelta(milliseconds=took or 0)
         said = {"ok": "answered", "expected_error": "answered with an error"}.get(
             outcome, "failed")
-        detail = f"in {took:.1f} ms" if isinstance(took, (int, float)) else None
-        if record.get("error_type"):
-            detail = f"{record['error_type']}, {detail}"
-        return _step(service, "rpc", entrypoint, said, started, detail)
+        detail = ", ".join(filter(None, (record.get("error_type") and
+                                         str(record["error_type"]),
+                                         took is not None and f"in {took:.1f} ms")))
+        return _step(service, "rpc", entrypoint, said, started, detail or None)
     retried = _RETRIED.match(message)
     if retried:
         attempt, error, delay = retried.groups()
@@ -298,13 +304,13 @@ def _where(mesh, steps, events, sagas, now):
     if parked:
         return (f"dead-lettered in {len(parked)} handlers: " + "; ".join(
             f"{s['service']}.{s['name']} ({s['_error']})" for s in parked) +
-            "; fix the causes, then replay each, the first first: " + ", ".join(
+            "; fix the causes, then replay each, oldest first: " + ", ".join(
                 dict.fromkeys(f"`mesh dlq replay --group {s['_group']}`" for s in parked)))
     unsent = [(name, row) for name, row in events.values() if row.published_at is None]
     if unsent:
         name, row = unsent[0]
         return (f"waiting: {name} has not sent {row.type} yet (recorded "
-                f"{(now - _utc(row.occurred_at)).total_seconds():.0f} s ago; `mesh status` "
+                f"{(now - utc_moment(row.occurred_at)).total_seconds():.0f} s ago; `mesh status` "
                 "shows its outbox)")
     handled = {(s["service"], s["name"], s["_event"]) for s in steps if s.get("_event")}
     for name, row in events.values():
@@ -312,7 +318,7 @@ def _where(mesh, steps, events, sagas, now):
             service, method = handler.split(".", 1)
             if (service, method, row.event_id) not in handled:
                 return (f"waiting for {handler} to handle {row.type} (sent "
-                        f"{(now - _utc(row.published_at)).total_seconds():.0f} s ago)")
+                        f"{(now - utc_moment(row.published_at)).total_seconds():.0f} s ago)")
     running = [(label, state) for label, state in sagas if not state["settled"]]
     if running:
         label, state = running[0]

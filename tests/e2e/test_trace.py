@@ -167,6 +167,9 @@ def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tm
                      error_type=error_type) == 1
         table = traced.mesh("dlq", "groups")
         assert group["fingerprint"] in table.stdout and said in table.stdout
+        listed = traced.mesh("dlq", "list", "--group", group["fingerprint"])
+        (line,) = listed.stdout.splitlines()
+        assert f"request={request_id}" in line and f"group={group['fingerprint']}" in line
     finally:
         rename_table(traced, "payments_away", "payments")
 

@@ -82,6 +82,7 @@ def log_in(browser, mesh, token):
 
 
 def test_an_admin_sees_the_mesh_and_a_requests_trace(browser, mesh):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -113,8 +114,10 @@ def test_an_admin_sees_the_mesh_and_a_requests_trace(browser, mesh):
     read_at = browser.find_element(By.CSS_SELECTOR, "#live .read-at time")
     first = read_at.get_attribute("datetime")
     browser.find_element(By.ID, "auto-refresh").click()
-    WebDriverWait(browser, 25).until(lambda b: b.find_element(
-        By.CSS_SELECTOR, "#live .read-at time").get_attribute("datetime") != first)
+    # the refresh may replace #live between finding the element and reading it
+    WebDriverWait(browser, 25, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, "#live .read-at time")
+        .get_attribute("datetime") != first)
     assert browser.execute_script("return localStorage.getItem('mesh-ops-refresh')") == "on"
     browser.find_element(By.ID, "auto-refresh").click()
     assert not [entry for entry in browser.get_log("browser")
