@@ -94,11 +94,16 @@ def _describe(message, queue):
     failed = utc_moment(_text(headers.get(FAILED_AT)))
     return {"id": _text(message.properties.get("message_id") or event_id),
             "event_id": _text(event_id), "type": _text(event_type),
-            "attempts": _text(headers.get(ATTEMPT)), "error": error,
+            "attempts": _count(headers.get(ATTEMPT)), "error": error,
             "failed_at": failed and _iso(failed),
             "request_id": _text(headers.get(CORRELATION_HEADER) or correlation_id),
             "queue": base_queue(queue), "error_type": error_type or typed, "shape": shape,
             "fingerprint": fingerprint(base_queue(queue), error)}
+
+
+def _count(value):
+    # the handler writes an int; anything else is shown as the text it is
+    return value if isinstance(value, int) and not isinstance(value, bool) else _text(value)
 
 
 def utc_moment(value):

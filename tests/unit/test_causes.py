@@ -52,9 +52,10 @@ def test_dead_letters_with_malformed_headers_are_still_described():
         "RuntimeError: boom 7", "3", None, "42")
     assert (odd["event_id"], odd["type"], odd["error_type"]) == ("['a']", "5", "RuntimeError")
     by_broker = _describe(parked({"x-death": [{"reason": b"delivery_limit"}],
-                                  "x-mesh-failed-at": "2026-12-05T03:39:42"}), QUEUE)
-    assert (by_broker["error_type"], by_broker["failed_at"]) == (
-        "broker delivery_limit", "2026-12-05T03:39:42.000Z")  # naive: UTC
+                                  "x-mesh-failed-at": "2026-12-05T03:39:42",
+                                  "x-mesh-attempt": 2}), QUEUE)
+    assert (by_broker["error_type"], by_broker["failed_at"], by_broker["attempts"]) == (
+        "broker delivery_limit", "2026-12-05T03:39:42.000Z", 2)  # naive: UTC
     assert _describe(parked("not a table", body=b"\xff"), QUEUE)["error_type"] == "unknown"
 
 
