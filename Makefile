@@ -7,14 +7,14 @@ VENV   := $(if $(filter python3.11,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit integration e2e test-cluster bench broker image clean
+.PHONY: install run test unit integration e2e test-cluster bench broker docs image clean
 
 install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || "$$(bash .ci/find-python $(PYTHON))" -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,docs]'
 	touch $(STAMP)
 
 run: install
@@ -40,6 +40,10 @@ e2e: install broker
 # skipped for anyone else); part of `make test`, alone here with its figures shown.
 test-cluster: install broker
 	$(BIN)/pytest -p no:cacheprovider -s tests/cluster
+
+# The documentation site (docs/, mkdocs.yml) into var/site; a broken link fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The mesh beside stock nameko and raw py-amqp; prints a table, writes var/bench.json.
 bench: install broker

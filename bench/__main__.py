@@ -12,7 +12,7 @@ median of the rounds. Prints one table and writes it as JSON (`--out`).
 """
 from mesh.core.logs import quiet_eventlet_deprecation
 
-quiet_eventlet_deprecation()  # README "Supported versions": eventlet
+quiet_eventlet_deprecation()  # docs "Supported versions": eventlet
 
 import eventlet  # noqa: E402
 

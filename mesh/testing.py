@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit  # noqa: E402
 import eventlet  # noqa: E402  (imported, never patched here)
 import pytest  # noqa: E402
 
-# Where the tests find their backing services (README "Set up"): the machine's
+# Where the tests find their backing services (docs "Set up"): the machine's
 # own by default, or the containers of docker-compose.backing.yml.
 DEFAULTS = {"MESH_TEST_AMQP_URI": "pyamqp://guest:guest@127.0.0.1:5672/",
             "MESH_TEST_RABBIT_API": "http://127.0.0.1:15672",
@@ -390,7 +390,7 @@ class BrokerProxy:
             pass
 
 
-# --- the developer kit: what a team's own tests need (README "Testing a service") ---
+# --- the developer kit: what a team's own tests need (docs "Testing a service") ---
 
 @pytest.fixture
 def migrated_session(mesh_config_path, tmp_path):

@@ -130,7 +130,7 @@ class CallTargets(fields.Field):
 
 
 def _broker_password(value):
-    if value and len(value) < 16:  # empty: a development password (README "Broker identities")
+    if value and len(value) < 16:  # empty: a development password (docs "Broker identities")
         raise ValidationError("must be at least 16 characters")
 
 
@@ -171,13 +171,13 @@ def _service_path(value):
 
 
 # no retention shorter than an hour: longer than any RPC deadline, relay retry
-# or broker redelivery (README "Retention")
+# or broker redelivery (docs "Retention")
 RETENTION = validate.Range(min=3600, max=366 * 86400,
                            error="must be whole seconds from 3600 (an hour) to 31622400")
 
 
 class Settings(Schema):
-    """The settings of README "Configuration"; anything else passes through."""
+    """The settings of docs "Configuration"; anything else passes through."""
 
     class Meta:
         unknown = "include"
@@ -228,7 +228,7 @@ class Settings(Schema):
                                           validate=validate.Range(min=1, max=1000))
     SAGA_TIMEOUT_SECONDS = fields.Float(load_default=30.0,
                                         validate=validate.Range(min=0.1, max=86400))
-    # README "Retention" says why each default outlives every redelivery
+    # docs "Retention" says why each default outlives every redelivery
     OUTBOX_RETENTION_SECONDS = fields.Integer(strict=True, load_default=86400,
                                               validate=RETENTION)
     INBOX_RETENTION_SECONDS = fields.Integer(strict=True, load_default=7 * 86400,

@@ -53,7 +53,7 @@ def refuse_mismatched(amqp_uri, queues):
                 except PreconditionFailed as exc:
                     raise ConfigurationError(
                         f"queue {queue.name} exists with other arguments ({exc.reply_text}); "
-                        "a queue's type or bound cannot change in place: see README "
+                        "a queue's type or bound cannot change in place: see docs "
                         "\"Quorum queues\" (a DLQ: \"Dead letters\")") from None
 
 

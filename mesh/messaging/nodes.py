@@ -30,7 +30,7 @@ __all__ = ["address", "ordered", "lost", "on_lost", "settling", "SETTLE_SECONDS"
 
 log = logging.getLogger(__name__)
 
-# three times the net_ticktime the README asks of every node (10 s): the cluster
+# three times the net_ticktime the docs ask of every node (10 s): the cluster
 # has noticed a lost node and elected its queues' new leaders well within it
 SETTLE_SECONDS = 30.0
 

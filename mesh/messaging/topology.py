@@ -19,7 +19,7 @@ A service's retries and dead letters go through an exchange of its own,
 `<service>.queues` (direct, the routing key is the queue's name), to which each
 of its handler queues, their retry queues and DLQ are bound: not through the
 default exchange, which reaches every queue by name, so a service's broker
-identity (README "Broker identities") needs no right to write there. With
+identity (docs "Broker identities") needs no right to write there. With
 BROKER_IDENTITIES on, `mesh broker setup` declares every exchange and services
 only bind to them: declaring one, even one that exists, takes the configure
 right, which would also let a service delete it.
@@ -93,7 +93,7 @@ def retry_queue_name(queue, delay_ms):
     # `.delay.`, not the `.retry.` of the queues that dead-lettered through the
     # default exchange: those keep their arguments (RabbitMQ cannot change them),
     # so an upgrade declares new ones beside them while the old still deliver
-    # what they hold back into the handler's queue (README "Broker identities")
+    # what they hold back into the handler's queue (docs "Broker identities")
     return f"{queue}.delay.{delay_ms}"
 
 

@@ -52,11 +52,11 @@ def _require_broker(config):
     sys.exit(f"mesh: no RabbitMQ answers at {where} (AMQP_URI): {why}\n"
              "Start one: `sudo apt-get install rabbitmq-server` (Debian starts it), or "
              "`docker compose -f docker-compose.backing.yml up -d rabbitmq`; "
-             "see README \"Set up\".")
+             "see docs \"Set up\".")
 
 
 def _operator(config):
-    """`config` as the operators' commands connect with it (README "Broker identities")."""
+    """`config` as the operators' commands connect with it (docs "Broker identities")."""
     from mesh.messaging.identities import OPERATOR, as_identity
 
     return as_identity(config, OPERATOR)
@@ -69,7 +69,7 @@ def _broker_setup(config):
         return setup(config)
     except BrokerSetupError as exc:
         sys.exit(f"mesh: broker setup: {exc}\n(BROKER_IDENTITIES=false runs every "
-                 "service as AMQP_URI's user instead; see README \"Broker identities\")")
+                 "service as AMQP_URI's user instead; see docs \"Broker identities\")")
 
 
 def cmd_broker(args):

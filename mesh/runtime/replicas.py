@@ -4,7 +4,7 @@
 Replicas of a service share its queues (the broker hands each message to one of
 them) and its database, so more than one needs a database several processes can
 share: PostgreSQL, not a SQLite file. A service that serves HTTP binds its one
-port; run more of it behind a load balancer (see README "Running on Kubernetes").
+port; run more of it behind a load balancer (see docs "Running on Kubernetes").
 """
 from mesh.core.config import ConfigError, setting
 from mesh.core.services import entrypoints_of, import_service

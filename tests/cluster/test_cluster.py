@@ -23,7 +23,7 @@ PACE = 0.2  # seconds each client waits between orders: ~20 orders/s
 RETRYABLE = {502, 503, 504}
 HANG_SECONDS = 40
 PARTITION_SECONDS = 30
-# what the README ("A cluster of brokers") tells an operator to set on every node
+# what the docs ("A cluster of brokers") tell an operator to set on every node
 NODE_SETTINGS = {"cluster_partition_handling": "pause_minority", "net_ticktime": 10}
 
 
@@ -67,7 +67,7 @@ CASES = {"kill -9": (kill, 5.0), "hang": (hang, 15.0), "partition": (partition, 
 
 class Load:
     """CLIENTS clients placing ORDERS orders, each retried with its Idempotency-Key
-    after a 5xx that says "try again", as the README tells a client to; every
+    after a 5xx that says "try again", as the docs tell a client to; every
     attempt is noted with the time it ended and whether it was answered."""
 
     def __init__(self, mesh, customer, product_id):

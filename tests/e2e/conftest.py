@@ -131,7 +131,7 @@ def mesh_env(tmp_path_factory):
             env.update({f"OPS_PORT_{name.upper()}": str(free_port())
                         for name in OPS_SERVICES + ("gateway",)})
             uri = vhosts.enter_context(temporary_vhost())
-            # as in production: each service its own broker user (README "Broker identities")
+            # as in production: each service its own broker user (docs "Broker identities")
             env.update(vhosts.enter_context(temporary_identities(uri)))
             env.update(AMQP_URI=uri,
                        GATEWAY_PORT=str(free_port()),

@@ -1,4 +1,4 @@
-"""The examples of README "Testing a service", run as they are written there."""
+"""The examples of docs "Testing a service", run as they are written there."""
 from mesh.testing import wait_until
 from services.notifications.service import NotificationsService
 

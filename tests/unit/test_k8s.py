@@ -159,7 +159,7 @@ def test_operator_resources_use_only_their_documented_fields(path):
 def test_rabbitmq_is_a_three_node_operator_cluster():
     (rabbitmq,) = of_kind("RabbitmqCluster")
     assert rabbitmq["spec"]["replicas"] == 3
-    # 3.13, not 4.x: see README "Quorum queues" (DLQ reads and the delivery limit)
+    # 3.13, not 4.x: see docs "Quorum queues" (DLQ reads and the delivery limit)
     assert re.match(r"^rabbitmq:3\.13\.\d+-management$", rabbitmq["spec"]["image"])
 
 

@@ -113,7 +113,7 @@ def test_pages_are_newest_first(session, outbox):
 
 
 def test_stock_reserved_asks_for_the_payment(migrated_session):
-    # README "Testing a service": a saga step, on a migrated database
+    # docs "Testing a service": a saga step, on a migrated database
     session, outbox = migrated_session("orders"), RecordingOutbox("orders")
     order = domain.create(session, outbox, 1, [{"product_id": 7, "quantity": 2}],
                           "tok_visa", {7: 250})

@@ -319,5 +319,5 @@ def test_a_queue_made_with_another_type_is_refused_with_what_to_do(
     mesh_containers(FlakyService, config).start()
     other = "classic" if queue_type == "quorum" else "quorum"
     with pytest.raises(ConfigurationError, match=f"queue {QUEUE} exists with other "
-                                                 r"arguments .*README \"Quorum queues\""):
+                                                 r"arguments .*docs \"Quorum queues\""):
         mesh_containers(FlakyService, {**config, "QUEUE_TYPE": other}).start()
