@@ -14,6 +14,7 @@ call, which under eventlet lets one call at a time reach the service, and starts
 a queued call's timeout only once it gets the lock. Its `calling()` block holds
 the lock only to check the state and to count the outcome.
 """
+import functools
 import logging
 import socket
 
@@ -21,13 +22,17 @@ import eventlet
 import pybreaker
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
+from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import RpcTimeout, UnknownService
+from nameko.extensions import SharedExtension
 
+from mesh.core.metrics import Metrics
 from mesh.messaging import nodes
 from mesh.messaging.health import consumers
 from mesh.messaging.tls import broker_connection, let_go
 
-__all__ = ["ServiceUnavailable", "AnswerLost", "Guard", "watch_presence", "CIRCUIT_STATES"]
+__all__ = ["ServiceUnavailable", "AnswerLost", "Guard", "Guards", "watch_presence",
+           "CIRCUIT_STATES"]
 
 log = logging.getLogger(__name__)
 PRESENCE_INTERVAL = 1.0
@@ -130,6 +135,53 @@ class Guard:
         except Exception:  # broker away: the call could not succeed anyway
             return False
         return self.present
+
+
+class Guards(SharedExtension):
+    """The guards of one container, one per service it calls however many
+    `ServiceRpc`s call it: one circuit and one presence each, one watcher for
+    them all, and one series of each gauge per target."""
+
+    metrics = Metrics()
+
+    def __init__(self):
+        super().__init__()
+        self.guards = {}
+
+    def setup(self):
+        self.metrics.add("circuits", self.sample)
+
+    def guard(self, service, policy):
+        """`service`'s guard, made by its first caller with `policy`'s bounds (a
+        target's bounds are the same for every caller: RPC_TARGETS)."""
+        if service not in self.guards:
+            # asked from the callers' setup, which may run before this one's
+            self.guards[service] = Guard(
+                service, self.container.config[AMQP_URI_CONFIG_KEY],
+                policy.circuit_fail_max, policy.circuit_reset_seconds, policy.concurrency)
+        return self.guards[service]
+
+    def start(self):
+        if self.guards:
+            self.container.spawn_managed_thread(functools.partial(
+                watch_presence, self.container.config[AMQP_URI_CONFIG_KEY],
+                list(self.guards.values())), identifier="service presence")
+
+    def sample(self):
+        circuits = self.metrics.gauge(
+            "mesh_circuit_state", "The circuit to a service: 0 closed, 1 half-open, 2 open",
+            ["target"])
+        present = self.metrics.gauge(
+            "mesh_target_present", "1 while a called service has a running instance",
+            ["target"])
+        in_flight = self.metrics.gauge(
+            "mesh_rpc_in_flight", "Calls to a service waiting for its answer now",
+            ["target"])
+        for name, guard in sorted(self.guards.items()):
+            circuits.add_metric([self.metrics.service, name], CIRCUIT_STATES[guard.state])
+            present.add_metric([self.metrics.service, name], int(bool(guard.present)))
+            in_flight.add_metric([self.metrics.service, name], guard.in_flight)
+        return [circuits, present, in_flight]
 
 
 def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):

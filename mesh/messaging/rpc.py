@@ -51,8 +51,7 @@ from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.consumers import DrainingQueueConsumer, StopsWhileAway
-from mesh.messaging.guard import (CIRCUIT_STATES, AnswerLost, Guard, ServiceUnavailable,
-                                  watch_presence)
+from mesh.messaging.guard import AnswerLost, Guards, ServiceUnavailable
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.policy import DeadlinePassed, GuardedCall, policy_for
 from mesh.messaging.topology import lasting_arguments, rpc_exchange
@@ -456,6 +455,7 @@ class ServiceRpc(RpcProxy):
 
     metrics = Metrics()
     rpc_reply_listener = ContractReplyListener()
+    shared_guards = Guards()
 
     def __init__(self, contract, timeout=None, methods=None):
         """`methods`: the contract's methods this service calls, when not all of
@@ -485,34 +485,10 @@ class ServiceRpc(RpcProxy):
                 ["target", "cause"]))
         for name in self.contracts:
             policy = policy_for(config, name, self.timeout)
-            self.guards[name] = Guard(name, config[AMQP_URI_CONFIG_KEY],
-                                      policy.circuit_fail_max,
-                                      policy.circuit_reset_seconds, policy.concurrency)
+            # the container's one guard of the target: its circuit, presence and gauges
+            self.guards[name] = self.shared_guards.guard(name, policy)
             self.calls[name] = GuardedCall(self.container.service_name, name,
                                            self.guards[name], policy, counters)
-        self.metrics.add("circuits", self.sample_guards)
-
-    def start(self):
-        super().start()
-        self.container.spawn_managed_thread(functools.partial(
-            watch_presence, self.container.config[AMQP_URI_CONFIG_KEY],
-            list(self.guards.values())), identifier="service presence")
-
-    def sample_guards(self):
-        circuits = self.metrics.gauge(
-            "mesh_circuit_state", "The circuit to a service: 0 closed, 1 half-open, 2 open",
-            ["target"])
-        present = self.metrics.gauge(
-            "mesh_target_present", "1 while a called service has a running instance",
-            ["target"])
-        in_flight = self.metrics.gauge(
-            "mesh_rpc_in_flight", "Calls to a service waiting for its answer now",
-            ["target"])
-        for name, guard in self.guards.items():
-            circuits.add_metric([self.metrics.service, name], CIRCUIT_STATES[guard.state])
-            present.add_metric([self.metrics.service, name], int(bool(guard.present)))
-            in_flight.add_metric([self.metrics.service, name], guard.in_flight)
-        return [circuits, present, in_flight]
 
     def get_dependency(self, worker_ctx):
         (contract,) = self.contracts.values()

@@ -5,6 +5,8 @@ import datetime as dt
 import time
 
 import eventlet
+from nameko.testing.services import dummy, entrypoint_hook
+from prometheus_client import generate_latest
 
 from contracts.inventory import CONTRACT as INVENTORY
 from mesh.messaging.rpc import ServiceRpc, rpc
@@ -188,3 +190,38 @@ def test_a_nested_call_waits_no_longer_than_the_request_it_serves(start_mesh,
     wait_until(lambda: sum(outcomes().values()), 15, "orders' call to inventory to end")
     # it gave up with the gateway instead of waiting for the answer (at 3 s)
     assert outcomes() == {"ok": 0, "timeout": 1}
+
+
+class TwoCallers:
+    """Two dependencies calling one service: one guard, one series of each gauge."""
+
+    name = "two_callers"
+    inventory = ServiceRpc(INVENTORY)
+    prices = ServiceRpc(INVENTORY, methods=["get_prices"])
+
+    @dummy
+    def both(self, product_id):
+        return (self.inventory.get_product(product_id=product_id)["id"],
+                self.prices.get_prices(product_ids=[product_id])["prices"])
+
+
+def test_two_callers_of_one_service_share_its_guard_and_export_each_metric_once(
+        start_service, rpc_client, mesh_config):
+    start_service(InventoryService)
+    product = rpc_client.inventory.create_product(sku="two-callers-1", name="Two",
+                                                  price_cents=300, stock=1)
+    container = start_service(TwoCallers, SERVICES={
+        **mesh_config["SERVICES"], "two_callers": f"{__name__}:TwoCallers"})
+    with entrypoint_hook(container, "both") as both:
+        assert both(product["id"]) == (product["id"], {str(product["id"]): 300})
+    callers = [d for d in container.dependencies if isinstance(d, ServiceRpc)]
+    assert len(callers) == 2 and callers[0].guards["inventory"] is callers[1].guards["inventory"]
+    page = generate_latest(callers[0].metrics.registry).decode()
+    for gauge in ("mesh_circuit_state", "mesh_target_present", "mesh_rpc_in_flight"):
+        series = [line for line in page.splitlines() if line.startswith(gauge + "{")]
+        assert series == [f'{gauge}{{service="two_callers",target="inventory"}} 0.0'
+                          if gauge != "mesh_target_present" else
+                          f'{gauge}{{service="two_callers",target="inventory"}} 1.0'], page
+    watchers = [t for t in container._managed_threads.values()
+                if t == "service presence"]
+    assert len(watchers) == 1
