@@ -81,20 +81,11 @@ class Metrics(SharedExtension):
         """Report the `GaugeMetricFamily`s that `sample()` yields on every scrape."""
         self.registry.register(Sampled(what, sample))
 
-    def counter(self, name, documentation, **labels):
-        """A counter of this service's own, with `labels` (`queue="..."`) after
-        the service (registered on first use; a counter sums correctly over
-        replicas, each counting what it did)."""
+    def counter(self, name, documentation, labels=()):
+        """The counter `name`, labelled `service` first, then `labels`: made once,
+        whichever extension asks first (a counter sums correctly over replicas,
+        each counting what it did); counted as ``.labels(self.service, *values)``."""
         counters = self.__dict__.setdefault("counters", {})
-        if name not in counters:
-            counters[name] = Counter(name, documentation, ["service", *labels],
-                                     registry=self.registry)
-        return counters[name].labels(self.service, *labels.values())
-
-    def labelled_counter(self, name, documentation, labels):
-        """A counter labelled `service` first, then `labels`: made once, whichever
-        extension asks first; counted as ``.labels(self.service, *values).inc()``."""
-        counters = self.__dict__.setdefault("labelled", {})
         if name not in counters:
             counters[name] = Counter(name, documentation, ["service", *labels],
                                      registry=self.registry)

@@ -21,7 +21,6 @@ import logging
 import eventlet
 from nameko.exceptions import ConfigurationError
 from nameko.extensions import DependencyProvider, SharedExtension
-from prometheus_client import Counter
 from sqlalchemy import Table, delete, select, text, tuple_, update
 
 from mesh.core.config import setting
@@ -122,9 +121,9 @@ class Pruner(SharedExtension):
         self.service = self.container.service_name
         self.url = database_url(config, self.service)
         self.interval = setting(config, "PRUNE_INTERVAL_SECONDS")
-        self.pruned = Counter("mesh_pruned_rows", "Rows deleted (or cleared) by retention, "
-                              "by table", ["service", "table"],
-                              registry=self.metrics.registry)
+        self.pruned = self.metrics.counter(
+            "mesh_pruned_rows", "Rows deleted (or cleared) by retention, by table",
+            ("table",))
 
     def start(self):
         # an engine of its own, as the outbox relay has: its life is the thread's

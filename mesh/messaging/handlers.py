@@ -345,13 +345,14 @@ class MeshEventHandler(EventHandler):
             self.causes.add(cause)
         return self.metrics.counter(
             "mesh_dead_letters", "Events parked in a dead-letter queue, by cause (its "
-            "fingerprint, as `mesh dlq groups` shows it)", queue=self.lasting,
-            error_type=error_type, fingerprint=cause)
+            "fingerprint, as `mesh dlq groups` shows it)",
+            ("queue", "error_type", "fingerprint")).labels(
+            self.metrics.service, self.lasting, error_type, cause)
 
     def dlq_refused(self):
         return self.metrics.counter(
             "mesh_dlq_refused", "Messages a full dead-letter queue refused (kept in "
-            "their handler's retries)", queue=self.lasting)
+            "their handler's retries)", ("queue",)).labels(self.metrics.service, self.lasting)
 
     def keep_retrying(self, message, error, attempt, headers):
         """The DLQ is full (DLQ_MAX_LENGTH) and refused the message: rather than

@@ -21,7 +21,6 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.standalone.events import get_event_exchange
 from nameko_sqlalchemy.database import Session
-from prometheus_client import Counter
 from sqlalchemy import bindparam, event, func, insert, select, update
 
 from mesh.core import codec
@@ -138,13 +137,12 @@ class OutboxRelay(SharedExtension):
         self.exchange = get_event_exchange(self.container.service_name, config)
         self.publisher = ConfirmedPublisher(config[AMQP_URI_CONFIG_KEY],
                                             declare=[self.exchange])
-        self.published = Counter("mesh_events_published", "Events the outbox published, "
-                                 "by type", ["service", "type"],
-                                 registry=self.metrics.registry)
-        self.unroutable_count = Counter(
+        self.published = self.metrics.counter(
+            "mesh_events_published", "Events the outbox published, by type", ("type",))
+        self.unroutable_count = self.metrics.counter(
             "mesh_events_unroutable", "Publishes of an event that no queue took, or held "
             "back because a subscriber's queue is missing (it stays in the outbox)",
-            ["service", "type"], registry=self.metrics.registry)
+            ("type",))
         self.unroutable = {}  # outbox row id -> when to try it again
         self.subscribers = subscriber_queues(config, self.service)
         self.declares = declares_exchanges(config)

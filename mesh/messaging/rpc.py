@@ -471,15 +471,15 @@ class ServiceRpc(RpcProxy):
         config = self.container.config
         self.exchange = rpc_exchange(config)
         counters = (
-            self.metrics.labelled_counter(
+            self.metrics.counter(
                 "mesh_rpc_calls", "Calls to another service by outcome: ok, error (an "
                 "answer), timeout, failed (transport), refused (by its guard), "
                 "expired (not made: its request had no time left)",
                 ["target", "method", "outcome"]),
-            self.metrics.labelled_counter(
+            self.metrics.counter(
                 "mesh_rpc_retries", "Idempotent reads sent again after a timeout or a "
                 "transport failure", ["target", "method"]),
-            self.metrics.labelled_counter(
+            self.metrics.counter(
                 "mesh_rpc_rejected", "Calls refused at once by the target's guard, by "
                 "cause: no_instance, broker_down, circuit_open, concurrency",
                 ["target", "cause"]))
