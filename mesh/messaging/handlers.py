@@ -38,7 +38,7 @@ from mesh.data.tables import inbox as INBOX
 from mesh.messaging.broker import CONFIRM_TIMEOUT, pooled_producer
 from mesh.messaging.causes import cause_of, fingerprint
 from mesh.messaging.consumers import DrainingQueueConsumer
-from mesh.messaging.health import queue_state, refuse_mismatched
+from mesh.messaging.health import mismatch, queue_state, refuse_mismatched
 from mesh.messaging.tls import broker_connection
 from mesh.messaging.topology import (dlq_name, lasting_arguments, lasting_queue,
                                      own_exchange, own_exchange_name, retry_queue_name)
@@ -72,24 +72,17 @@ def renew_if_empty(amqp_uri, queue):
     then names it."""
     with broker_connection(amqp_uri) as connection:
         state = queue_state(connection, queue.name)
-        if state is None or state[0]:
+        if state is None or state[0] or mismatch(connection, queue) is None:
             return
         try:
             with connection.channel() as channel:
-                channel.queue_declare(queue.name, durable=queue.durable,
-                                      auto_delete=queue.auto_delete,
-                                      arguments=queue.queue_arguments)
-        except PreconditionFailed:
-            try:
-                with connection.channel() as channel:
-                    # if_empty: a message parked meanwhile is never deleted with it
-                    channel.queue_delete(queue.name, if_empty=True)
-                log.warning("%s had other arguments and was empty: declared anew",
-                            queue.name)
-            except (PreconditionFailed, AMQPNotImplementedError):
-                # not empty after all, or a quorum queue (which cannot be deleted
-                # only if empty): left for refuse_mismatched to name
-                pass
+                # if_empty: a message parked meanwhile is never deleted with it
+                channel.queue_delete(queue.name, if_empty=True)
+            log.warning("%s had other arguments and was empty: declared anew", queue.name)
+        except (PreconditionFailed, AMQPNotImplementedError):
+            # not empty after all, or a quorum queue (which cannot be deleted only
+            # if empty): left for refuse_mismatched to name
+            pass
 
 
 def retry_queue(queue_name, delay_ms, config, service, exclusive=False):

@@ -13,7 +13,7 @@ from mesh.core.metrics import OpsServer
 from mesh.messaging.tls import broker_connection, tls_options
 from mesh.messaging.topology import dlq_name, rpc_queue
 
-__all__ = ["broker_refusal", "queue_state", "consumers", "service_queues",
+__all__ = ["broker_refusal", "queue_state", "mismatch", "consumers", "service_queues",
            "check_readiness", "Readiness", "broker_unreachable", "refuse_mismatched"]
 
 
@@ -45,16 +45,25 @@ def refuse_mismatched(amqp_uri, queues):
         for queue in queues:
             if queue_state(connection, queue.name) is None:
                 continue  # made as declared when it is first needed
-            with connection.channel() as channel:
-                try:
-                    channel.queue_declare(queue.name, durable=queue.durable,
-                                          auto_delete=queue.auto_delete,
-                                          arguments=queue.queue_arguments)
-                except PreconditionFailed as exc:
-                    raise ConfigurationError(
-                        f"queue {queue.name} exists with other arguments ({exc.reply_text}); "
-                        "a queue's type or bound cannot change in place: see docs "
-                        "\"Quorum queues\" (a DLQ: \"Dead letters\")") from None
+            why = mismatch(connection, queue)
+            if why:
+                raise ConfigurationError(
+                    f"queue {queue.name} exists with other arguments ({why}); "
+                    "a queue's type or bound cannot change in place: see docs "
+                    "\"Quorum queues\" (a DLQ: \"Dead letters\")")
+
+
+def mismatch(connection, queue):
+    """Why the broker refuses `queue` (a kombu Queue) as declared here, which it
+    holds with other arguments; None when it takes it (or makes it)."""
+    with connection.channel() as channel:
+        try:
+            channel.queue_declare(queue.name, durable=queue.durable,
+                                  auto_delete=queue.auto_delete,
+                                  arguments=queue.queue_arguments)
+        except PreconditionFailed as exc:
+            return exc.reply_text or "PRECONDITION_FAILED"
+    return None
 
 
 def consumers(connection, service):
