@@ -115,6 +115,7 @@ class OrdersService:
         acted = domain.expire(self.db.session, self.outbox, cutoff)
         self.telemetry.counter(
             "mesh_saga_timeouts", "Order sagas the timeout acted on (rejected, or a "
-            "stuck cancellation announced again)").inc(len(acted))
+            "stuck cancellation announced again)").labels(self.telemetry.service).inc(
+            len(acted))
         if acted:
             log.warning("saga timeout (%g s) compensated orders %s", timeout, acted)
