@@ -1,7 +1,7 @@
 # One image for every service; the command picks which one a container runs:
 # `serve NAME`, `migrate --only NAME`, `status`, `dlq list`.
 # Build: `make image` (docker build -t nameko-mesh:VERSION .), then push it and
-# name it in deploy/k8s/kustomization.yaml (README "Running on Kubernetes").
+# name it in deploy/k8s/kustomization.yaml (docs "Running on Kubernetes").
 
 # --- build: the package and its pinned dependencies, into a virtualenv ---
 FROM python:3.11-slim AS build

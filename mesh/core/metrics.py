@@ -89,6 +89,10 @@ class Metrics(SharedExtension):
         if name not in counters:
             counters[name] = Counter(name, documentation, ["service", *labels],
                                      registry=self.registry)
+        elif counters[name]._labelnames != ("service", *labels):
+            # a second caller must count the same series, not others under its name
+            raise ValueError(f"{name} is counted with labels "
+                             f"{counters[name]._labelnames}, not {('service', *labels)}")
         return counters[name]
 
     def gauge(self, name, documentation, labels=()):
