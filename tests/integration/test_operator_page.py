@@ -28,7 +28,9 @@ CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 @pytest.fixture
 def browser(tmp_path):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no {CHROMIUM}: .ci/ensure-services installs Debian's chromium")
+        # a skipped browser test would check nothing: the setup is what is broken
+        pytest.fail(f"no {CHROMIUM}: `bash .ci/ensure-services` installs Debian's chromium "
+                    "and chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
