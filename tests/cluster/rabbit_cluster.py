@@ -18,9 +18,20 @@ import uuid
 from mesh.testing import free_port
 
 
+class CtlError(subprocess.CalledProcessError):
+    """A failed rabbitmqctl, with what it said: its exit code alone tells little."""
+
+    def __str__(self):
+        return f"{super().__str__()}: {self.stderr}"
+
+
 def _ctl(node, *args, timeout=120):
-    return subprocess.run(["rabbitmqctl", "-q", "-n", node, *args], check=True,
-                          capture_output=True, text=True, timeout=timeout).stdout
+    done = subprocess.run(["rabbitmqctl", "-q", "-n", node, *args],
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        raise CtlError(done.returncode, done.args, done.stdout,
+                       done.stderr.strip() or done.stdout.strip())
+    return done.stdout
 
 
 class RabbitCluster:
@@ -116,13 +127,22 @@ class RabbitCluster:
         pause_minority mends none: every node answers again), so its app is
         restarted, which rejoins it to the others."""
         deadline = time.monotonic() + 60
-        while not json.loads(_ctl(node, "cluster_status", "--formatter", "json",
-                                  timeout=60))["partitions"]:
+        while not self._partitioned(node):
             if time.monotonic() > deadline:
                 return  # it never split (a hang shorter than net_ticktime)
             time.sleep(1)
         _ctl(node, "stop_app")
         _ctl(node, "start_app")
+
+    @staticmethod
+    def _partitioned(node):
+        """Whether `node` records a partition; a node that cannot say yet (just woken,
+        or paused by pause_minority: rabbitmqctl then exits non-zero) is asked again."""
+        try:
+            return bool(json.loads(_ctl(node, "cluster_status", "--formatter", "json",
+                                        timeout=60))["partitions"])
+        except (subprocess.SubprocessError, ValueError, KeyError):
+            return False
 
     def await_whole(self, timeout=180):
         """Until every node runs and sees every other one, with no partition
