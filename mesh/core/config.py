@@ -140,6 +140,12 @@ OTHER_SETTINGS = {
                              "(../operating/observability.md))"}
 
 
+def _policy_range(name):
+    """The bounds of RPC_TARGETS' `name`, for the top-level setting that is its default."""
+    _, lowest, highest = CALL_POLICY_FIELDS[name]
+    return validate.Range(min=lowest, max=highest)
+
+
 def _call_value(where, value, kind, lowest, highest):
     numeric = isinstance(value, int) if kind is int else isinstance(value, (int, float))
     if isinstance(value, bool) or not numeric or not lowest <= value <= highest:
@@ -282,12 +288,12 @@ class Settings(Schema):
                                       validate=validate.Range(min=0, max=60))
     """seconds a request waits for its turn to hash before 503"""
     CIRCUIT_FAIL_MAX = fields.Integer(strict=True, load_default=5,
-                                      validate=validate.Range(min=1, max=1000))
+                                      validate=_policy_range("circuit_fail_max"))
     """after this many failed calls in a row (timeouts, transport errors, unknown
     service) a caller answers 503 for that service for `CIRCUIT_RESET_SECONDS`, then
     lets one probe call through. The default for every target of `RPC_TARGETS`"""
     CIRCUIT_RESET_SECONDS = fields.Float(load_default=10.0,
-                                         validate=validate.Range(min=0.1, max=3600))
+                                         validate=_policy_range("circuit_reset_seconds"))
     """seconds a caller answers 503 for a service whose circuit opened, before it
     lets one probe call through. The default for every target of `RPC_TARGETS`"""
     CORS_ORIGINS = fields.String(load_default=None, allow_none=True,
@@ -304,7 +310,7 @@ class Settings(Schema):
                                         validate=validate.OneOf(("closed", "open")))
     """when `REDIS_URL` cannot answer within 1 s: `closed` answers 503 with
     `Retry-After: 5`, `open` lets the request through uncounted"""
-    RPC_TIMEOUT = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
+    RPC_TIMEOUT = fields.Float(load_default=5.0, validate=_policy_range("timeout"))
     """seconds a caller (the gateway, `orders`) waits for a service before 504
     (`Busy` from a service); the request expires unstarted after as long. The
     default for every target of `RPC_TARGETS`"""
