@@ -9,12 +9,12 @@ calls in flight) is the fast answer the guard exists to give.
 """
 import dataclasses
 import logging
-import time
 
 import eventlet
 from nameko.exceptions import RpcTimeout
 
 from mesh.core.config import CALL_POLICY_FIELDS, setting
+from mesh.messaging.deadline import NEVER
 from mesh.messaging.guard import FAILURES, ServiceUnavailable
 
 __all__ = ["CallPolicy", "policy_for", "retryable", "GuardedCall", "OUTCOMES",
@@ -27,18 +27,10 @@ BUILT_IN = {"retries": 0, "retry_backoff": 0.1, "concurrency": 100}
 OUTCOMES = ("ok", "error", "timeout", "failed", "refused", "expired")
 
 
-# a call is not made with less time left than the shortest timeout a target may have
-MIN_CALL_SECONDS = CALL_POLICY_FIELDS["timeout"][1]
-
-
 class DeadlinePassed(Exception):
     """A call not made: the request it would serve has (next to) no time left,
     its own caller has stopped waiting. Says nothing of the target, whose guard
     never sees it."""
-
-
-def _time_left(deadline):
-    return float("inf") if deadline is None else deadline - time.time()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,20 +92,20 @@ class GuardedCall:
         self.caller, self.target, self.guard, self.policy = caller, target, guard, policy
         self.calls, self.retries, self.rejected = counters
 
-    def __call__(self, method, name, attempt, deadline=None):
+    def __call__(self, method, name, attempt, deadline=NEVER):
         """`attempt()` once, and again while `retryable`; its result, or its last
-        error. None is made, nor retried, with less than MIN_CALL_SECONDS left
-        before `deadline` (epoch seconds)."""
+        error. None is made, nor retried, unless `deadline` (a `Deadline`) allows
+        a call then."""
         retry = 0
         while True:
             try:
-                if _time_left(deadline) < MIN_CALL_SECONDS:
+                if not deadline.allows_call():
                     raise DeadlinePassed(f"{self.target}.{name} not called: the request "
                                          "it serves has no time left")
                 result = self.guard.call(attempt)
             except Exception as exc:
                 if (retry < self.policy.retries and retryable(method, exc) and
-                        _time_left(deadline) - self.policy.delay(retry) >= MIN_CALL_SECONDS):
+                        deadline.allows_call(after=self.policy.delay(retry))):
                     log.info("%s.%s: %s; trying again (%d of %d)", self.target, name,
                              type(exc).__name__, retry + 1, self.policy.retries)
                     self.retries.labels(self.caller, self.target, name).inc()

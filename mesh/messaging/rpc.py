@@ -51,6 +51,7 @@ from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
 from mesh.messaging.consumers import DrainingQueueConsumer, StopsWhileAway
+from mesh.messaging.deadline import NEVER, Deadline
 from mesh.messaging.guard import AnswerLost, Guards, ServiceUnavailable
 from mesh.messaging.health import refuse_mismatched
 from mesh.messaging.policy import DeadlinePassed, GuardedCall, policy_for
@@ -153,18 +154,17 @@ class ContractRpc(Rpc):
 
     def handle_message(self, body, message):
         context_data = self.unpack_message_headers(message)
-        expires_at = context_data.pop(EXPIRES, None)
-        if isinstance(expires_at, (int, float)) and time.time() > expires_at:
+        deadline = Deadline.of(context_data.pop(EXPIRES, None))
+        if deadline.passed():
             # its caller has given up (and may have retried): doing it now could
             # apply it after the caller was told it failed
             log.warning("%s.%s: dropped a request that expired %.1f s ago",
-                        self.container.service_name, self.method_name,
-                        time.time() - expires_at)
+                        self.container.service_name, self.method_name, -deadline.left())
             self.rpc_consumer.queue_consumer.ack_message(message)
             return
         context_data.pop(DEADLINE, None)  # only ever this request's own
-        if isinstance(expires_at, (int, float)):
-            context_data[DEADLINE] = expires_at
+        if deadline.at is not None:
+            context_data[DEADLINE] = deadline.at
         try:
             args, kwargs = body["args"], body["kwargs"]
         except (KeyError, TypeError):
@@ -297,12 +297,12 @@ class ContractServiceProxy(HeaderEncoder):
 
     @property
     def deadline(self):
-        """When the worker's own caller stops waiting (epoch seconds), or None: no
-        call it makes waits longer. Only an RPC has one (an event or an HTTP
-        request has no caller waiting on this service)."""
+        """When the worker's own caller stops waiting (a `Deadline`): no call it
+        makes waits longer. Only an RPC has one (an event or an HTTP request has
+        no caller waiting on this service: NEVER)."""
         if isinstance(self.worker_ctx.entrypoint, ContractRpc):
-            return self.worker_ctx.data.get(DEADLINE)
-        return None
+            return Deadline.of(self.worker_ctx.data.get(DEADLINE))
+        return NEVER
 
     def __getattr__(self, name):
         method = self.contract.method(name)  # AttributeError
@@ -336,10 +336,7 @@ class ContractCall:
         target's, or the time left before `deadline` when that is shorter."""
         proxy = self.proxy
         container = proxy.worker_ctx.container
-        timeout, why = proxy.timeout, ""
-        if deadline is not None and deadline - time.time() < timeout:
-            timeout = max(deadline - time.time(), 0.001)
-            why = ", all the time left of the request it serves"
+        timeout, why = deadline.cap(proxy.timeout)
         started = time.monotonic()
         listener = proxy.reply_listener
         if not listener.ready.ready():

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter
 from contracts import inventory, orders
 from contracts.errors import NotFound
 from mesh.core.config import ConfigError, validate_config
+from mesh.messaging.deadline import NEVER, Deadline
 from mesh.messaging.guard import Guard, ServiceUnavailable
 from mesh.messaging.policy import (CallPolicy, DeadlinePassed, GuardedCall, policy_for,
                                    retryable)
@@ -173,7 +174,7 @@ def test_no_call_is_made_nor_retried_for_a_request_with_no_time_left():
 
     call, counted = guarded_call(retries=3)
     attempt = attempts(RpcTimeout("cut short"), "never")
-    deadline = time.time() + 0.15  # its caller stops waiting in 150 ms
+    deadline = Deadline(time.time() + 0.15)  # its caller stops waiting in 150 ms
     with pytest.raises(RpcTimeout):  # what a target that did not answer in time gets
         call(GET_PRICES, "get_prices", lambda: eventlet.sleep(0.06) or attempt(), deadline)
     assert len(attempt.made) == 1  # too little left for another
@@ -181,11 +182,29 @@ def test_no_call_is_made_nor_retried_for_a_request_with_no_time_left():
                          method="get_prices") == 0
     attempt = attempts("never")
     with pytest.raises(DeadlinePassed):
-        call(GET_PRICES, "get_prices", attempt, time.time() + 0.05)
+        call(GET_PRICES, "get_prices", attempt, Deadline(time.time() + 0.05))
     assert attempt.made == []
     assert counted.value("calls", service="orders", target="inventory",
                          method="get_prices", outcome="expired") == 1
     assert call.guard.breaker.fail_counter == 1  # the timeout, not the call never made
+
+
+def test_a_deadline_caps_a_timeout_and_allows_a_call_only_with_time_left():
+    import time
+
+    soon = Deadline(time.time() + 0.5)
+    timeout, why = soon.cap(5)
+    assert 0.4 < timeout <= 0.5 and why == ", all the time left of the request it serves"
+    assert soon.cap(0.2) == (0.2, "")
+    assert soon.allows_call() and not soon.allows_call(after=0.45)
+    assert not soon.passed() and Deadline(time.time() - 1).passed()
+    assert Deadline(time.time() - 1).cap(5) == (0.001, ", all the time left of the "
+                                                       "request it serves")
+    # none sent (an event, an HTTP request, a stock caller): one that never passes
+    for missing in (None, "soon", b"1"):
+        assert Deadline.of(missing) is NEVER
+    assert not NEVER.passed() and NEVER.allows_call(after=1e9)
+    assert NEVER.cap(5) == (5, "") and Deadline.of(12.5) == Deadline(12.5)
 
 
 def test_a_refusal_by_the_guard_is_counted_by_cause_and_never_retried():
