@@ -1,0 +1,80 @@
+"""CPU seconds the processes behind a figure spent, read from /proc: every process
+of the mesh (each service by name, `mesh up` itself as `supervisor`), the
+RabbitMQ node and PostgreSQL, so a case can say where each order's CPU went.
+The load generators (wrk, bench.load) are left out: they cost every case alike."""
+import os
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid):
+    """(parent pid, CPU seconds) of `pid`, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the name may hold spaces
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _cluster_test_node(pid):
+    """Whether `pid` is a node of tests/cluster's own (RABBITMQ_NODENAME=meshtest...)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return b"RABBITMQ_NODENAME=meshtest" in handle.read()
+    except OSError:
+        return False
+
+
+def _role(pid, argv, mesh_pids):
+    """Whose CPU `pid` spends: a mesh service's, the supervisor's, the broker's, the
+    database's, or nobody the bench measures (None)."""
+    if pid in mesh_pids:
+        if "serve" in argv[:-1]:
+            return f"mesh {argv[argv.index('serve') + 1]}"
+        return "mesh supervisor"
+    name = os.path.basename(argv[0]) if argv and argv[0] else ""
+    if name == "beam.smp" and "rabbit" in argv and not _cluster_test_node(pid):
+        return "broker"
+    if name.startswith("postgres") or argv[0].startswith("postgres:"):
+        return "database"
+    return None
+
+
+def sample(mesh_pid):
+    """`{role: CPU seconds so far}` of every process the bench measures."""
+    stats = {int(pid): _stat(pid) for pid in os.listdir("/proc") if pid.isdigit()}
+    stats = {pid: stat for pid, stat in stats.items() if stat}
+    mesh, grew = {mesh_pid}, True
+    while grew:  # mesh up's descendants
+        grown = {pid for pid, (parent, _) in stats.items() if parent in mesh}
+        grew, mesh = bool(grown - mesh), mesh | grown
+    spent = {}
+    for pid, (_, seconds) in stats.items():
+        role = _role(pid, _cmdline(pid), mesh)
+        if role:
+            spent[role] = spent.get(role, 0.0) + seconds
+    return spent
+
+
+def spent_between(before, after, per):
+    """CPU seconds per unit (`per` units done between the samples), by role, with
+    the mesh's, the broker's and everything's sums."""
+    roles = {role: max(after.get(role, 0.0) - before.get(role, 0.0), 0.0)
+             for role in set(before) | set(after)}
+    if not per:
+        return {}
+    figures = {role: round(seconds / per * 1000, 2) for role, seconds in sorted(roles.items())}
+    mesh = sum(seconds for role, seconds in roles.items() if role.startswith("mesh "))
+    figures.update({"mesh (all)": round(mesh / per * 1000, 2),
+                    "everything": round(sum(roles.values()) / per * 1000, 2)})
+    return figures  # milliseconds of CPU per unit
