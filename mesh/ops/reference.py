@@ -24,6 +24,9 @@ def scaffold_file(part, name="shipping"):
 
 
 def events_reference():
+    from mesh.core.logs import quiet_eventlet_deprecation
+
+    quiet_eventlet_deprecation()  # nameko imports eventlet: no notice in the build's log
     from mesh.runtime.asyncapi import events_reference as reference
     return reference()
 

@@ -1,5 +1,6 @@
 """The AsyncAPI 3 document of the mesh, from the same contracts that check every
-event and RPC call, and the page that shows it.
+event and RPC call, the page that shows it, and the docs' events reference
+(Markdown, built with the docs).
 
 Every event a contract declares is a channel (its routing key on the
 publisher's `<service>.events` topic exchange) with its message (the envelope,
@@ -12,6 +13,7 @@ made plain JSON Schema (`nullable` becomes a `null` type).
 """
 import html
 import json
+import re
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
@@ -24,7 +26,7 @@ from mesh.messaging.broadcasts import InstanceEventHandler
 from mesh.messaging.topology import lasting_queue
 from mesh.core.services import entrypoints_of, import_service
 
-__all__ = ["asyncapi_document", "AsyncApi", "events_page"]
+__all__ = ["asyncapi_document", "AsyncApi", "events_page", "events_reference"]
 
 RPC_EXCHANGE = {"name": "nameko-rpc", "type": "topic", "durable": True,
                 "autoDelete": False, "vhost": "/"}
@@ -219,3 +221,171 @@ def events_page(document):
             f"<a href=\"/api/v1/asyncapi.json\">/api/v1/asyncapi.json</a> "
             f"(AsyncAPI 3.0).</p>{''.join(rows)}</body></html>")
     return page
+
+
+def _cell(text):
+    """Prose made safe in a Markdown table cell or list item: on one line, `|`
+    escaped and `<`, `>`, `&` as text (not HTML) outside its code spans."""
+    parts = re.split(r"(`[^`]*`)", " ".join(str(text).split()))
+    return "".join(_code(part[1:-1]) if part.startswith("`") and len(part) > 1 else
+                   html.escape(part, quote=False).replace("|", "\\|") for part in parts)
+
+
+def _code(value):
+    """`value` as inline code in a table cell: a code span, or (holding a `|` or a
+    backtick, which a code span cannot escape) <code> with its punctuation as
+    character references, which Markdown leaves alone."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    if "|" not in text and "`" not in text:
+        return f"`{text}`"
+    return "<code>" + "".join(c if c.isalnum() or c == " " else f"&#{ord(c)};"
+                              for c in text) + "</code>"
+
+
+def _json_type(value):
+    return {bool: "boolean", int: "integer", float: "number", str: "string",
+            type(None): "null", list: "array", dict: "object"}[type(value)]
+
+
+def _notes(schema):
+    """What else a JSON Schema says of a value, as short phrases."""
+    notes = []
+    if "description" in schema:
+        notes.append(_cell(schema["description"]))
+    if "const" in schema:
+        notes.append(f"always {_code(schema['const'])}")
+    if "format" in schema:
+        notes.append(f"format {_code(schema['format'])}")
+    if "enum" in schema:
+        notes.append("one of " + ", ".join(_code(v) for v in schema["enum"]))
+    if "pattern" in schema:
+        notes.append(f"matches {_code(schema['pattern'])}")
+    for low, high, unit in (("minimum", "maximum", ""), ("minLength", "maxLength", " characters"),
+                            ("minItems", "maxItems", " items")):
+        if low in schema and high in schema:
+            notes.append(f"{schema[low]} to {schema[high]}{unit}")
+        elif low in schema:
+            notes.append(f"at least {schema[low]}{unit}")
+        elif high in schema:
+            notes.append(f"at most {schema[high]}{unit}")
+    if "default" in schema:
+        notes.append(f"default {_code(schema['default'])}")
+    return notes
+
+
+def _field_rows(schema, components, prefix="", seen=()):
+    """`(name, JSON type, required, nullable, notes)` of each property of the
+    object `schema`, then of the objects nested in it (`lines[].quantity`)."""
+    required = set(schema.get("required", ()))
+    for name, value in schema.get("properties", {}).items():
+        nullable, nested = False, None
+        if "oneOf" in value and {"type": "null"} in value["oneOf"]:
+            (value,) = [v for v in value["oneOf"] if v != {"type": "null"}] or [{}]
+            nullable = True
+        kind = value.get("type")
+        if isinstance(kind, list):
+            nullable = nullable or "null" in kind
+            kind = " or ".join(k for k in kind if k != "null")
+        path, shown = f"{prefix}{name}", kind
+        if "$ref" in value:
+            ref = value["$ref"].rsplit("/", 1)[1]
+            shown, nested = f"object ({ref})", (components.get(ref, {}), f"{path}.", ref)
+        elif kind == "array":
+            items = value.get("items", {})
+            if "$ref" in items:
+                ref = items["$ref"].rsplit("/", 1)[1]
+                shown, nested = f"array of {ref}", (components.get(ref, {}), f"{path}[].", ref)
+            elif items.get("properties"):
+                shown, nested = "array of objects", (items, f"{path}[].", None)
+            else:
+                shown = f"array of {items.get('type', 'any')}"
+        elif kind == "object" and value.get("properties"):
+            nested = (value, f"{path}.", None)
+        elif kind is None:
+            shown = _json_type(value["const"]) if "const" in value else "any"
+        yield (path, shown, name in required, nullable, _notes(value))
+        if nested and nested[2] not in seen:  # a schema nested in itself is shown once
+            yield from _field_rows(nested[0], components, nested[1],
+                                   seen + ((nested[2],) if nested[2] else ()))
+
+
+def _fields_table(schema, components, notes=None):
+    rows = ["| field | type | required | nullable | notes |", "|---|---|---|---|---|"]
+    for name, kind, required, nullable, said in _field_rows(schema, components):
+        said = (notes or {}).get(name, "; ".join(said))
+        rows.append(f"| {_code(name)} | {_cell(kind)} | {'yes' if required else 'no'} | "
+                    f"{'yes' if nullable else 'no'} | {said} |")
+    return "\n".join(rows)
+
+
+def events_reference(document=None):
+    """The events of `document` (by default the mesh's own, from the contracts and
+    the service classes config.yaml's SERVICES names) as Markdown: the envelope,
+    then a section per publishing service and, for each event it publishes, its
+    exchange and routing key, the handlers that consume it and its `data`'s fields.
+    Sorted, so the same contracts always give the same text."""
+    if document is None:
+        import pathlib
+
+        from contracts import CONTRACTS
+        from mesh.core.config import load_config
+
+        config = load_config(str(pathlib.Path(__file__).resolve().parents[2] / "config.yaml"))
+        classes = {name: import_service(path) for name, path in config["SERVICES"].items()}
+        document = asyncapi_document(
+            {name: c for name, c in CONTRACTS.items() if name in classes}, classes)
+    components = document["components"]
+    events = []  # (service, exchange, routing key, channel key, message)
+    for key, channel in document["channels"].items():
+        if key.startswith("rpc.") or channel["address"] is None:
+            continue
+        (ref,) = channel["messages"].values()
+        message = components["messages"][ref["$ref"].rsplit("/", 1)[1]]
+        exchange = channel["bindings"]["amqp"]["exchange"]["name"]
+        events.append((exchange.rsplit(".", 1)[0], exchange, channel["address"], key, message))
+    events.sort(key=lambda e: (e[0], e[2]))
+    if not events:
+        return "No contract declares an event."
+    out = []
+    envelope = events[0][4]["payload"]
+    out += ["## The envelope", "",
+            "Every event is this JSON object; `type` and `version` are the event's, "
+            "`data` is its own fields, listed with each event below.", "",
+            _fields_table({**envelope, "properties": {
+                **envelope["properties"], "type": {"type": "string"},
+                "version": {"type": "integer"}, "data": {"type": "object"}}},
+                components["schemas"],
+                notes={"type": "the event's type, also its routing key",
+                       "version": "the version of the event's `data` schema",
+                       "data": "the event's own fields (see each event)"}), ""]
+    service = None
+    for publisher, exchange, routing_key, key, message in events:
+        if publisher != service:
+            service = publisher
+            out += [f"## {publisher}", "",
+                    f"Published on the topic exchange {_code(exchange)}, each event "
+                    f"under its type as the routing key.", ""]
+        handlers = sorted(
+            (name, op) for name, op in document["operations"].items()
+            if op["action"] == "receive" and op["channel"]["$ref"] == f"#/channels/{key}")
+        out += [f"### {routing_key}", "", _cell(message["summary"]), "",
+                f"- **version** {message['title'].rsplit(' v', 1)[1]}",
+                f"- **routing key** {_code(routing_key)} on {_code(exchange)}"]
+        if not handlers:
+            out.append("- **handled by** no service")
+        else:
+            out.append("- **handled by**")
+            for name, op in handlers:
+                handler = name.removesuffix(f".{routing_key}")
+                summary = op.get("summary", "")
+                kind, _, how = summary.partition(f" handler {handler}, ")
+                # its queue's names as code: `evt-orders-order_created--...`
+                how = re.sub(r"\bevt-[\w.<>-]+\w>?", lambda q: f"`{q[0]}`",
+                             f"{kind} handler, {how}" if how else summary)
+                out.append(f"    - {_code(handler)} — {_cell(how)}")
+        data = message["payload"]["properties"]["data"]
+        out += ["", "Its `data`:" if data.get("properties") else "Its `data` has no fields.",
+                ""]
+        if data.get("properties"):
+            out += [_fields_table(data, components["schemas"]), ""]
+    return "\n".join(out).rstrip() + "\n"
