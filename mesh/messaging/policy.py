@@ -13,7 +13,7 @@ import logging
 import eventlet
 from nameko.exceptions import RpcTimeout
 
-from mesh.core.config import CALL_POLICY_FIELDS, setting
+from mesh.core.config import setting
 from mesh.messaging.deadline import NEVER
 from mesh.messaging.guard import FAILURES, ServiceUnavailable
 
@@ -53,19 +53,18 @@ class CallPolicy:
 def policy_for(config, target, timeout=None):
     """The policy for calls to `target`: its RPC_TARGETS entry, else `default`'s,
     else RPC_TIMEOUT, CIRCUIT_FAIL_MAX, CIRCUIT_RESET_SECONDS and BUILT_IN; a
-    `timeout` given by the caller's code wins over all of them."""
+    `timeout` given by the caller's code wins over all of them. The values are
+    taken as the config holds them: loading it checked them (CallTargets)."""
     values = {"timeout": setting(config, "RPC_TIMEOUT"),
               "circuit_fail_max": setting(config, "CIRCUIT_FAIL_MAX"),
               "circuit_reset_seconds": setting(config, "CIRCUIT_RESET_SECONDS"),
               **BUILT_IN}
     targets = setting(config, "RPC_TARGETS")
     for layer in (targets.get("default"), targets.get(target)):
-        values.update({name: value for name, value in (layer or {}).items()
-                       if value not in (None, "")})
+        values.update(layer or {})
     if timeout is not None:
         values["timeout"] = timeout
-    return CallPolicy(**{name: CALL_POLICY_FIELDS[name][0](value)
-                         for name, value in values.items()})
+    return CallPolicy(**values)
 
 
 def retryable(method, exc):
