@@ -1,0 +1,153 @@
+"""Where each order's CPU goes: py-spy on every process of the mesh while the saga
+bench's load runs, summed by the package (or mesh module) each sample was in.
+
+``python -m bench.profile [--seconds 20] [--postgres] [--out DIR]``
+
+Starts the mesh as `make bench` does, posts orders on 16 connections for
+`--seconds`, records every service process with `py-spy record --nonblocking -f raw`
+(needs py-spy, `pip install py-spy`, and root or ptrace rights), then prints, per
+process, the share of its busy samples each package took, and by leaf function.
+The raw profiles stay in `--out` (flamegraph.pl or speedscope read them).
+"""
+from mesh.core.logs import quiet_eventlet_deprecation
+
+quiet_eventlet_deprecation()
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+from bench import cases, cpu, stores  # noqa: E402
+from bench.__main__ import Mesh, Processes  # noqa: E402
+from mesh.testing import temporary_vhost  # noqa: E402
+
+FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*):\d+\)$")
+
+
+def where(path):
+    """A sample's place: the mesh's module (`mesh/messaging/outbox`), the installed
+    package (`sqlalchemy`), or the stdlib's module (`stdlib json`); py-spy writes
+    paths relative to sys.path."""
+    path = path.removesuffix(".py")
+    if path.startswith(("mesh/", "services/", "contracts/")):
+        return path
+    if "/" in path and not path.startswith("/"):
+        return path.split("/")[0]
+    return "stdlib " + os.path.basename(path) if path != "gateway" else "gateway"
+
+
+OURS = ("mesh/", "services/", "contracts/", "gateway")
+
+
+def summary(raw_file, top=12):
+    """`(samples, [(package, share)], [(leaf function, share)], [(our function,
+    share)])` of a raw profile: by the frame each sample was in (self time), and by
+    the deepest frame of the project's own code under it (what asked for the work)."""
+    places, leaves, ours, total = (collections.Counter(), collections.Counter(),
+                                   collections.Counter(), 0)
+    with open(raw_file) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip().rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            leaf = FRAME.match(stack.split(";")[-1].strip())
+            if not leaf:
+                continue
+            count = int(count)
+            total += count
+            places[where(leaf["path"])] += count
+            leaves[f"{leaf['function']} ({where(leaf['path'])})"] += count
+            for frame in reversed(stack.split(";")):
+                match = FRAME.match(frame.strip())
+                if match and where(match["path"]).startswith(OURS):
+                    ours[f"{match['function']} ({where(match['path'])})"] += count
+                    break
+            else:
+                ours["(outside the project's code)"] += count
+    share = lambda counter: [(name, n / total) for name, n in counter.most_common(top)]  # noqa: E731
+    return total, share(places), share(leaves), share(ours)
+
+
+def mesh_processes(mesh_pid):
+    """`{service name: pid}` of the processes `mesh up` started."""
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            argv = cpu._cmdline(int(pid))
+            stat = cpu._stat(int(pid))
+            if stat and stat[0] == mesh_pid and "serve" in argv[:-1]:
+                found[argv[argv.index("serve") + 1]] = int(pid)
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.profile")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy is None:
+        sys.exit("bench.profile: needs py-spy (pip install py-spy)")
+    out = args.out or tempfile.mkdtemp(prefix="mesh-profile-")
+    os.makedirs(out, exist_ok=True)
+    with temporary_vhost("mesh-profile") as uri, tempfile.TemporaryDirectory() as tmp, \
+            (stores.postgres_databases() if args.postgres else _nothing()) as databases:
+        processes = Processes(tmp)
+        try:
+            mesh = Mesh(processes, uri, os.path.join(tmp, "data"), databases)
+            orders = cases.Orders("orders", "orders", mesh, stores.Store(mesh))
+            orders.post(3)  # warm
+            pids = mesh_processes(mesh.process.pid)
+            spies = {name: subprocess.Popen(
+                [spy, "record", "--gil", "-f", "raw", "-r", "200",
+                 "-d", str(int(args.seconds)), "-p", str(pid),
+                 "-o", os.path.join(out, f"{name}.raw")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for name, pid in pids.items()}
+            last = orders.store.last_order_id()
+            before = cpu.sample(mesh.process.pid)
+            posted = orders.post(args.seconds)
+            rows = orders.store.settled_after(last)
+            after = cpu.sample(mesh.process.pid)
+            for process in spies.values():
+                process.wait(args.seconds + 60)
+        finally:
+            processes.stop_all()
+    print(f"{len(rows)} orders in {args.seconds:g} s ({posted['per_s']} posts/s); "
+          f"CPU ms per order: " + ", ".join(
+              f"{role} {ms:g}" for role, ms in cpu.spent_between(before, after,
+                                                                  len(rows)).items() if ms))
+    for name in pids:
+        raw = os.path.join(out, f"{name}.raw")
+        if not os.path.exists(raw):
+            print(f"\n{name}: no profile (py-spy could not attach)")
+            continue
+        total, places, leaves, ours = summary(raw)
+        print(f"\n{name}: {total} samples holding the GIL")
+        print("  by package: " + ", ".join(f"{place} {share:.0%}" for place, share in places))
+        print("  by function: " + ", ".join(f"{leaf} {share:.0%}" for leaf, share in leaves[:8]))
+        print("  by the project's code that asked: " + ", ".join(
+            f"{frame} {share:.0%}" for frame, share in ours[:10]))
+    print(f"\nraw profiles in {out}")
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+if __name__ == "__main__":
+    main()
