@@ -87,11 +87,7 @@ class GatewayService:
     def api(self, route, kwargs, caller):
         if caller is not None:
             self._still_allowed(caller)
-        result = getattr(self.rpc[route.contract.service], route.rpc)(**kwargs)
-        if route.changes_access:
-            # this gateway's next request must not wait for the event to arrive
-            self.known_users.forget(kwargs["user_id"])
-        return result
+        return route.call(self.rpc, kwargs, self.known_users)
 
     # /ops on the ops port, never the public one: an admin's view of the mesh
     @operator_page

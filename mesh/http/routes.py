@@ -81,7 +81,7 @@ class Route:
     `auth_limit_by` names the argument (a login's email) that keys
     AUTH_RATE_LIMIT (with the client address) and AUTH_ACCOUNT_RATE_LIMIT.
     `changes_access` marks a route after which what a gateway remembers of the
-    user named by its `user_id` argument is stale.
+    user named by its `user_id` argument is stale: `call` forgets it.
     """
 
     method: str
@@ -139,6 +139,16 @@ class Route:
             return ("it may still be applied: retry with the same Idempotency-Key, "
                     "which returns that result instead of applying it twice")
         return "it may still be applied: check before you retry"
+
+    def call(self, rpcs, kwargs, known_users):
+        """Make the route's RPC with `kwargs` through `rpcs` (the gateway's proxies by
+        service) and return its result. After one that `changes_access`,
+        `known_users` (mesh.http.auth.KnownUsers) forgets the user at once: this
+        gateway's next request must not wait for the event saying so to arrive."""
+        result = getattr(rpcs[self.contract.service], self.rpc)(**kwargs)
+        if self.changes_access:
+            known_users.forget(kwargs["user_id"])
+        return result
 
     def supplied_fields(self):
         """The fields a client supplies in the body or query string."""

@@ -180,3 +180,31 @@ def test_a_service_calls_only_the_methods_it_declared():
         proxy.reserve_stock
     with pytest.raises(AttributeError, match="declares no RPC method"):
         proxy.get_prizes
+
+
+def test_a_route_that_changes_access_forgets_its_user_after_the_call_only():
+    from contracts.errors import NotFound
+
+    disable = next(route for route in ROUTES if route.rpc == "disable_user")
+    made, forgotten = [], []
+
+    class Accounts:
+        def disable_user(self, **kwargs):
+            made.append(kwargs)
+            if kwargs["user_id"] == 404:
+                raise NotFound("no such user")
+            return {"id": kwargs["user_id"]}
+
+        get_user = disable_user
+
+    class Users:
+        def forget(self, user_id):
+            forgotten.append((user_id, len(made)))
+
+    rpcs = {"accounts": Accounts()}
+    assert disable.call(rpcs, {"user_id": 7, "actor_id": 1}, Users()) == {"id": 7}
+    assert forgotten == [(7, 1)]  # after the call was made
+    with pytest.raises(NotFound):  # nothing changed: nothing to forget
+        disable.call(rpcs, {"user_id": 404, "actor_id": 1}, Users())
+    assert ME.call(rpcs, {"user_id": 5}, Users()) == {"id": 5}
+    assert forgotten == [(7, 1)]
