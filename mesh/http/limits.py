@@ -52,7 +52,7 @@ class RateLimits:
         self.items = {"api": _item(api), "auth": _item(auth),
                       "auth_account": _item(auth_account),
                       "auth_address": _item(auth_address)}
-        self.rejected = rejected  # a prometheus Counter labelled by limit, or None
+        self.rejected = rejected  # called with the limit's name for each refusal, or None
         self.fail_open = on_error == "open"
         options = {"key_prefix": prefix, "wrap_exceptions": True,
                    "socket_connect_timeout": STORE_TIMEOUT,
@@ -103,7 +103,7 @@ class RateLimits:
                             "counted just now; try again shortly",
                             headers={"Retry-After": "5"}) from None
         if self.rejected is not None:
-            self.rejected.labels(limit).inc()
+            self.rejected(limit)
         reset_at = self.limiter.get_window_stats(item, limit, *key).reset_time
         wait = max(1, math.ceil(reset_at - time.time()))
         raise HttpError(429, "rate_limited", f"too many requests; try again in {wait} s",

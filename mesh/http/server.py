@@ -13,7 +13,7 @@ import eventlet
 from eventlet.semaphore import Semaphore
 
 from nameko.web.server import BindAddress, WebServer
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, \
     RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -92,7 +92,7 @@ class MeshWsgiApp:
     def __init__(self, server):
         self.url_map = server.make_url_map()
         self.cors = Cors(server.container.config.get("CORS_ORIGINS"))
-        self.metrics = server.http_metrics
+        self.metrics, self.service = server.http_metrics, server.metrics.service
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -117,8 +117,9 @@ class MeshWsgiApp:
         """The access log line and the request metrics."""
         route = request.environ.get("mesh.route", UNMATCHED)
         method = request.method if request.method in METHODS else "other"
-        self.metrics.requests.labels(route, method, str(response.status_code)).inc()
-        self.metrics.latency.labels(route, method).observe(seconds)
+        self.metrics.requests.labels(self.service, route, method,
+                                     str(response.status_code)).inc()
+        self.metrics.latency.labels(self.service, route, method).observe(seconds)
         quiet = request.path in QUIET_PATHS and response.status_code < 400
         access_log.log(
             logging.DEBUG if quiet else logging.INFO, "%s %s %d in %.1f ms",
@@ -203,16 +204,16 @@ class MeshWebServer(WebServer):
 
     @functools.cached_property
     def http_metrics(self):
-        # built on first use: the entrypoints ask for it in their own setup
-        registry = self.metrics.registry
+        # built on first use: the entrypoints ask for it in their own setup; each
+        # labelled service first, as every series is
         return HttpMetrics(
-            Counter("mesh_http_requests", "HTTP requests by route, method and status",
-                    ["route", "method", "status"], registry=registry),
+            self.metrics.counter("mesh_http_requests", "HTTP requests by route, method "
+                                 "and status", ["route", "method", "status"]),
             Histogram("mesh_http_request_duration_seconds", "Time to answer an HTTP "
-                      "request", ["route", "method"], buckets=LATENCY_BUCKETS,
-                      registry=registry),
-            Counter("mesh_http_rate_limited", "Requests refused by a rate limit (api or "
-                    "auth)", ["limit"], registry=registry))
+                      "request", ["service", "route", "method"], buckets=LATENCY_BUCKETS,
+                      registry=self.metrics.registry),
+            self.metrics.counter("mesh_http_rate_limited", "Requests refused by a rate "
+                                 "limit (api or auth)", ["limit"]))
 
     @functools.cached_property
     def rate_limits(self):
@@ -220,7 +221,9 @@ class MeshWebServer(WebServer):
         requests and its probes count together, in memory or in REDIS_URL."""
         from mesh.http.limits import RateLimits
 
-        return RateLimits.from_config(self.container.config, self.http_metrics.rate_limited)
+        refused, service = self.http_metrics.rate_limited, self.metrics.service
+        return RateLimits.from_config(self.container.config,
+                                      lambda limit: refused.labels(service, limit).inc())
 
     @property
     def bind_addr(self):
