@@ -482,10 +482,15 @@ class ContractStub:
 class GatewayClient:
     """HTTP against a running gateway: ``client("GET", "/api/v1/me", token)``."""
 
-    def __init__(self, base):
+    def __init__(self, base, keep_alive=True):
+        """`keep_alive=False`: a connection per request, for a gateway that may be
+        restarted under the client (a connection kept from the one before would
+        fail a request, and none is sent again by itself: a POST may have acted)."""
         import requests
 
         self.base, self.http = base, requests.Session()
+        if not keep_alive:
+            self.http.headers["Connection"] = "close"
 
     def __call__(self, method, path, token=None, **kwargs):
         headers = kwargs.pop("headers", {})

@@ -15,7 +15,7 @@ import eventlet
 import pytest
 import requests
 
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, RunningMesh, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, RunningMesh
 from tests.cluster.rabbit_cluster import RabbitCluster
 
 ORDERS, CLIENTS, QUANTITY = 300, 4, 1
@@ -156,7 +156,7 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
     mesh = RunningMesh(env)
     try:
         mesh.wait_for("ready: the gateway is serving on", timeout=90)
-        admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
         created = mesh.http("POST", "/api/v1/products", admin, json={
             "sku": "CLUSTER-1", "name": "Cluster mug", "price_cents": 500,
             "stock": ORDERS * QUANTITY})
@@ -164,7 +164,7 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
         product_id = created.json()["id"]
         mesh.http("POST", "/api/v1/auth/register", json={
             "email": "load@example.com", "password": "correct horse", "name": "Load"})
-        customer = token(mesh, "load@example.com", "correct horse")
+        customer = mesh.http.token("load@example.com", "correct horse")
 
         node = cluster.leader("rpc-orders", cluster.nodes[-1])
         leaders = {queue: cluster.leader(queue, cluster.nodes[-1])

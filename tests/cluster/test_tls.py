@@ -9,7 +9,7 @@ import pytest
 
 from mesh.testing import free_port
 from tests.cluster.rabbit_cluster import RabbitCluster, _ctl
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, RunningMesh, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, RunningMesh
 
 
 def _openssl(*args, cwd):
@@ -66,7 +66,7 @@ def test_the_mesh_runs_over_verified_tls(tls_node, mesh_env):
     mesh = RunningMesh(mesh_env(**settings(node, port, ca=certificates["ca"])))
     try:
         mesh.wait_for("ready: the gateway is serving on", timeout=90)
-        admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
         product = mesh.http("POST", "/api/v1/products", admin, json={
             "sku": "TLS-1", "name": "Padlock", "price_cents": 900, "stock": 3}).json()
         order = mesh.http("POST", "/api/v1/orders", admin, json={

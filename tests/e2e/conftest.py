@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from mesh.testing import free_port, temporary_identities, temporary_vhost
+from mesh.testing import GatewayClient, free_port, temporary_identities, temporary_vhost
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(sys.executable).parent
@@ -27,6 +27,9 @@ class RunningMesh:
     def __init__(self, env, *args, command="up"):
         self.env = env
         self.base = f"http://127.0.0.1:{env['GATEWAY_PORT']}"
+        # ``mesh.http("GET", path, token)``, ``mesh.http.token(email, password)``;
+        # the gateway may be restarted under it: a connection per request
+        self.http = GatewayClient(self.base, keep_alive=False)
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [str(BIN / "mesh"), command, *args], cwd=REPO, env=env, text=True,
@@ -112,13 +115,6 @@ class RunningMesh:
             self.process.kill()
             self.process.wait()
 
-    def http(self, method, path, token=None, **kwargs):
-        headers = kwargs.pop("headers", {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return requests.request(method, self.base + path, headers=headers, timeout=10,
-                                **kwargs)
-
 
 @pytest.fixture(scope="session")
 def mesh_env(tmp_path_factory):
@@ -151,16 +147,6 @@ def mesh(mesh_env):
     running.wait_for("ready: the gateway is serving on", timeout=30)
     yield running
     running.kill()
-
-
-def token(mesh, email, password):
-    for _ in range(50):
-        response = mesh.http("POST", "/api/v1/auth/token",
-                             json={"email": email, "password": password})
-        if response.status_code == 200:
-            return response.json()["access_token"]
-        time.sleep(0.1)
-    raise AssertionError(response.text)
 
 
 @pytest.fixture

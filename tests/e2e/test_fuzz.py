@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN
 
 EXAMPLES = 50
 HOOKS = Path(__file__).with_name("fuzz_hooks.py")  # lone surrogates and NULs too
@@ -55,5 +55,5 @@ def test_every_route_anonymously(mesh, tmp_path):
 
 
 def test_every_route_as_an_admin(mesh, tmp_path):
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)  # waits for the admin to exist
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)  # waits for the admin to exist
     fuzz(mesh, tmp_path, "-H", f"Authorization: Bearer {admin}")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from mesh.testing import load_test_config
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, REPO, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, BIN, REPO
 
 
 def test_ready_within_30_seconds_and_url_printed(mesh):
@@ -67,9 +67,9 @@ def test_http_auth_and_products(mesh):
     created = mesh.http("POST", "/api/v1/auth/register",
                         json={"email": email, "password": "correct horse", "name": "E"})
     assert created.status_code == 201, created.text
-    customer = token(mesh, email, "correct horse")
+    customer = mesh.http.token(email, "correct horse")
     assert mesh.http("GET", "/api/v1/me", customer).json()["email"] == email
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     assert mesh.http("GET", "/api/v1/me", admin).json()["role"] == "admin"
     body = {"sku": f"e2e-{uuid.uuid4().hex[:8]}", "name": "E2E", "price_cents": 100,
             "stock": 2}
@@ -88,7 +88,7 @@ def test_http_auth_and_products(mesh):
 
 
 def test_nameko_shell_calls_services_with_typed_errors(mesh):
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     sku = f"shell-{uuid.uuid4().hex[:8]}"
     product = mesh.http("POST", "/api/v1/products", admin,
                         json={"sku": sku, "name": "Shell", "price_cents": 5}).json()
@@ -212,14 +212,14 @@ def test_bad_settings_stop_start_up_in_one_line(mesh_env, args, extra, named):
 def test_services_killed_mid_saga_still_settle_every_order(mesh):
     from nameko.standalone.rpc import ClusterRpcProxy
 
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     product = mesh.http("POST", "/api/v1/products", admin, json={
         "sku": f"kill-{uuid.uuid4().hex[:8]}", "name": "K", "price_cents": 700,
         "stock": 5}).json()
     email = f"kill-{uuid.uuid4().hex[:8]}@example.com"
     mesh.http("POST", "/api/v1/auth/register",
               json={"email": email, "password": "correct horse", "name": "K"})
-    customer = token(mesh, email, "correct horse")
+    customer = mesh.http.token(email, "correct horse")
     cards = ["tok_visa", "tok_visa", "tok_declined", "tok_visa"]
     orders = [mesh.http("POST", "/api/v1/orders", customer, json={
         "items": [{"product_id": product["id"], "quantity": 1}],

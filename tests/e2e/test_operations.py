@@ -10,7 +10,7 @@ from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from mesh.testing import wait_until
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES
 from tests.unit.test_deploy import dashboard_metrics
 
 SAGA_SERVICES = {"gateway", "accounts", "inventory", "orders", "payments", "notifications"}
@@ -18,14 +18,14 @@ SAGA_SERVICES = {"gateway", "accounts", "inventory", "orders", "payments", "noti
 
 def place_order(mesh, headers=None):
     """A confirmed order for a new customer; returns (order, customer token)."""
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     product = mesh.http("POST", "/api/v1/products", admin, json={
         "sku": f"ops-{uuid.uuid4().hex[:8]}", "name": "Ops", "price_cents": 250,
         "stock": 10}).json()
     email = f"ops-{uuid.uuid4().hex[:8]}@example.com"
     mesh.http("POST", "/api/v1/auth/register",
               json={"email": email, "password": "correct horse", "name": "Ops"})
-    customer = token(mesh, email, "correct horse")
+    customer = mesh.http.token(email, "correct horse")
     order = mesh.http("POST", "/api/v1/orders", customer, headers=headers or {}, json={
         "items": [{"product_id": product["id"], "quantity": 1}],
         "payment": {"card_token": "tok_visa"}})
@@ -88,7 +88,7 @@ def test_by_default_the_logs_show_answers_only_as_access_lines(mesh):
 
 
 def test_metrics_move_with_calls(mesh):
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     before_gateway = samples(mesh.ops("gateway").text)
     before = samples(mesh.ops("inventory").text)
     created = mesh.http("POST", "/api/v1/products", admin, json={
@@ -139,7 +139,7 @@ def test_the_dashboard_queries_only_metrics_the_mesh_exports(mesh):
 
 
 def test_mesh_call_answers_like_an_internal_caller(mesh):
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     product = mesh.http("POST", "/api/v1/products", admin, json={
         "sku": f"call-{uuid.uuid4().hex[:8]}", "name": "Call", "price_cents": 3}).json()
 

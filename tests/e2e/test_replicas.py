@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from mesh.runtime.replicas import OPS_PORT_STRIDE
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES
 from tests.e2e.test_operations import samples, value
 
 pytestmark = pytest.mark.postgres
@@ -53,14 +53,14 @@ def test_replicas_share_the_work_and_one_killed_loses_nothing(start_mesh, postgr
     instances = {name: s["instances"] for name, s in status["services"].items()}
     assert instances["orders"] == 2 and instances["inventory"] == 2, status
 
-    admin = token(mesh, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = mesh.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     product = mesh.http("POST", "/api/v1/products", admin, json={
         "sku": f"rep-{uuid.uuid4().hex[:8]}", "name": "Replicated", "price_cents": 300,
         "stock": 1000}).json()
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     mesh.http("POST", "/api/v1/auth/register", json={
         "email": email, "password": "correct horse", "name": "R"})
-    customer = token(mesh, email, "correct horse")
+    customer = mesh.http.token(email, "correct horse")
 
     pool, answered = eventlet.GreenPool(8), []
     placed = [pool.spawn(place, mesh, customer, product["id"], answered) for _ in range(KILL_AFTER)]

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from mesh.testing import temporary_postgres_databases, wait_until
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, RunningMesh, token
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OPS_SERVICES, RunningMesh
 from tests.e2e.test_operations import place_order, samples, value
 
 # each handler's step, in the order the saga takes them
@@ -122,7 +122,7 @@ def test_an_unknown_request_or_order_is_said_and_exits_1(traced):
 
 
 def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tmp_path):
-    admin = token(traced, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = traced.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     product = traced.http("POST", "/api/v1/products", admin, json={
         "sku": f"stuck-{uuid.uuid4().hex[:8]}", "name": "Stuck", "price_cents": 300,
         "stock": 5}).json()
@@ -190,7 +190,7 @@ def test_a_stuck_order_is_found_grouped_by_cause_replayed_and_settled(traced, tm
 
 
 def test_a_keyed_call_that_records_no_event_is_traced_from_its_request_key(traced):
-    admin = token(traced, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin = traced.http.token(ADMIN_EMAIL, ADMIN_PASSWORD)
     product = traced.http("POST", "/api/v1/products", admin, json={
         "sku": f"keyed-{uuid.uuid4().hex[:8]}", "name": "Keyed", "price_cents": 100,
         "stock": 1}).json()

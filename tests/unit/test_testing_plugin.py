@@ -75,3 +75,28 @@ def test_mesh_new_refuses_names_that_would_break_the_repository(tmp_path):
     for name in ("lambda", "mesh", "Shipments", "x"):
         with pytest.raises(ScaffoldError):
             new_service(tmp_path, name)
+
+
+def test_a_gateway_client_keeps_its_connection_unless_told_not_to():
+    import eventlet
+    import eventlet.wsgi
+
+    from mesh.testing import GatewayClient
+
+    listener = eventlet.listen(("127.0.0.1", 0))
+
+    def app(environ, start_response):  # answers with the client's own port
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["REMOTE_PORT"].encode()]
+
+    server = eventlet.spawn(eventlet.wsgi.server, listener, app, log_output=False)
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        for keep_alive, connections in ((True, 1), (False, 3)):
+            client = GatewayClient(base, keep_alive=keep_alive)
+            ports = {client("GET", "/").text for _ in range(3)}
+            assert len(ports) == connections, keep_alive
+            client.http.close()
+    finally:
+        server.kill()
+        listener.close()
