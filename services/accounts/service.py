@@ -7,25 +7,17 @@ from contracts.accounts import CONTRACT
 from contracts.errors import Conflict, InvalidCredentials
 from mesh.auth.passwords import DUMMY_HASH, Passwords
 from mesh.auth.tokens import TokenKeys
-from mesh.data.db import Database
-from mesh.messaging.outbox import Outbox
 from mesh.messaging.rpc import rpc
 from mesh.runtime.lifecycle import on_start
-from mesh.runtime.telemetry import Telemetry
+from mesh.runtime.service_base import MeshService
 from services.accounts import domain
 from services.accounts.models import Base
 
 log = logging.getLogger(__name__)
 
 
-class AccountsService:
-    name = "accounts"
-    contract = CONTRACT
-
+class AccountsService(MeshService, contract=CONTRACT, models=Base):
     config = Config()
-    db = Database(Base)
-    telemetry = Telemetry()
-    outbox = Outbox(CONTRACT)
     tokens = TokenKeys()
     passwords = Passwords()
 

@@ -6,24 +6,16 @@ from contracts import orders
 from contracts.base import page_of
 from contracts.errors import Conflict, NotFound
 from contracts.inventory import CONTRACT
-from mesh.data.db import Database
 from mesh.messaging.handlers import handle_event
-from mesh.messaging.outbox import Outbox
 from mesh.messaging.rpc import RequestKey, claim_request, rpc
-from mesh.runtime.telemetry import Telemetry
+from mesh.runtime.service_base import MeshService
 from services.inventory import domain
 from services.inventory.models import Base
 
 log = logging.getLogger(__name__)
 
 
-class InventoryService:
-    name = "inventory"
-    contract = CONTRACT
-
-    db = Database(Base)
-    telemetry = Telemetry()
-    outbox = Outbox(CONTRACT)
+class InventoryService(MeshService, contract=CONTRACT, models=Base):
     request_key = RequestKey()
 
     @rpc

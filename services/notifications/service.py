@@ -2,21 +2,14 @@
 from contracts import accounts, orders
 from contracts.base import page_of
 from contracts.notifications import CONTRACT
-from mesh.data.db import Database
 from mesh.messaging.handlers import handle_event
 from mesh.messaging.rpc import rpc
-from mesh.runtime.telemetry import Telemetry
+from mesh.runtime.service_base import MeshService
 from services.notifications import domain
 from services.notifications.models import Base
 
 
-class NotificationsService:
-    name = "notifications"
-    contract = CONTRACT
-
-    db = Database(Base)
-    telemetry = Telemetry()
-
+class NotificationsService(MeshService, contract=CONTRACT, models=Base):
     @rpc
     def list_notifications(self, user_id, limit, offset):
         with self.db.reading() as conn:

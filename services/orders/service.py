@@ -10,33 +10,26 @@ from contracts.payments import CONTRACT as PAYMENTS
 from contracts.errors import NotFound
 from contracts.orders import CONTRACT, UnknownProduct
 from mesh.core.config import setting
-from mesh.data.db import Database, utcnow
+from mesh.data.db import utcnow
 from mesh.data.gauges import DatabaseGauge
 from mesh.data.retention import Expiring
 from mesh.data.sagas import SagaState
 from mesh.messaging.handlers import handle_event
-from mesh.messaging.outbox import Outbox
 from mesh.messaging.rpc import RequestKey, ServiceRpc, rpc
 from mesh.runtime.lifecycle import timer
-from mesh.runtime.telemetry import Telemetry
+from mesh.runtime.service_base import MeshService
 from services.orders import domain
 from services.orders.models import Base
 
 log = logging.getLogger(__name__)
 
 
-class OrdersService:
-    name = "orders"
-    contract = CONTRACT
-
+class OrdersService(MeshService, contract=CONTRACT, models=Base):
     config = Config()
-    db = Database(Base)
-    telemetry = Telemetry()
     saga_states = DatabaseGauge(
         "mesh_saga_in_flight", "Orders whose saga is running, by status, stock and payment",
         ("status", "stock_state", "payment_state"), domain.saga_states())
     saga = SagaState("order_id", "order_created", domain.saga_of)  # for `mesh trace`
-    outbox = Outbox(CONTRACT)
     inventory = ServiceRpc(INVENTORY)
     request_key = RequestKey()
     idempotency_keys = Expiring(domain.IDEMPOTENCY_KEYS)

@@ -3,11 +3,9 @@ from nameko.extensions import DependencyProvider
 
 from contracts import orders
 from contracts.payments import CONTRACT
-from mesh.data.db import Database
 from mesh.messaging.handlers import handle_event
-from mesh.messaging.outbox import Outbox
 from mesh.messaging.rpc import rpc
-from mesh.runtime.telemetry import Telemetry
+from mesh.runtime.service_base import MeshService
 from services.payments import domain
 from services.payments.models import Base
 from services.payments.provider import SimulatedProvider
@@ -23,13 +21,7 @@ class Provider(DependencyProvider):
         return self.provider
 
 
-class PaymentsService:
-    name = "payments"
-    contract = CONTRACT
-
-    db = Database(Base)
-    telemetry = Telemetry()
-    outbox = Outbox(CONTRACT)
+class PaymentsService(MeshService, contract=CONTRACT, models=Base):
     provider = Provider()
 
     @rpc
