@@ -9,7 +9,7 @@ import threading
 
 import nameko_sqlalchemy
 from nameko.exceptions import ConfigurationError
-from sqlalchemy import DateTime, create_engine, event, make_url
+from sqlalchemy import DateTime, Index, create_engine, event, make_url, text
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -223,6 +223,14 @@ def service_database(container, needed_by):
         raise ConfigurationError(f"{needed_by} needs the service to have exactly one "
                                  "mesh.data.db.Database")
     return databases[0]
+
+
+def partial_index(name, *columns, where, **options):
+    """An index over the rows for which `where` (SQL) holds, on SQLite and
+    PostgreSQL alike (each dialect takes its own keyword for the condition)."""
+    condition = text(where)
+    return Index(name, *columns, sqlite_where=condition, postgresql_where=condition,
+                 **options)
 
 
 class UtcDateTime(TypeDecorator):

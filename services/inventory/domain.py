@@ -94,11 +94,14 @@ def _add_stock(conn, product_id, quantity):
     conn.execute(GIVE_BACK, {"b_id": product_id, "b_quantity": quantity})
 
 
-def _reservation(session, order_id):
-    """The reservation of `order_id` as a dict, or None."""
+def _reservation(session, order_id, required=False):
+    """The reservation of `order_id` as a dict; None when it has none, or NotFound
+    when one is `required`."""
     conn = session.connection()
     row = conn.execute(RESERVATION_BY_ORDER, {"order_id": order_id}).first()
     if row is None:
+        if required:
+            raise NotFound(f"no reservation for order {order_id}")
         return None
     lines = conn.execute(LINES_BY_ORDER, {"order_id": order_id}).all()
     return {"order_id": row.order_id, "status": row.status,
@@ -151,13 +154,6 @@ def reserve(session, order_id, lines):
             "short_product_ids": []}, True
 
 
-def _required(session, order_id):
-    reservation = _reservation(session, order_id)
-    if reservation is None:
-        raise NotFound(f"no reservation for order {order_id}")
-    return reservation
-
-
 def release(session, order_id):
     """Give back a reserved or committed reservation's units: `(reservation, released)`.
 
@@ -170,14 +166,14 @@ def release(session, order_id):
     if claimed.rowcount:
         for product_id, quantity in conn.execute(LINES_BY_ORDER, {"order_id": order_id}):
             _add_stock(conn, product_id, quantity)
-    return _required(session, order_id), bool(claimed.rowcount)
+    return _reservation(session, order_id, required=True), bool(claimed.rowcount)
 
 
 def commit(session, order_id):
     """Make a reservation final; idempotent; Conflict once it was released or rejected."""
     session.connection().execute(SET_STATUS, {"b_order": order_id, "b_from": ["reserved"],
                                               "status": "committed"})
-    reservation = _required(session, order_id)
+    reservation = _reservation(session, order_id, required=True)
     if reservation["status"] != "committed":
         raise Conflict(f"the reservation of order {order_id} is {reservation['status']}")
     return reservation

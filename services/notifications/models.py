@@ -1,24 +1,21 @@
 """The notifications database: messages per user, one per domain event."""
-from sqlalchemy import Index, Integer, String, Text, text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mesh.data.db import UtcDateTime, utcnow
+from mesh.data.db import UtcDateTime, partial_index, utcnow
 
 
 class Base(DeclarativeBase):
     pass
 
 
-# an order's news (kind) is told once, however often or at once it is announced;
-# a user's welcome has no order, and each user gets theirs
-ORDER_NEWS = text("order_id IS NOT NULL")
-
-
 class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
-        Index("one_per_order_and_kind", "order_id", "kind", unique=True,
-              sqlite_where=ORDER_NEWS, postgresql_where=ORDER_NEWS),
+        # an order's news (kind) is told once, however often or at once it is
+        # announced; a user's welcome has no order, and each user gets theirs
+        partial_index("one_per_order_and_kind", "order_id", "kind", unique=True,
+                      where="order_id IS NOT NULL"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -1,18 +1,14 @@
 """The orders database: orders, their lines and the saga's state."""
-from sqlalchemy import (BigInteger, CheckConstraint, ForeignKey, Index, Integer, String,
-                        UniqueConstraint, text)
+from sqlalchemy import (BigInteger, CheckConstraint, ForeignKey, Integer, String,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from mesh.data.db import UtcDateTime, utcnow
+from mesh.data.db import UtcDateTime, partial_index, utcnow
 
 
 class Base(DeclarativeBase):
     pass
 
-
-# orders whose Idempotency-Key is still kept: the few that retention looks at,
-# among every older order whose key it has forgotten
-KEYED = text("idempotency_key IS NOT NULL")
 
 
 class Order(Base):
@@ -21,8 +17,10 @@ class Order(Base):
         UniqueConstraint("user_id", "idempotency_key", name="one_order_per_key"),
         CheckConstraint("status IN ('pending', 'confirmed', 'rejected', 'cancelling', "
                         "'cancelled')", name="status_known"),
-        Index("ix_orders_updated_at_keyed", "updated_at", sqlite_where=KEYED,
-              postgresql_where=KEYED),
+        # orders whose Idempotency-Key is still kept: the few that retention looks
+        # at, among every older order whose key it has forgotten
+        partial_index("ix_orders_updated_at_keyed", "updated_at",
+                      where="idempotency_key IS NOT NULL"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
