@@ -93,3 +93,33 @@ def test_only_hs256_is_accepted_even_with_the_right_key(algorithm):
                        algorithm=algorithm)
     with pytest.raises(InvalidToken):
         Tokens(key).verify(token)
+
+
+def test_a_verified_token_is_remembered_until_its_own_expiry(monkeypatch):
+    tokens = Tokens(KEY, ttl=60)
+    token = tokens.issue(7, "customer", now=time.time() - 59)  # one second left
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
+    first, again = tokens.verify(token), tokens.verify(token)
+    assert first == again and first.user_id == 7 and len(decoded) == 1
+    time.sleep(1.1)
+    with pytest.raises(InvalidToken, match="expired"):
+        tokens.verify(token)  # checked afresh once its exp has passed
+    assert len(decoded) == 2
+
+
+def test_only_good_tokens_are_remembered_and_only_so_many(monkeypatch):
+    monkeypatch.setattr("mesh.auth.tokens.VERIFIED_KEPT", 3)
+    tokens = Tokens(KEY)
+    good = [tokens.issue(user, "customer") for user in range(5)]
+    for token in good:
+        tokens.verify(token)
+    assert list(tokens._verified) == good[2:]  # the latest used
+    forged = Tokens("another key " * 4).issue(1, "admin")
+    with pytest.raises(InvalidToken):
+        tokens.verify(forged)
+    altered = good[-1][:-2] + ("AA" if not good[-1].endswith("AA") else "BB")
+    with pytest.raises(InvalidToken):
+        tokens.verify(altered)
+    assert forged not in tokens._verified and altered not in tokens._verified
