@@ -250,12 +250,13 @@ def start_service(mesh_containers, mesh_config):
 
     ``start_service(InventoryService, DATABASE_URL_INVENTORY=postgres_url)``
     """
+    from mesh.core.config import validate_config
     from mesh.data import migrations
-
     from mesh.runtime.serve import container_config
 
     def start(service_cls, **overrides):
-        config = {**mesh_config, **overrides}
+        # checked as `mesh serve` checks config.yaml: a bad override fails here, by name
+        config = validate_config({**mesh_config, **overrides}, source="start_service")
         migrations.upgrade(config, service_cls.name)
         container = mesh_containers(service_cls, container_config(config, service_cls.name))
         container.start()

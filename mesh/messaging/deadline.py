@@ -26,8 +26,11 @@ class Deadline:
 
     @classmethod
     def of(cls, value):
-        """The deadline a header or context value says: epoch seconds, else NEVER."""
-        return cls(value) if isinstance(value, (int, float)) else NEVER
+        """The deadline a header or context value says: epoch seconds, else NEVER
+        (NaN too, which no comparison would ever pass, as before it had one)."""
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            return cls(value)
+        return NEVER
 
     def left(self):
         """Seconds left (negative once passed); infinite for NEVER."""

@@ -15,11 +15,22 @@ from mesh.runtime.telemetry import Telemetry
 __all__ = ["MeshService"]
 
 
+PROVIDED = ("name", "contract", "db", "outbox")
+
+
 class MeshService:
     telemetry = Telemetry()
 
-    def __init_subclass__(cls, contract, models, **kwargs):
+    def __init_subclass__(cls, contract=None, models=None, **kwargs):
         super().__init_subclass__(**kwargs)
+        if contract is None and models is None:
+            return  # a service's variant (a test's, say): its parent's, as declared
+        if contract is None or models is None:
+            raise TypeError(f"{cls.__name__}: MeshService needs both contract= and models=")
+        declared = sorted(set(PROVIDED) & set(vars(cls)))
+        if declared:  # one or the other would silently lose
+            raise TypeError(f"{cls.__name__} declares {', '.join(declared)}, which "
+                            "MeshService provides from its contract and models")
         cls.name, cls.contract = contract.service, contract
         cls.db = Database(models)
         if contract.events:
