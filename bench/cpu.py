@@ -2,6 +2,7 @@
 of the mesh (each service by name, `mesh up` itself as `supervisor`), the
 RabbitMQ node and PostgreSQL, so a case can say where each order's CPU went.
 The load generators (wrk, bench.load) are left out: they cost every case alike."""
+import collections
 import os
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -38,6 +39,7 @@ def _cluster_test_node(pid):
 def _role(pid, argv, mesh_pids):
     """Whose CPU `pid` spends: a mesh service's, the supervisor's, the broker's, the
     database's, or nobody the bench measures (None)."""
+    argv = argv or [""]  # a process that ended meanwhile
     if pid in mesh_pids:
         if "serve" in argv[:-1]:
             return f"mesh {argv[argv.index('serve') + 1]}"
@@ -51,30 +53,34 @@ def _role(pid, argv, mesh_pids):
 
 
 def sample(mesh_pid):
-    """`{role: CPU seconds so far}` of every process the bench measures."""
+    """`{pid: (role, CPU seconds so far)}` of every process the bench measures."""
     stats = {int(pid): _stat(pid) for pid in os.listdir("/proc") if pid.isdigit()}
     stats = {pid: stat for pid, stat in stats.items() if stat}
     mesh, grew = {mesh_pid}, True
     while grew:  # mesh up's descendants
         grown = {pid for pid, (parent, _) in stats.items() if parent in mesh}
         grew, mesh = bool(grown - mesh), mesh | grown
-    spent = {}
+    sampled = {}
     for pid, (_, seconds) in stats.items():
         role = _role(pid, _cmdline(pid), mesh)
         if role:
-            spent[role] = spent.get(role, 0.0) + seconds
-    return spent
+            sampled[pid] = (role, seconds)
+    return sampled
 
 
 def spent_between(before, after, per):
-    """CPU seconds per unit (`per` units done between the samples), by role, with
-    the mesh's, the broker's and everything's sums."""
-    roles = {role: max(after.get(role, 0.0) - before.get(role, 0.0), 0.0)
-             for role in set(before) | set(after)}
+    """Milliseconds of CPU per unit (`per` units done between the samples), by role,
+    with the mesh's and everything's sums. Only processes alive at both samples
+    count (one that started or ended between them is left out, not half-counted);
+    "everything" is what those roles spent on this machine, the load left out."""
+    roles = collections.Counter()
+    for pid, (role, seconds) in after.items():
+        if pid in before and before[pid][0] == role:
+            roles[role] += max(seconds - before[pid][1], 0.0)
     if not per:
         return {}
     figures = {role: round(seconds / per * 1000, 2) for role, seconds in sorted(roles.items())}
     mesh = sum(seconds for role, seconds in roles.items() if role.startswith("mesh "))
     figures.update({"mesh (all)": round(mesh / per * 1000, 2),
                     "everything": round(sum(roles.values()) / per * 1000, 2)})
-    return figures  # milliseconds of CPU per unit
+    return figures

@@ -4,10 +4,14 @@ bench's load runs, summed by the package (or mesh module) each sample was in.
 ``python -m bench.profile [--seconds 20] [--postgres] [--out DIR]``
 
 Starts the mesh as `make bench` does, posts orders on 16 connections for
-`--seconds`, records every service process with `py-spy record --nonblocking -f raw`
-(needs py-spy, `pip install py-spy`, and root or ptrace rights), then prints, per
-process, the share of its busy samples each package took, and by leaf function.
-The raw profiles stay in `--out` (flamegraph.pl or speedscope read them).
+`--seconds`, records every service process with `py-spy record --gil -f raw`
+(samples of a process while it runs Python; py-spy pauses it for each, so the
+posts/s and CPU per order printed beside a profile run a little below `make
+bench`'s) (needs py-spy, from the test extra, and root or ptrace rights), then
+prints, per process, the share of its samples each package took, by leaf
+function, and by the project's own function that asked for the work. The raw
+profiles stay in `--out` (flamegraph.pl or speedscope read them), with each
+py-spy's own output beside them (`NAME.log`: why it could not attach, if not).
 """
 from mesh.core.logs import quiet_eventlet_deprecation
 
@@ -112,7 +116,8 @@ def main(argv=None):
                 [spy, "record", "--gil", "-f", "raw", "-r", "200",
                  "-d", str(int(args.seconds)), "-p", str(pid),
                  "-o", os.path.join(out, f"{name}.raw")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(out, f"{name}.log"), "w"))
                 for name, pid in pids.items()}
             last = orders.store.last_order_id()
             before = cpu.sample(mesh.process.pid)

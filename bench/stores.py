@@ -72,8 +72,8 @@ class Store:
 
     def event_latencies(self, since):
         """Seconds from each event's outbox row to each handler's inbox row, for
-        events recorded after `since` (an aware UTC datetime), and how many events
-        were recorded."""
+        events recorded after `since` (an aware UTC datetime), and the events
+        recorded: `{event_id: occurred_at}`."""
         recorded = {}
         for engine in self.engines.values():
             with engine.connect() as conn:
@@ -88,7 +88,7 @@ class Store:
                         .where(inbox.c.processed_at >= since)):
                     if event_id in recorded:
                         latencies.append((processed_at - recorded[event_id]).total_seconds())
-        return latencies, len(recorded)
+        return latencies, recorded
 
     def dispose(self):
         for engine in self.engines.values():
