@@ -126,9 +126,17 @@ class RabbitCluster:
         back running apart from the others (both sides record a partition, and
         pause_minority mends none: every node answers again), so its app is
         restarted, which rejoins it to the others."""
-        deadline = time.monotonic() + 60
-        while not self._partitioned(node):
+        deadline, failed = time.monotonic() + 60, None
+        while True:
+            try:
+                if self._partitioned(node):
+                    break
+                failed = None
+            except (subprocess.SubprocessError, ValueError, KeyError) as exc:
+                failed = exc  # just woken, or paused by pause_minority: asked again
             if time.monotonic() > deadline:
+                if failed is not None:  # it never answered: say why, not "never split"
+                    raise failed
                 return  # it never split (a hang shorter than net_ticktime)
             time.sleep(1)
         _ctl(node, "stop_app")
@@ -136,13 +144,9 @@ class RabbitCluster:
 
     @staticmethod
     def _partitioned(node):
-        """Whether `node` records a partition; a node that cannot say yet (just woken,
-        or paused by pause_minority: rabbitmqctl then exits non-zero) is asked again."""
-        try:
-            return bool(json.loads(_ctl(node, "cluster_status", "--formatter", "json",
-                                        timeout=60))["partitions"])
-        except (subprocess.SubprocessError, ValueError, KeyError):
-            return False
+        """Whether `node` records a partition."""
+        return bool(json.loads(_ctl(node, "cluster_status", "--formatter", "json",
+                                    timeout=60))["partitions"])
 
     def await_whole(self, timeout=180):
         """Until every node runs and sees every other one, with no partition

@@ -3,6 +3,7 @@ for word, against a mesh started with the admin its first command names (on this
 test's own port, vhost and data directory)."""
 import json
 import re
+import shutil
 import subprocess
 import time
 
@@ -41,6 +42,11 @@ def test_the_readmes_five_minutes_work_as_written(mesh_env):
     mesh = RunningMesh(env)
     try:
         mesh.wait_for("ready: the gateway is serving on", timeout=60)
+        # accounts makes the admin just after it starts: the README's reader has
+        # typed a few commands by then; this test waits until the admin can log in
+        mesh.http.token(admin[1], admin[2])
+        assert shutil.which("jq", path=env["PATH"]), \
+            "the README's commands need jq: .ci/ensure-services installs it"
         assert "http://127.0.0.1:8000" in order
         placed = bash(order.replace("http://127.0.0.1:8000", mesh.base), env)
         assert placed.returncode == 0, placed.stderr + mesh.story()
