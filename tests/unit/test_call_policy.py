@@ -248,3 +248,11 @@ def test_a_service_rpc_refuses_methods_its_target_does_not_declare():
             ServiceRpc(inventory.CONTRACT, methods=methods)
     with pytest.raises(ValueError, match="services not called: \\['orders'\\]"):
         ServiceRpcs({"inventory": inventory.CONTRACT}, methods={"orders": {"get_order"}})
+
+
+@pytest.mark.parametrize("value", [float("nan"), None, "soon", [1]])
+def test_a_deadline_that_says_no_instant_never_passes(value):
+    # NaN compares false with everything: before Deadline it never expired a
+    # request nor refused a call, and it must not start refusing every call now
+    deadline = Deadline.of(value)
+    assert not deadline.passed() and deadline.allows_call() and deadline.cap(5) == (5, "")
