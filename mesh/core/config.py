@@ -498,8 +498,11 @@ def setting(config, name):
 
 
 def _blank_to_none(raw):
-    # `${VAR:}` reads as None or ""; both mean "not set".
-    return {k: (None if v == "" else v) for k, v in raw.items()}
+    # `${VAR:}` reads as None or ""; both mean "not set". A declared setting left
+    # out takes its default (or is missing); a pass-through one stays None, as
+    # `database_url` and the tests read them.
+    return {k: (None if v == "" else v) for k, v in raw.items()
+            if not (v in ("", None) and k in _SCHEMA.fields)}
 
 
 def validate_config(raw, source="config"):

@@ -145,3 +145,22 @@ def test_a_retention_rule_naming_no_setting_fails_at_start_up():
     keys.container = types.SimpleNamespace(config={})
     with pytest.raises(ConfigurationError, match="no setting KEYS_RETENTON_SECONDS"):
         keys.setup()
+
+
+@pytest.mark.parametrize("name,default", [
+    ("RATE_LIMIT_PREFIX", "mesh"),             # text
+    ("AUTH_RATE_LIMIT", "10/60"),              # text a validator reads
+    ("QUEUE_TYPE", "classic"),                 # one of some words
+    ("RPC_TIMEOUT", 5.0),                      # a number
+    ("DLQ_MAX_LENGTH", 10000),                 # an integer
+    ("EVENT_RETRY_DELAYS", [1, 5, 30]),        # a list
+    ("REDIS_URL", None),                       # nothing by default
+])
+def test_a_blank_value_reads_as_not_set_so_the_default_applies(name, default):
+    # `NAME=` in a shell or an env file: "unset", not "make it empty"
+    assert load(**{name: ""})[name] == default
+
+
+def test_a_blank_value_for_a_setting_without_a_default_says_it_is_missing():
+    with pytest.raises(ConfigError, match=r": AMQP_URI: Missing data for required field"):
+        load(AMQP_URI="")
