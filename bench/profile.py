@@ -1,10 +1,11 @@
 """Where each order's CPU goes: py-spy on every process of the mesh while the saga
 bench's load runs, summed by the package (or mesh module) each sample was in.
 
-``python -m bench.profile [--seconds 20] [--postgres] [--out DIR]``
+``python -m bench.profile [--seconds 20] [--postgres] [--rpc] [--out DIR]``
 
 Starts the mesh as `make bench` does, posts orders on 16 connections for
-`--seconds`, records every service process with `py-spy record --gil -f raw`
+`--seconds` (with `--rpc`: calls `inventory.get_product` with 50 in flight, as
+the RPC case does), records every service process with `py-spy record --gil -f raw`
 (samples of a process while it runs Python; py-spy pauses it for each, so the
 posts/s and CPU per order printed beside a profile run a little below `make
 bench`'s) (needs py-spy, from the test extra, and root or ptrace rights), then
@@ -97,6 +98,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--postgres", action="store_true")
+    parser.add_argument("--rpc", action="store_true",
+                        help="profile the RPC case (inventory.get_product) instead of orders")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
@@ -121,17 +124,24 @@ def main(argv=None):
                 for name, pid in pids.items()}
             last = orders.store.last_order_id()
             before = cpu.sample(mesh.process.pid)
-            posted = orders.post(args.seconds)
-            rows = orders.store.settled_after(last)
+            if args.rpc:
+                cases.configure(args.seconds, 0.5)
+                called = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
+                                   {"product_id": mesh.product_id}).run(warm=False)
+                done, unit = int(called["per_s"] * args.seconds), "call"
+                rate = f"{called['per_s']} calls/s"
+            else:
+                posted = orders.post(args.seconds)
+                done, unit = len(orders.store.settled_after(last)), "order"
+                rate = f"{posted['per_s']} posts/s"
             after = cpu.sample(mesh.process.pid)
             for process in spies.values():
                 process.wait(args.seconds + 60)
         finally:
             processes.stop_all()
-    print(f"{len(rows)} orders in {args.seconds:g} s ({posted['per_s']} posts/s); "
-          f"CPU ms per order: " + ", ".join(
-              f"{role} {ms:g}" for role, ms in cpu.spent_between(before, after,
-                                                                  len(rows)).items() if ms))
+    print(f"{done} {unit}s in {args.seconds:g} s ({rate}); CPU ms per {unit}: " + ", ".join(
+        f"{role} {ms:g}" for role, ms in cpu.spent_between(before, after, done).items()
+        if ms))
     for name in pids:
         raw = os.path.join(out, f"{name}.raw")
         if not os.path.exists(raw):
