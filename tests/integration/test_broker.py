@@ -9,7 +9,7 @@ from kombu import Connection, Exchange, Queue
 from nameko.amqp.publish import UndeliverableMessage
 
 from mesh.messaging import nodes
-from mesh.messaging.broker import ConfirmedPublisher, _unconfirmed, publish
+from mesh.messaging.broker import ConfirmedPublisher, _producers, _unconfirmed, publish
 from mesh.testing import wait_until
 
 EXCHANGE = Exchange("test.events", type="topic", durable=True)
@@ -100,3 +100,26 @@ def test_while_the_cluster_settles_a_refused_message_is_sent_again_until_taken(
         assert channel.basic_get("broker-test-full", no_ack=True).body == b"{}"
         sender.wait()  # there was room: taken
         assert json.loads(channel.basic_get("broker-test-full", no_ack=True).body) == {"n": 1}
+
+
+def test_a_refused_confirmed_message_raises_and_its_channel_is_not_used_again(uri):
+    """A nack may mean the channel itself is refused (opened while the cluster
+    settled, see nodes.settling): its connection is dropped and the next publish
+    opens another. kombu 5.7's retry drops it already (a nack is one of py-amqp's
+    recoverable connection errors); `pooled_producer` makes sure of it whatever
+    kombu does."""
+    with Connection(uri) as connection:
+        connection.default_channel.queue_declare("broker-test-refusing", exclusive=True,
+                                                 arguments={"x-max-length": 1,
+                                                            "x-overflow": "reject-publish"})
+        connection.default_channel.basic_publish(amqp.Message(b"{}"),
+                                                 routing_key="broker-test-refusing")
+        publish(uri, {"n": 0}, exchange="", routing_key="nowhere")
+        with _producers(uri, True).acquire() as producer:
+            refused_on = producer.connection.connection
+        with pytest.raises(Exception) as caught:
+            publish(uri, {"n": 1}, exchange="", routing_key="broker-test-refusing")
+        assert isinstance(caught.value.__cause__, amqp.exceptions.MessageNacked)
+        publish(uri, {"n": 2}, exchange="", routing_key="nowhere")
+        with _producers(uri, True).acquire() as producer:
+            assert producer.connection.connection is not refused_on
