@@ -497,7 +497,7 @@ def setting(config, name):
     return default() if callable(default) else default
 
 
-def _blank_to_none(raw):
+def _without_blanks(raw):
     # `${VAR:}` reads as None or ""; both mean "not set". A declared setting left
     # out takes its default (or is missing); a pass-through one stays None, as
     # `database_url` and the tests read them.
@@ -510,7 +510,7 @@ def validate_config(raw, source="config"):
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: must be a mapping of settings")
     try:
-        config = Settings().load(_blank_to_none(raw))
+        config = Settings().load(_without_blanks(raw))
     except ValidationError as exc:
         name, messages = sorted(exc.normalized_messages().items())[0]
         while isinstance(messages, dict):
