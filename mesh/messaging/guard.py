@@ -190,25 +190,33 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
     connection = None
     while True:
         try:
-            try:
-                connection = connection or _watching(amqp_uri)
-                _look(connection, guards)
-            except Exception:
-                if connection is None:
-                    raise  # no node answers
-                # the connection's node was lost: another may well answer at once
-                let_go(connection)  # no goodbye: the node may not answer one
-                connection = _watching(amqp_uri)
-                _look(connection, guards)
+            connection = _look_again(amqp_uri, connection, guards)
         except Exception as exc:  # broker away: calls fail fast until it is back
             if not any(guard.broker_down for guard in guards):
                 log.warning("the message broker is unreachable (%s); answering 503", exc)
             for guard in guards:
                 guard.broker_down = True
-            if connection is not None:
-                let_go(connection)
             connection = None
         eventlet.sleep(interval)
+
+
+def _look_again(amqp_uri, connection, guards):
+    """Look through `connection`; when it fails (or there is none), once more at
+    once through a new one: its node may have been lost, and another may well
+    answer. Returns the connection that answered; raises when none did."""
+    if connection is not None:
+        try:
+            _look(connection, guards)
+            return connection
+        except Exception:
+            let_go(connection)  # no goodbye: the node may not answer one
+    connection = _watching(amqp_uri)
+    try:
+        _look(connection, guards)
+    except Exception:
+        let_go(connection)
+        raise
+    return connection
 
 
 def _watching(amqp_uri):
