@@ -9,7 +9,7 @@ from nameko.testing.services import dummy, entrypoint_hook
 from prometheus_client import generate_latest
 
 from contracts.inventory import CONTRACT as INVENTORY
-from mesh.messaging.rpc import ServiceRpc, rpc
+from mesh.messaging.rpc import ContractReplyListener, ReplyConsumer, ServiceRpc, rpc
 from mesh.testing import wait_until
 from services.inventory.service import InventoryService
 
@@ -225,3 +225,45 @@ def test_two_callers_of_one_service_share_its_guard_and_export_each_metric_once(
     watchers = [t for t in container._managed_threads.values()
                 if t == "service presence"]
     assert len(watchers) == 1
+
+
+def test_a_call_made_while_the_reply_queue_is_renewed_waits_for_it(
+        start_service, rpc_client, mesh_config, monkeypatch):
+    """After a lost connection the reply consumer declares a new reply queue; a
+    call made before it exists waits for it, else its answer would be dropped
+    (no queue takes it) and the call would time out."""
+    start_service(InventoryService)
+    product = rpc_client.inventory.create_product(sku="renewed-replies-1", name="Renewed",
+                                                  price_cents=300, stock=1)
+    renewed, connections = [], []
+    renew = ContractReplyListener.renew
+
+    def counted_renew(listener):
+        renewed.append(listener)
+        renew(listener)
+    monkeypatch.setattr(ContractReplyListener, "renew", counted_renew)
+    get_consumers, ready = ReplyConsumer.get_consumers, ReplyConsumer.on_consume_ready
+
+    def slow_after_a_loss(consumer, consumer_cls, channel):
+        if connections:  # not the first: the new reply queue comes 0.5 s late
+            eventlet.sleep(0.5)
+        return get_consumers(consumer, consumer_cls, channel)
+
+    def remembered(consumer, connection, *args, **kwargs):
+        connections.append(connection)
+        return ready(consumer, connection, *args, **kwargs)
+    monkeypatch.setattr(ReplyConsumer, "get_consumers", slow_after_a_loss)
+    monkeypatch.setattr(ReplyConsumer, "on_consume_ready", remembered)
+    container = start_service(TwoCallers, SERVICES={
+        **mesh_config["SERVICES"], "two_callers": f"{__name__}:TwoCallers"},
+        RPC_TARGETS={"inventory": {"timeout": 3}})
+    with entrypoint_hook(container, "both") as both:
+        assert both(product["id"])[0] == product["id"]
+        assert len(renewed) == 1 and len(connections) == 1
+        connections[0].connection.sock.close()  # as if its node were lost
+        wait_until(lambda: len(renewed) == 2, 5, "the reply queue renewed")
+        assert not renewed[-1].ready.ready()
+        answer, seconds = timed(lambda: both(product["id"]))
+    assert answer[0] == product["id"]
+    assert 0.2 < seconds < 3  # it waited for the new queue, not for its timeout
+    assert len(connections) == 2
