@@ -1,11 +1,12 @@
 """Where each order's CPU goes: py-spy on every process of the mesh while the saga
 bench's load runs, summed by the package (or mesh module) each sample was in.
 
-``python -m bench.profile [--seconds 20] [--postgres] [--rpc] [--out DIR]``
+``python -m bench.profile [--seconds 20] [--postgres] [--case orders|rpc|http] [--out DIR]``
 
-Starts the mesh as `make bench` does, posts orders on 16 connections for
-`--seconds` (with `--rpc`: calls `inventory.get_product` with 50 in flight, as
-the RPC case does), records every service process with `py-spy record --gil -f raw`
+Starts the mesh as `make bench` does, runs one case's load for `--seconds`
+(`orders`: posts orders on 16 connections; `rpc`: calls `inventory.get_product`
+with 50 in flight; `http`: wrk on `GET /products/{id}` with 32 connections, as
+`make bench` does each), records every service process with `py-spy record --gil -f raw`
 (samples of a process while it runs Python; py-spy pauses it for each, so the
 posts/s and CPU per order printed beside a profile run a little below `make
 bench`'s) (needs py-spy, from the test extra, and root or ptrace rights), then
@@ -98,8 +99,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--postgres", action="store_true")
-    parser.add_argument("--rpc", action="store_true",
-                        help="profile the RPC case (inventory.get_product) instead of orders")
+    parser.add_argument("--case", choices=("orders", "rpc", "http"), default="orders",
+                        help="whose load: POST /orders, inventory.get_product, or the "
+                        "gateway's GET /products/{id}")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
@@ -124,7 +126,7 @@ def main(argv=None):
                 for name, pid in pids.items()}
             last = orders.store.last_order_id()
             before = cpu.sample(mesh.process.pid)
-            if args.rpc:
+            if args.case == "rpc":
                 warmup = 0.3  # what `Rpc.run(warm=False)` calls before it counts
                 cases.configure(args.seconds, warmup)
                 called = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
@@ -132,6 +134,12 @@ def main(argv=None):
                 # the CPU read covers the warm-up's calls too, made at the same rate
                 done, unit = int(called["per_s"] * (args.seconds + warmup)), "call"
                 rate = f"{called['per_s']} calls/s"
+            elif args.case == "http":
+                cases.configure(args.seconds, 0)
+                got = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
+                                 mesh.customer).run(warm=False)
+                done, unit = got["requests"], "request"
+                rate = f"{got['per_s']} req/s"
             else:
                 posted = orders.post(args.seconds)
                 done, unit = len(orders.store.settled_after(last)), "order"
