@@ -56,6 +56,12 @@ class Client(GatewayClient):
 
 
 @pytest.fixture
+def uri(mesh_config):
+    """The AMQP URI of the test's own vhost."""
+    return mesh_config["AMQP_URI"]
+
+
+@pytest.fixture
 def start_mesh(start_service, mesh_config):
     """Start the given services (default: all of config.yaml) and the gateway."""
     def start(names=None, **overrides):

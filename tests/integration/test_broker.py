@@ -16,11 +16,6 @@ EXCHANGE = Exchange("test.events", type="topic", durable=True)
 
 
 @pytest.fixture
-def uri(mesh_config):
-    return mesh_config["AMQP_URI"]
-
-
-@pytest.fixture
 def queue(uri):
     """A queue bound to EXCHANGE for every routing key; yields a reader of it."""
     with Connection(uri) as connection:

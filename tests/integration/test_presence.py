@@ -14,11 +14,6 @@ from mesh.testing import wait_until
 
 
 @pytest.fixture
-def uri(mesh_config):
-    return mesh_config["AMQP_URI"]
-
-
-@pytest.fixture
 def served(uri):
     """A consumer on the RPC queue of a service named `watched`: one instance."""
     with Connection(uri) as connection:
