@@ -1,4 +1,5 @@
 """Load config.yaml (with `${ENV:default}`) and refuse bad settings in one line."""
+import functools
 import os
 import re
 import ssl
@@ -527,13 +528,17 @@ def validate_config(raw, source="config"):
 
 
 def read_yaml(path):
-    """config.yaml as nameko reads it: `${ENV:default}` expanded from the environment."""
+    """config.yaml as nameko reads it, `${ENV:default}` expanded from the
+    environment, except that a variable set blank reads as unset (see `_expand`)."""
     with warnings.catch_warnings():
         # nameko's CLI module imports the deprecated pkg_resources
         warnings.simplefilter("ignore", UserWarning)
-        from nameko.cli.main import setup_yaml_parser
+        from nameko.cli.main import ENV_VAR_MATCHER, setup_yaml_parser
 
-    setup_yaml_parser()
+    setup_yaml_parser()  # the implicit `${...}` resolver; the tags' constructors are ours
+    expand = functools.partial(_expand, ENV_VAR_MATCHER)
+    yaml.add_constructor("!env_var", expand, yaml.SafeLoader)
+    yaml.add_constructor("!raw_env_var", functools.partial(expand, raw=True), yaml.SafeLoader)
     try:
         with open(path) as handle:
             return yaml.safe_load(handle)
@@ -541,6 +546,15 @@ def read_yaml(path):
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: is not valid YAML: {exc}".splitlines()[0]) from None
+
+
+def _expand(matcher, loader, node, raw=False):
+    """nameko's `!env_var` and `!raw_env_var`, but `NAME=` (an env file's blank
+    line) is unset, as `_without_blanks` takes it: `${NAME:default}` is then
+    its default, in a nested value (REPLICAS, LOGGING) as at the top."""
+    text = loader.construct_scalar(node)
+    value = matcher.sub(lambda match: os.environ.get(match[1]) or match[2] or "", text)
+    return value if raw or value == text else yaml.safe_load(value)
 
 
 def load_config(path="config.yaml"):

@@ -161,6 +161,18 @@ def test_a_blank_value_reads_as_not_set_so_the_default_applies(name, default):
     assert load(**{name: ""})[name] == default
 
 
-def test_a_blank_value_for_a_setting_without_a_default_says_it_is_missing():
+def test_a_blank_variable_takes_config_yaml_s_default_in_nested_values_too():
+    config = load(GATEWAY_PORT="", REPLICAS_ORDERS="", WORKERS_GATEWAY="",
+                  MESH_LOG_FORMAT="", MESH_LOG_LEVEL="", MESH_WORKER_LOG_LEVEL="")
+    assert config["GATEWAY_PORT"] == 8000
+    assert config["REPLICAS"]["orders"] == 1 and config["WORKERS"]["gateway"] == 100
+    logging = config["LOGGING"]
+    assert logging["handlers"]["console"]["formatter"] == "json"
+    assert logging["root"]["level"] == "INFO"
+    assert logging["loggers"]["mesh.worker"]["level"] == "WARNING"
+
+
+def test_a_blank_setting_without_a_default_says_it_is_missing():
+    from mesh.core.config import validate_config
     with pytest.raises(ConfigError, match=r": AMQP_URI: Missing data for required field"):
-        load(AMQP_URI="")
+        validate_config({**load(), "AMQP_URI": ""})
