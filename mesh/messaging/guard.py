@@ -201,22 +201,20 @@ def watch_presence(amqp_uri, guards, interval=PRESENCE_INTERVAL):
 
 
 def _look_again(amqp_uri, connection, guards):
-    """Look through `connection`; when it fails (or there is none), once more at
-    once through a new one: its node may have been lost, and another may well
-    answer. Returns the connection that answered; raises when none did."""
-    if connection is not None:
+    """Look through `connection` (a new one when None); when that fails, once more
+    at once through a new one: its node may have been lost, and another may well
+    answer. Returns the connection that answered; raises when none did, or when
+    no node takes a new connection."""
+    for attempt in (1, 2):
+        connection = connection or _watching(amqp_uri)
         try:
             _look(connection, guards)
             return connection
         except Exception:
             let_go(connection)  # no goodbye: the node may not answer one
-    connection = _watching(amqp_uri)
-    try:
-        _look(connection, guards)
-    except Exception:
-        let_go(connection)
-        raise
-    return connection
+            connection = None
+            if attempt == 2:
+                raise
 
 
 def _watching(amqp_uri):

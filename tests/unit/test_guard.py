@@ -123,3 +123,23 @@ def test_what_fails_while_the_process_loses_a_broker_node_opens_no_circuit():
     nodes.lost("192.0.2.1:5672", "missed heartbeats")
     assert guard.state == pybreaker.STATE_CLOSED  # the process moved: start afresh
     assert guard.call(lambda: "ok") == "ok"
+
+
+@pytest.mark.parametrize("had_one", [True, False])
+def test_the_watcher_looks_once_more_through_a_new_connection_when_one_fails(
+        monkeypatch, had_one):
+    # its node may have been lost, with or without a connection kept from before
+    from mesh.messaging import guard as module
+    made, looked, let_go = [], [], []
+    monkeypatch.setattr(module, "_watching", lambda uri: made.append(object()) or made[-1])
+
+    def look(connection, guards):
+        looked.append(connection)
+        if len(looked) == 1:
+            raise OSError("its node is gone")
+    monkeypatch.setattr(module, "_look", look)
+    monkeypatch.setattr(module, "let_go", let_go.append)
+    kept = object() if had_one else None
+    answered = module._look_again("pyamqp://", kept, [])
+    assert answered is made[-1] and looked == [kept or made[0], made[-1]]
+    assert let_go == [looked[0]] and len(made) == (1 if had_one else 2)
