@@ -131,6 +131,8 @@ def main(argv=None):
                 cases.configure(args.seconds, warmup)
                 called = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
                                    {"product_id": mesh.product_id}).run(warm=False)
+                if "error" in called:
+                    sys.exit(f"bench.profile: the RPC load failed: {called['error']}")
                 # the CPU read covers the warm-up's calls too, made at the same rate
                 done, unit = int(called["per_s"] * (args.seconds + warmup)), "call"
                 rate = f"{called['per_s']} calls/s"
@@ -138,6 +140,8 @@ def main(argv=None):
                 cases.configure(args.seconds, 0)
                 got = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
                                  mesh.customer).run(warm=False)
+                if "error" in got:
+                    sys.exit(f"bench.profile: the HTTP load failed: {got['error']}")
                 done, unit = got["requests"], "request"
                 rate = f"{got['per_s']} req/s"
             else:

@@ -109,6 +109,8 @@ def test_a_refused_confirmed_message_raises_and_its_channel_is_not_used_again(ur
                                                             "x-overflow": "reject-publish"})
         connection.default_channel.basic_publish(amqp.Message(b"{}"),
                                                  routing_key="broker-test-refusing")
+        wait_until(lambda: connection.default_channel.queue_declare(
+            "broker-test-refusing", passive=True).message_count == 1, 5, "the queue full")
         publish(uri, {"n": 0}, exchange="", routing_key="nowhere")
         with _producers(uri, True).acquire() as producer:
             refused_on = producer.connection.connection
