@@ -294,14 +294,22 @@ def cmd_shell(args):
 
 
 def cmd_dlq(args):
+    from mesh.ops import dlq
+
+    config = _operator(_load(args))
+    try:
+        return _dlq(args, config, config["AMQP_URI"])
+    except dlq.QueueUnavailable as exc:
+        sys.exit(f"mesh: dlq {args.action}: {exc}")
+
+
+def _dlq(args, config, uri):
     import json
 
     from mesh.messaging import topology
     from mesh.messaging.causes import first_line
     from mesh.ops import dlq
 
-    config = _operator(_load(args))
-    uri = config["AMQP_URI"]
     if args.action == "groups":
         found = dlq.groups(uri, dlq.handler_queues(config))
         print(json.dumps(found, indent=2) if args.json else dlq.render_groups(found))

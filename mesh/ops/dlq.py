@@ -4,9 +4,11 @@ QUEUE is a handler's lasting queue name (mesh.messaging.topology): for a broadca
 its name without the instance id, which names the DLQ every instance parks in.
 """
 import datetime as dt
+import functools
 import json
+import time
 
-from amqp.exceptions import NotFound
+from amqp.exceptions import InternalError, NotFound
 
 from mesh.messaging.broker import ConfirmedPublisher
 from mesh.messaging.causes import cause_of, fingerprint
@@ -19,7 +21,7 @@ from mesh.core.services import entrypoints_of, import_service
 
 __all__ = ["handler_queues", "queues_of", "handlers_of", "base_queue", "depths",
            "messages", "groups", "render_groups", "queue_of_group", "replay", "purge",
-           "utc_moment", "QueueMissing"]
+           "utc_moment", "QueueMissing", "QueueUnavailable"]
 
 
 def handlers_of(name, service_cls):
@@ -56,6 +58,42 @@ def depths(amqp_uri, queues):
                 for queue in queues}
 
 
+class QueueUnavailable(Exception):
+    """A quorum DLQ has no running process: its members are starting or down."""
+
+
+class _NoProcess(Exception):
+    pass
+
+
+# seconds between looks at a DLQ whose quorum process is not running: about 8 s in all
+_STARTING_WAITS = (0.2, 0.5, 1, 2, 4)
+
+
+def _once_running(operation):
+    """Run `operation` again, on its own fresh connection, while the broker says
+    the DLQ it reads has no process (`noproc`).
+
+    A quorum queue answers that between its declaration and its member's start,
+    and while its node restarts; the broker closes the connection with it.
+    `_NoProcess` is raised only where nothing has moved yet (reading the DLQ,
+    or a purge the broker refused), so running the whole operation again is safe.
+    """
+    @functools.wraps(operation)
+    def run(amqp_uri, queue, *args, **kwargs):
+        for wait in (*_STARTING_WAITS, None):
+            try:
+                return operation(amqp_uri, queue, *args, **kwargs)
+            except _NoProcess as exc:
+                if wait is None:
+                    raise QueueUnavailable(
+                        f"{dlq_name(base_queue(queue))} has no running queue process "
+                        "(its members are starting, or their nodes are down): "
+                        "try again in a moment") from exc.__cause__
+                time.sleep(wait)
+    return run
+
+
 def _drain(connection, queue):
     """Every message of `queue`'s DLQ, unacked (closing the channel requeues them).
 
@@ -68,7 +106,12 @@ def _drain(connection, queue):
     except NotFound:
         return connection.channel(), got
     while True:
-        message = channel.basic_get(dlq_name(base_queue(queue)), no_ack=False)
+        try:
+            message = channel.basic_get(dlq_name(base_queue(queue)), no_ack=False)
+        except InternalError as exc:
+            if "noproc" in str(exc):
+                raise _NoProcess() from exc
+            raise
         if message is None:
             return channel, got
         got.append(message)
@@ -132,6 +175,7 @@ def _text(value):
     return str(value)
 
 
+@_once_running
 def messages(amqp_uri, queue):
     """What `queue`'s DLQ holds, oldest first; it is left as it was."""
     with broker_connection(amqp_uri) as connection:
@@ -201,6 +245,7 @@ def _chosen(got, queue, message_id, group):
             and (group is None or said["fingerprint"] == group)]
 
 
+@_once_running
 def replay(amqp_uri, queue, message_id=None, group=None):
     """Send dead-lettered messages back to their handler's queue (all, the one
     with `message_id`, or those of the cause `group`); returns how many.
@@ -245,6 +290,7 @@ def _replayed(message):
             "message_id": message.properties.get("message_id")}
 
 
+@_once_running
 def purge(amqp_uri, queue, group=None):
     """Drop everything in `queue`'s DLQ, or only the messages of the cause
     `group`; returns how many messages went."""
@@ -262,3 +308,5 @@ def purge(amqp_uri, queue, group=None):
             return channel.queue_purge(dlq_name(base_queue(queue)))
         except NotFound:
             return 0
+        except InternalError as exc:  # a quorum DLQ with no process says only this
+            raise _NoProcess() from exc

@@ -225,7 +225,8 @@ def _parked_steps(mesh, request_id, events):
                         f"{first_line(message['error'])}; group {message['fingerprint']} "
                         f"in {dlq_name(queue)}", group=message["fingerprint"],
                         error=first_line(message["error"])))
-    except (OSError, AMQPError, OperationalError) as exc:  # the databases' story stands
+    except (OSError, AMQPError, OperationalError, dlq.QueueUnavailable) as exc:
+        # the databases' story stands
         mesh.notes.append(f"dead letters not read: the broker did not answer "
                           f"({type(exc).__name__}: {first_line(str(exc))})")
     return steps

@@ -1,0 +1,56 @@
+"""`mesh dlq` on a quorum DLQ whose queue process is not running: the broker
+answers `noproc` between a queue's declaration and its member's start, and
+while its node restarts. The tools wait for it, then say so plainly."""
+import json
+import subprocess
+import threading
+from urllib.parse import unquote
+
+import pytest
+from kombu import Connection, Queue
+
+from mesh.ops import dlq
+from tests.integration.events.test_events import envelope, operator
+
+BASE = "evt-accounts-user_registered--audit.on_registered"
+
+
+def _queue_process(uri, action):
+    """Stop or restart the quorum queue process (its Ra server) of BASE's DLQ."""
+    vhost = unquote(uri.rsplit("/", 1)[1])
+    server = (f'{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"{vhost}">>, queue, '
+              f'<<"{BASE}.dlq">>)), ra:{action}_server(quorum_queues, amqqueue:get_pid(Q)).')
+    subprocess.run(["rabbitmqctl", "-q", "eval", server], check=True, capture_output=True,
+                   timeout=60)
+
+
+@pytest.fixture
+def parked(uri):
+    """One dead letter in a quorum DLQ whose process is stopped."""
+    queue = Queue(f"{BASE}.dlq", routing_key=f"{BASE}.dlq", durable=True,
+                  queue_arguments={"x-queue-type": "quorum"})
+    event = envelope()
+    with Connection(uri) as connection:
+        connection.Producer().publish(json.dumps(event), routing_key=f"{BASE}.dlq",
+                                      declare=[queue], content_type="application/json")
+    _queue_process(uri, "stop")
+    yield event
+    _queue_process(uri, "restart")
+
+
+def test_a_read_waits_for_the_queue_process_to_come_back(uri, parked):
+    threading.Timer(1, _queue_process, (uri, "restart")).start()
+    (message,) = dlq.messages(uri, BASE)
+    assert message["event_id"] == parked["event_id"]
+
+
+def test_a_queue_process_that_stays_away_is_said_plainly_and_nothing_moves(uri, parked):
+    with pytest.raises(dlq.QueueUnavailable, match="no running queue process"):
+        dlq.replay(uri, BASE)
+    for action in (["list", BASE], ["purge", BASE, "--yes"]):
+        said = operator(*action, uri=uri, check=False)
+        assert said.returncode == 1 and "Traceback" not in said.stderr, said.stderr
+        assert f"{BASE}.dlq has no running queue process" in said.stderr
+    _queue_process(uri, "restart")
+    (message,) = dlq.messages(uri, BASE)  # still parked
+    assert message["event_id"] == parked["event_id"]
