@@ -46,6 +46,12 @@ TARGETS = {  # issue #22 "Close to the machine's limit": ratios within one run
     # orders/s over the raw rate: twice the 0.0195 of the runs before that work
     "orders_vs_raw": 0.039, "settle_p99_vs_p50": 4.0,
 }
+# The bench floods on purpose: the rate limits are not what it measures. Every
+# request is still counted, in a one-second moving window that keeps about as
+# many entries (~900 at the gateway case's rate) as production's 1200/60 a user
+# does; a minute's window kept ~52,000, each hit paying for a list production
+# never holds.
+NO_LIMIT = "1000000/1"
 
 
 class Processes:
@@ -108,10 +114,8 @@ class Mesh:
         env = {"AMQP_URI": uri, "MESH_DATA_DIR": data, "GATEWAY_PORT": str(self.port),
                "MESH_LOG_FORMAT": "json", "JWT_SECRET": "bench-secret-" + "x" * 32,
                "MESH_ADMIN_EMAIL": ADMIN[0], "MESH_ADMIN_PASSWORD": ADMIN[1],
-               # the bench floods on purpose: the rate limits are not what it measures
-               "API_RATE_LIMIT": "100000000/60", "AUTH_RATE_LIMIT": "100000000/60",
-               "AUTH_ACCOUNT_RATE_LIMIT": "100000000/60",
-               "AUTH_ADDRESS_RATE_LIMIT": "100000000/60"}
+               "API_RATE_LIMIT": NO_LIMIT, "AUTH_RATE_LIMIT": NO_LIMIT,
+               "AUTH_ACCOUNT_RATE_LIMIT": NO_LIMIT, "AUTH_ADDRESS_RATE_LIMIT": NO_LIMIT}
         env["OPS_PORT_GATEWAY"] = "0"  # a running mesh may hold them
         for name in stores.SERVICES:
             env[f"OPS_PORT_{name.upper()}"] = "0"
