@@ -9,6 +9,7 @@ import json
 import time
 
 from amqp.exceptions import InternalError, NotFound
+from eventlet.semaphore import Semaphore
 
 from mesh.messaging.broker import ConfirmedPublisher
 from mesh.messaging.causes import cause_of, fingerprint
@@ -68,11 +69,16 @@ class _NoProcess(Exception):
 
 # seconds between looks at a DLQ whose quorum process is not running: about 8 s in all
 _STARTING_WAITS = (0.2, 0.5, 1, 2, 4)
+# A read takes a DLQ's messages unacknowledged until it closes its channel: a second
+# read meanwhile would not see them. One at a time in a process (the gateway serves
+# the operator page to several operators, and a trace beside a refresh).
+_ONE_READER = Semaphore(1)
 
 
-def _once_running(operation):
-    """Run `operation` again, on its own fresh connection, while the broker says
-    the DLQ it reads has no process (`noproc`).
+def _dlq_read(operation):
+    """Run `operation` when no other read of a DLQ runs in this process, and run it
+    again, on its own fresh connection, while the broker says the DLQ it reads has
+    no process (`noproc`).
 
     A quorum queue answers that between its declaration and its member's start,
     and while its node restarts; the broker closes the connection with it.
@@ -83,7 +89,8 @@ def _once_running(operation):
     def run(amqp_uri, queue, *args, **kwargs):
         for wait in (*_STARTING_WAITS, None):
             try:
-                return operation(amqp_uri, queue, *args, **kwargs)
+                with _ONE_READER:
+                    return operation(amqp_uri, queue, *args, **kwargs)
             except _NoProcess as exc:
                 if wait is None:
                     raise QueueUnavailable(
@@ -175,7 +182,7 @@ def _text(value):
     return str(value)
 
 
-@_once_running
+@_dlq_read
 def messages(amqp_uri, queue):
     """What `queue`'s DLQ holds, oldest first; it is left as it was."""
     with broker_connection(amqp_uri) as connection:
@@ -245,7 +252,7 @@ def _chosen(got, queue, message_id, group):
             and (group is None or said["fingerprint"] == group)]
 
 
-@_once_running
+@_dlq_read
 def replay(amqp_uri, queue, message_id=None, group=None):
     """Send dead-lettered messages back to their handler's queue (all, the one
     with `message_id`, or those of the cause `group`); returns how many.
@@ -290,7 +297,7 @@ def _replayed(message):
             "message_id": message.properties.get("message_id")}
 
 
-@_once_running
+@_dlq_read
 def purge(amqp_uri, queue, group=None):
     """Drop everything in `queue`'s DLQ, or only the messages of the cause
     `group`; returns how many messages went."""

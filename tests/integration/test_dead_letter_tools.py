@@ -1,11 +1,15 @@
 """`mesh dlq` on a quorum DLQ whose queue process is not running: the broker
 answers `noproc` between a queue's declaration and its member's start, and
-while its node restarts. The tools wait for it, then say so plainly."""
+while its node restarts. The tools wait for it, then say so plainly. And
+reads of DLQs in one process, which each hold what they read for a moment,
+take turns."""
 import json
 import subprocess
 import threading
+import uuid
 from urllib.parse import unquote
 
+import eventlet
 import pytest
 from kombu import Connection, Queue
 
@@ -54,3 +58,15 @@ def test_a_queue_process_that_stays_away_is_said_plainly_and_nothing_moves(uri, 
     _queue_process(uri, "restart")
     (message,) = dlq.messages(uri, BASE)  # still parked
     assert message["event_id"] == parked["event_id"]
+
+
+def test_reads_at_once_in_one_process_each_see_every_dead_letter(uri):
+    base = f"evt-ghost-{uuid.uuid4().hex[:8]}"
+    queue = Queue(f"{base}.dlq", routing_key=f"{base}.dlq")
+    with Connection(uri) as connection:
+        producer = connection.Producer()
+        for _ in range(40):
+            producer.publish(json.dumps(envelope()), routing_key=f"{base}.dlq",
+                             declare=[queue], content_type="application/json")
+    readers = [eventlet.spawn(dlq.messages, uri, base) for _ in range(4)]
+    assert [len(reader.wait()) for reader in readers] == [40] * 4

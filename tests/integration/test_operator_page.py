@@ -136,7 +136,8 @@ def test_an_admin_sees_the_mesh_and_a_requests_trace(browser, mesh):
     assert {s.find_element(By.CLASS_NAME, "service").text for s in steps} >= {
         "orders", "inventory", "payments"}
     # the malformed event sent with the same request id ends it, parked
-    assert "dead-letter" in steps[-1].text and "notifications" in steps[-1].text
+    assert "dead-letter" in steps[-1].text and "notifications" in steps[-1].text, \
+        browser.find_element(By.ID, "trace").text
 
     # a search for markup is refused, and said as text
     browser.get(mesh.ops + "/ops?" + urlencode({"trace": MARKUP}))
