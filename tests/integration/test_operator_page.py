@@ -14,6 +14,7 @@ from kombu import Connection, Exchange
 
 from mesh.messaging.outbox import CORRELATION_HEADER
 from mesh.ops import dlq
+from mesh.ops.trace import trace
 from mesh.testing import free_port, wait_until
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -94,6 +95,11 @@ def test_an_admin_sees_the_mesh_and_a_requests_trace(browser, mesh):
     placed = mesh.order(customer, product["id"], headers={"X-Request-ID": request_id})
     assert placed.status_code == 202, placed.text
     mesh.settled(customer, placed.json()["id"])
+    # the saga's last step (notifications taking the confirmation) may come after the
+    # order reads confirmed: parked only then, the malformed event is the trace's last
+    wait_until(lambda: any(step["name"] == "on_order_confirmed" for step in
+                           trace(mesh.config, request_id)["steps"]),
+               timeout=20, what="notifications to take the order's confirmation")
     queue = park_malformed_event(mesh.config, request_id)
 
     log_in(browser, mesh, admin)
