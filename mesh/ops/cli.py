@@ -296,11 +296,23 @@ def cmd_shell(args):
 def cmd_dlq(args):
     from mesh.ops import dlq
 
+    from amqp.exceptions import AMQPError
+    from kombu.exceptions import OperationalError
+
+    from mesh.messaging.causes import first_line
+
     config = _operator(_load(args))
     try:
         return _dlq(args, config, config["AMQP_URI"])
     except dlq.QueueUnavailable as exc:
         sys.exit(f"mesh: dlq {args.action}: {exc}")
+    except (OSError, AMQPError, OperationalError) as exc:
+        # a replay cut off after its publishes leaves those messages parked as well:
+        # replaying them again is harmless, the inbox takes each event once
+        moved = "; what was not acknowledged is still parked" \
+            if args.action in ("replay", "purge") else ""
+        sys.exit(f"mesh: dlq {args.action}: the broker did not answer "
+                 f"({type(exc).__name__}: {first_line(str(exc))}){moved}")
 
 
 def _dlq(args, config, uri):

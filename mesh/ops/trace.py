@@ -213,7 +213,12 @@ def _parked_steps(mesh, request_id, events):
     try:
         for name, service_cls in mesh.classes.items():
             for queue in dlq.queues_of(name, service_cls):
-                for message in dlq.messages(mesh.config["AMQP_URI"], queue):
+                try:
+                    parked = dlq.messages(mesh.config["AMQP_URI"], queue)
+                except dlq.QueueUnavailable as exc:  # the other DLQs may still be read
+                    mesh.notes.append(f"dead letters not read: {exc}")
+                    continue
+                for message in parked:
                     if message["request_id"] != request_id and \
                             message["event_id"] not in events:
                         continue
@@ -225,8 +230,7 @@ def _parked_steps(mesh, request_id, events):
                         f"{first_line(message['error'])}; group {message['fingerprint']} "
                         f"in {dlq_name(queue)}", group=message["fingerprint"],
                         error=first_line(message["error"])))
-    except (OSError, AMQPError, OperationalError, dlq.QueueUnavailable) as exc:
-        # the databases' story stands
+    except (OSError, AMQPError, OperationalError) as exc:  # the databases' story stands
         mesh.notes.append(f"dead letters not read: the broker did not answer "
                           f"({type(exc).__name__}: {first_line(str(exc))})")
     return steps

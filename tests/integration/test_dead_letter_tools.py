@@ -14,6 +14,7 @@ import pytest
 from kombu import Connection, Queue
 
 from mesh.ops import dlq
+from mesh.testing import free_port
 from tests.integration.events.test_events import envelope, operator
 
 BASE = "evt-accounts-user_registered--audit.on_registered"
@@ -70,3 +71,12 @@ def test_reads_at_once_in_one_process_each_see_every_dead_letter(uri):
                              declare=[queue], content_type="application/json")
     readers = [eventlet.spawn(dlq.messages, uri, base) for _ in range(4)]
     assert [len(reader.wait()) for reader in readers] == [40] * 4
+
+
+def test_a_broker_that_does_not_answer_is_said_plainly(uri):
+    away = uri.replace("127.0.0.1:5672", f"127.0.0.1:{free_port()}")
+    assert away != uri
+    for action in (["list", BASE], ["groups"], ["replay", BASE], ["purge", BASE, "--yes"]):
+        said = operator(*action, uri=away, check=False)
+        assert said.returncode == 1 and "Traceback" not in said.stderr, said.stderr
+        assert f"mesh: dlq {action[0]}: the broker did not answer" in said.stderr

@@ -97,8 +97,9 @@ def test_an_admin_sees_the_mesh_and_a_requests_trace(browser, mesh):
     mesh.settled(customer, placed.json()["id"])
     # the saga's last step (notifications taking the confirmation) may come after the
     # order reads confirmed: parked only then, the malformed event is the trace's last
-    wait_until(lambda: any(step["name"] == "on_order_confirmed" for step in
-                           trace(mesh.config, request_id)["steps"]),
+    confirmed = ("notifications", "on_order_confirmed")  # inventory takes it too
+    wait_until(lambda: confirmed in {(step["service"], step["name"])
+                                     for step in trace(mesh.config, request_id)["steps"]},
                timeout=20, what="notifications to take the order's confirmation")
     queue = park_malformed_event(mesh.config, request_id)
 
