@@ -5,6 +5,7 @@ or restarted, and the mesh must answer again within the case's time."""
 import json
 import os
 import pathlib
+import re
 import signal
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ PACE = 0.2  # seconds each client waits between orders: ~20 orders/s
 RETRYABLE = {502, 503, 504}
 HANG_SECONDS = 40
 PARTITION_SECONDS = 30
+NUMBERS = re.compile(r"\d+(\.\d+)?")
 # what the docs ("A cluster of brokers") tell an operator to set on every node
 NODE_SETTINGS = {"cluster_partition_handling": "pause_minority", "net_ticktime": 10}
 
@@ -99,8 +101,7 @@ class Load:
             with self.lock:
                 self.attempts.append((time.monotonic(), answered))
                 if not answered:
-                    self.refusals.append((time.monotonic(), response.status_code
-                                          if response is not None else "no answer"))
+                    self.refusals.append((time.monotonic(), refusal(response)))
             if answered:
                 assert response.ok, response.text
                 eventlet.sleep(PACE)  # a steady load, so that it spans the failure
@@ -115,8 +116,8 @@ class Load:
         return [thread.wait() for thread in self.feeder.wait()]
 
     def story(self, fault_at):
-        """What clients saw instead of answers, in order: each status with how many
-        times and when (seconds after the fault)."""
+        """What clients saw instead of answers, in order: each status and reason with
+        how many times and when (seconds after the fault)."""
         runs = []
         for at, status in sorted(self.refusals):
             if runs and runs[-1][0] == status:
@@ -137,6 +138,18 @@ class Load:
         failed = [at for at, ok in attempts if not ok and at > fault_at]
         recovered = next((at for at in answered if failed and at > failed[-1]), fault_at)
         return len(attempts) - len(answered), gap, recovered - fault_at
+
+
+def refusal(response):
+    """What a client saw instead of an answer: the status and the error's message
+    with its numbers taken out (so that a run of them reads as one)."""
+    if response is None:
+        return "no answer"
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:80]
+    return f"{response.status_code} {NUMBERS.sub('N', message)!r}"
 
 
 def rows(path, query):
@@ -235,7 +248,10 @@ def test_the_node_leading_the_queues_fails_under_load(cluster, mesh_env, case):
     except AssertionError:
         whole = pathlib.Path(env["MESH_DATA_DIR"]) / "mesh-output.log"
         whole.write_text(mesh.output)
-        print(mesh.story(), f"\n(the whole output: {whole})")
+        # a failover's story is in its warnings, long before the output's tail
+        print("\n".join(line[:400] for line in mesh.lines
+                        if '"level":"INFO"' not in line)[-20000:],
+              f"\n(the whole output: {whole})")
         raise
     finally:
         if mesh.process.poll() is None:
