@@ -1,5 +1,6 @@
-"""Guards for calls to a service: refuse at once when it has no running instance,
-and open a circuit (pybreaker) after repeated failures, so callers fail fast.
+"""Guards for calls to a service: refuse at once when it has no running instance
+(unless the process lost a broker node moments ago, see `nodes.settling`), and
+open a circuit (pybreaker) after repeated failures, so callers fail fast.
 
 A guard counts only what says the service is unwell as a failure: a timeout, a
 transport error, an unknown service. Anything else is an answer (a contract's
@@ -96,7 +97,9 @@ class Guard:
             raise ServiceUnavailable(self.service, "the message broker is unreachable",
                                      retry_after=int(PRESENCE_INTERVAL) + 1,
                                      cause="broker_down")
-        if not self.present and not self._present_now():
+        # after a lost node, instances are moving: their RPC queue keeps the call
+        # until one subscribes again, so it waits within its timeout, not refused
+        if not self.present and not nodes.settling() and not self._present_now():
             raise ServiceUnavailable(self.service, "no running instance",
                                      retry_after=int(PRESENCE_INTERVAL) + 1,
                                      cause="no_instance")

@@ -90,6 +90,20 @@ def test_before_the_watcher_looks_a_call_asks_the_broker():
         guard.call(lambda: "never called")
 
 
+def test_while_the_cluster_settles_a_call_waits_for_an_instance_instead_of_a_refusal():
+    # after a lost node every instance subscribes again on another: refusing
+    # would turn that moment's wait into a client's retry seconds later
+    from mesh.messaging import nodes
+    guard = Guard("inventory", "amqp://guest:guest@127.0.0.1:1/")  # nobody answers there
+    guard.present = False  # the watcher saw no consumer on its queue
+    nodes.lost("192.0.2.1:5672", "missed heartbeats")
+    assert guard.call(lambda: "answered once one subscribed") == \
+        "answered once one subscribed"
+    nodes._lost_at.clear()  # settled: no instance is no instance again
+    with pytest.raises(ServiceUnavailable, match="no running instance"):
+        guard.call(lambda: "never called")
+
+
 def test_beyond_its_concurrency_a_call_is_refused_at_once_and_counts_no_failure():
     guard = present_guard(fail_max=1, concurrency=2)
     release = Event()
