@@ -294,12 +294,11 @@ def cmd_shell(args):
 
 
 def cmd_dlq(args):
-    from mesh.ops import dlq
-
     from amqp.exceptions import AMQPError
     from kombu.exceptions import OperationalError
 
     from mesh.messaging.causes import first_line
+    from mesh.ops import dlq
 
     config = _operator(_load(args))
     try:
