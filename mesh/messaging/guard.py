@@ -1,6 +1,6 @@
 """Guards for calls to a service: refuse at once when it has no running instance
-(unless the process lost a broker node moments ago, see `nodes.settling`), and
-open a circuit (pybreaker) after repeated failures, so callers fail fast.
+(unless its instances are moving to another broker node, see `Guard._moving`),
+and open a circuit (pybreaker) after repeated failures, so callers fail fast.
 
 A guard counts only what says the service is unwell as a failure: a timeout, a
 transport error, an unknown service. Anything else is an answer (a contract's
@@ -18,6 +18,7 @@ the lock only to check the state and to count the outcome.
 import functools
 import logging
 import socket
+import time
 
 import eventlet
 import pybreaker
@@ -73,6 +74,7 @@ class Guard:
         self.service, self.amqp_uri = service, amqp_uri
         # None until the watcher first looks: a call before then asks the broker
         self.present = None
+        self.seen_at = None  # when (monotonic) it was last seen with an instance
         self.broker_down = False  # the watcher cannot reach the broker
         self.reset_seconds = reset_seconds
         self.breaker = pybreaker.CircuitBreaker(
@@ -97,9 +99,7 @@ class Guard:
             raise ServiceUnavailable(self.service, "the message broker is unreachable",
                                      retry_after=int(PRESENCE_INTERVAL) + 1,
                                      cause="broker_down")
-        # after a lost node, instances are moving: their RPC queue keeps the call
-        # until one subscribes again, so it waits within its timeout, not refused
-        if not self.present and not nodes.settling() and not self._present_now():
+        if not self.present and not self._moving() and not self._present_now():
             raise ServiceUnavailable(self.service, "no running instance",
                                      retry_after=int(PRESENCE_INTERVAL) + 1,
                                      cause="no_instance")
@@ -123,6 +123,16 @@ class Guard:
             if probe:
                 self.probing = False
 
+    def _moving(self):
+        """Whether the process lost a broker node moments ago and the service was
+        running shortly before: its instances are subscribing again on another
+        node, and its RPC queue keeps a call until one has, so the call waits
+        (within its timeout) instead of being refused. A service not seen then
+        (one that never ran, or was down already) is refused as ever."""
+        lost_at = nodes.last_lost()
+        return nodes.settling() and self.seen_at is not None and \
+            self.seen_at > lost_at - nodes.SETTLE_SECONDS
+
     def _open(self):
         return ServiceUnavailable(self.service, "its circuit is open after repeated "
                                   "failures", retry_after=max(1, round(self.reset_seconds)),
@@ -134,10 +144,16 @@ class Guard:
         try:
             with broker_connection(self.amqp_uri, connect_timeout=2,
                                    socket_timeout=2.0) as connection:
-                self.present = bool(consumers(connection, self.service))
+                self.saw(consumers(connection, self.service))
         except Exception:  # broker away: the call could not succeed anyway
             return False
         return self.present
+
+    def saw(self, count):
+        """What a look at the service's RPC queue found: `count` consumers."""
+        self.present = bool(count)
+        if count:
+            self.seen_at = time.monotonic()
 
 
 class Guards(SharedExtension):
@@ -238,5 +254,5 @@ def _look(connection, guards):
         if guard.present is not None and guard.present != bool(count):
             log.warning("%s is %s", guard.service,
                         "back" if count else "gone: no running instance")
-        guard.present = bool(count)
+        guard.saw(count)
         guard.broker_down = False

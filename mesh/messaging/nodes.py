@@ -26,7 +26,8 @@ import time
 import weakref
 from urllib.parse import urlsplit
 
-__all__ = ["address", "ordered", "lost", "on_lost", "settling", "SETTLE_SECONDS"]
+__all__ = ["address", "ordered", "lost", "on_lost", "last_lost", "settling",
+           "SETTLE_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ def on_lost(listener):
     _listeners.add(listener)
 
 
+def last_lost():
+    """When (monotonic) a node was last lost; None when none ever was."""
+    return max(_lost_at.values(), default=None)
+
+
 def settling():
     """Whether a node was lost less than SETTLE_SECONDS ago."""
-    return bool(_lost_at) and time.monotonic() - max(_lost_at.values()) < SETTLE_SECONDS
+    lost_at = last_lost()
+    return lost_at is not None and time.monotonic() - lost_at < SETTLE_SECONDS

@@ -90,18 +90,29 @@ def test_before_the_watcher_looks_a_call_asks_the_broker():
         guard.call(lambda: "never called")
 
 
-def test_while_the_cluster_settles_a_call_waits_for_an_instance_instead_of_a_refusal():
+def test_while_the_cluster_settles_a_call_waits_for_an_instance_instead_of_a_refusal(
+        monkeypatch):
     # after a lost node every instance subscribes again on another: refusing
     # would turn that moment's wait into a client's retry seconds later
     from mesh.messaging import nodes
-    guard = Guard("inventory", "amqp://guest:guest@127.0.0.1:1/")  # nobody answers there
-    guard.present = False  # the watcher saw no consumer on its queue
+    asked = []  # asking the broker again finds no instance
+    monkeypatch.setattr(Guard, "_present_now", lambda guard: asked.append(guard.service))
+    moving, never_ran, long_gone = (Guard(name, "amqp://unused") for name in "abc")
+    long_gone.saw(1)
+    monkeypatch.setattr(long_gone, "seen_at", long_gone.seen_at - nodes.SETTLE_SECONDS - 1)
+    moving.saw(1)  # the watcher saw an instance, then the node was lost
     nodes.lost("192.0.2.1:5672", "missed heartbeats")
-    assert guard.call(lambda: "answered once one subscribed") == \
+    moving.saw(0)  # and now none, while it subscribes again
+    assert moving.call(lambda: "answered once one subscribed") == \
         "answered once one subscribed"
+    for guard in (never_ran, long_gone):  # not running before the loss: refused as ever
+        guard.saw(0)
+        with pytest.raises(ServiceUnavailable, match="no running instance"):
+            guard.call(lambda: "never called")
     nodes._lost_at.clear()  # settled: no instance is no instance again
     with pytest.raises(ServiceUnavailable, match="no running instance"):
-        guard.call(lambda: "never called")
+        moving.call(lambda: "never called")
+    assert asked == ["b", "c", "a"]
 
 
 def test_beyond_its_concurrency_a_call_is_refused_at_once_and_counts_no_failure():
