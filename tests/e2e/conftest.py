@@ -52,10 +52,14 @@ class RunningMesh:
         """The output's lines as JSON objects (`mesh up` on a pipe writes JSON lines)."""
         return [json.loads(line) for line in list(self.lines) if line.startswith("{")]
 
-    def story(self, last=8000):
-        """The output without access-log lines: what to read when a test fails."""
-        return "\n".join(line for line in self.lines
-                         if "mesh.http.access" not in line)[-last:]
+    def story(self, last=8000, failover=False):
+        """The output without access-log lines: what to read when a test fails.
+        `failover`: only what a fault leaves (warnings, errors, calls that did not
+        end ok, each traceback cut to its last line), long before the output's tail."""
+        lines = (line for line in self.lines if "mesh.http.access" not in line)
+        if failover:
+            lines = filter(None, map(_unusual, lines))
+        return "\n".join(lines)[-last:]
 
     def ops(self, service, path="/metrics"):
         """GET a service's own ops port."""
@@ -161,3 +165,17 @@ def start_mesh(mesh_env):
     yield start
     for mesh in running:
         mesh.kill()
+
+
+def _unusual(line):
+    """`line` shortened when it tells of something unusual, else None."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line  # not a log record: a crash's own output
+    if not isinstance(record, dict) or \
+            record.get("level") == "INFO" and record.get("outcome") in (None, "ok"):
+        return None
+    if isinstance(record.get("exc_info"), str):
+        record["exc_info"] = record["exc_info"].strip().splitlines()[-1]
+    return json.dumps(record)
