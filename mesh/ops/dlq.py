@@ -68,7 +68,6 @@ class _NoProcess(Exception):
 
 
 # seconds between looks at a DLQ whose quorum process is not running: about 8 s in all
-# (kombu's retry_over_time sleeps whole seconds only, so its first looks would not wait)
 _STARTING_WAITS = (0.2, 0.5, 1, 2, 4)
 # A read takes a DLQ's messages unacknowledged until it closes its channel: a second
 # read meanwhile would not see them. One at a time in a process (the gateway serves
