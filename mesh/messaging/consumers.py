@@ -54,6 +54,9 @@ class StopsWhileAway(QueueConsumer):
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.node = nodes.address(connection)
+        if nodes.settling():  # a failover's last step, and the one that can take longest
+            log.warning("subscribed again on %s, %.1f s after losing a node", self.node,
+                        time.monotonic() - nodes.last_lost())
         super().on_consume_ready(connection, channel, consumers, **kwargs)
         self._tell("consume_ready")
 

@@ -1,5 +1,7 @@
 """A process's view of a cluster's nodes: a lost node goes last for every new
 connection, and every connection still open to it hears at once."""
+import re
+
 import pytest
 from kombu import Connection
 
@@ -70,3 +72,16 @@ def test_the_cluster_settles_for_a_while_after_a_loss(monkeypatch):
     later = nodes.time.monotonic() + nodes.SETTLE_SECONDS + 1
     monkeypatch.setattr(nodes.time, "monotonic", lambda: later)
     assert not nodes.settling()
+
+
+def test_subscribing_again_after_a_lost_node_says_where_and_how_long_after(caplog):
+    from mesh.messaging.consumers import StopsWhileAway
+    consumer = StopsWhileAway()
+    port = free_port()
+    connection = Connection(f"amqp://u:p@127.0.0.1:{port}//")  # only its address is read
+    consumer.on_consume_ready(connection, None, [])
+    assert "subscribed again" not in caplog.text  # a start, not a failover
+    nodes.lost("127.0.0.1:5672", "reset")
+    consumer.on_consume_ready(connection, None, [])
+    assert re.search(rf"subscribed again on 127\.0\.0\.1:{port}, \d+\.\d s after losing a node",
+                     caplog.text), caplog.text
