@@ -8,7 +8,7 @@ the `mesh_dead_letters_total` metric count causes rather than messages.
 import hashlib
 import re
 
-__all__ = ["cause_of", "fingerprint", "first_line"]
+__all__ = ["cause_of", "described", "fingerprint", "first_line"]
 
 _TYPED = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.S)
 # a time, a uuid or a long hex id, then any number: what varies between two failures alike
@@ -35,6 +35,11 @@ def first_line(error):
     """An error's first line: what went wrong. A database error goes on with the
     statement and its parameters, which differ from one event to the next."""
     return next((line.strip() for line in (error or "").splitlines() if line.strip()), "")
+
+
+def described(exc):
+    """An exception in one line: its type and its message's first line."""
+    return f"{type(exc).__name__}: {first_line(str(exc))}"
 
 
 def fingerprint(queue, error):

@@ -297,7 +297,7 @@ def cmd_dlq(args):
     from amqp.exceptions import AMQPError
     from kombu.exceptions import OperationalError
 
-    from mesh.messaging.causes import first_line
+    from mesh.messaging.causes import described
     from mesh.ops import dlq
 
     config = _operator(_load(args))
@@ -311,7 +311,7 @@ def cmd_dlq(args):
         moved = "; what was not acknowledged is still parked" \
             if args.action in ("replay", "purge") else ""
         sys.exit(f"mesh: dlq {args.action}: the broker did not answer "
-                 f"({type(exc).__name__}: {first_line(str(exc))}){moved}")
+                 f"({described(exc)}){moved}")
 
 
 def _dlq(args, config, uri):

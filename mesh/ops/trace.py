@@ -21,7 +21,7 @@ from mesh.core.services import entrypoints_of, import_service
 from mesh.data.db import Database, existing_engine
 from mesh.data.sagas import SagaState
 from mesh.data.tables import inbox, outbox, rpc_requests
-from mesh.messaging.causes import first_line
+from mesh.messaging.causes import described, first_line
 from mesh.messaging.handlers import MeshEventHandler
 from mesh.messaging.topology import BROADCAST, dlq_name
 from mesh.ops import dlq
@@ -82,7 +82,7 @@ class _Mesh:
                 return reading(conn) if reading else conn.execute(statement).all()
         except Exception as exc:  # one database away must not hide the others' story
             self.notes.append(f"{name}: its database did not answer "
-                              f"({type(exc).__name__}: {first_line(str(exc))[:120]})")
+                              f"({described(exc)[:160]})")
             return None if reading else []
 
     def close(self):
@@ -232,7 +232,7 @@ def _parked_steps(mesh, request_id, events):
                         error=first_line(message["error"])))
     except (OSError, AMQPError, OperationalError) as exc:  # the databases' story stands
         mesh.notes.append(f"dead letters not read: the broker did not answer "
-                          f"({type(exc).__name__}: {first_line(str(exc))})")
+                          f"({described(exc)})")
     return steps
 
 
