@@ -229,13 +229,14 @@ def postgres_databases():
 @pytest.fixture
 def mesh_containers(mesh_config):
     """nameko's `container_factory`, but its containers are killed before the
-    test's config (and any vhost made for it) is torn down."""
-    from nameko.containers import ServiceContainer
+    test's config (and any vhost made for it) is torn down. The container is
+    the one `config` names (`container_config` names the mesh's)."""
+    from nameko.containers import get_container_cls
 
     made = []
 
     def make(service_cls, config):
-        container = ServiceContainer(service_cls, config)
+        container = get_container_cls(config)(service_cls, config)
         made.append(container)
         return container
 

@@ -18,6 +18,7 @@ from mesh.data.db import make_engine
 from mesh.messaging.health import broker_refusal
 from mesh.messaging.identities import as_identity
 from mesh.messaging.topology import declares_exchanges
+from mesh.runtime.container import CONTAINER_CLASS
 from mesh.runtime.replicas import ops_port
 
 __all__ = ["serve", "container_config", "STOP_GRACE_SECONDS"]
@@ -32,8 +33,10 @@ def container_config(config, name, replica=1):
     """`config` for replica `replica` of `name`'s container: its WORKERS become
     nameko's max_workers (from which nameko also takes its prefetch); a replica
     after the first serves /metrics on a port of its own; with BROKER_IDENTITIES
-    it connects as its own broker user and declares no exchange."""
+    it connects as its own broker user and declares no exchange; its workers
+    run in `MeshContainer` (mesh.runtime.container)."""
     return {**as_identity(config, name),
+            "SERVICE_CONTAINER_CLS": CONTAINER_CLASS,
             "DECLARE_EVENT_EXCHANGES": declares_exchanges(config),
             "max_workers": budget.workers_of(config, name),
             "OPS_PORTS": {**(config.get("OPS_PORTS") or {}),

@@ -70,7 +70,7 @@ class Telemetry(DependencyProvider):
     def worker_setup(self, worker_ctx):
         entrypoint = worker_ctx.entrypoint.method_name
         logs.bind(service=self.service, entrypoint=entrypoint,
-                  request_id=worker_ctx.context_data.get("request_id"))
+                  request_id=worker_ctx.data.get("request_id"))
         self.metrics.workers_busy.inc()
         self.started[worker_ctx] = (time.perf_counter(), self.tracing.start_span(worker_ctx))
 

@@ -1,0 +1,163 @@
+"""MeshContainer runs a worker as nameko's container does, minus what does nothing."""
+import itertools
+import logging
+
+import pytest
+from nameko.containers import ServiceContainer, get_container_cls
+from nameko.extensions import DependencyProvider, Entrypoint
+from nameko.testing.services import entrypoint_waiter
+
+from mesh.runtime.container import MeshContainer
+from mesh.runtime.serve import container_config
+
+
+class Expected(Exception):
+    pass
+
+
+class Recorder(DependencyProvider):
+    """Records every hook nameko calls on it, in order."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def get_dependency(self, worker_ctx):
+        self.calls.append(("get_dependency", self.attr_name))
+        return self.attr_name
+
+    def worker_setup(self, worker_ctx):
+        self.calls.append(("worker_setup", self.attr_name))
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        self.calls.append(("worker_result", self.attr_name, result,
+                           exc_info and exc_info[0].__name__))
+
+    def worker_teardown(self, worker_ctx):
+        self.calls.append(("worker_teardown", self.attr_name))
+
+
+class Plain(DependencyProvider):
+    """Only injects: every hook is DependencyProvider's empty one."""
+
+    def get_dependency(self, worker_ctx):
+        return "plain"
+
+
+class Call(Entrypoint):
+    pass
+
+
+def service_class(calls):
+    class Service:
+        name = "toy"
+        first = Recorder(calls)
+        plain = Plain()
+        second = Recorder(calls)
+
+        @Call.decorator(expected_exceptions=Expected)
+        def answer(self, value):
+            calls.append(("method", self.first, self.plain, self.second))
+            if value == "expected":
+                raise Expected("refused")
+            if value == "unexpected":
+                raise KeyError("broken")
+            return value * 2
+
+    return Service
+
+
+def run(container_cls, value):
+    """The calls a worker of `container_cls` made, and what its handle_result got."""
+    calls = []
+    container = container_cls(service_class(calls), {"AMQP_URI": "memory://"})
+    (entrypoint,) = container.entrypoints
+
+    def handle_result(worker_ctx, result, exc_info):
+        calls.append(("handle_result", result, exc_info and exc_info[0].__name__))
+        return result, exc_info
+
+    worker_ctx = container.spawn_worker(entrypoint, (value,), {},
+                                        handle_result=handle_result)
+    container._worker_threads[worker_ctx].wait()
+    # each step's dependencies come in the order of a set: sorted within the step
+    steps = itertools.groupby(calls, key=lambda call: call[0])
+    return [sorted(step) for _, step in steps]
+
+
+@pytest.mark.parametrize("value", ["ok", "expected", "unexpected"])
+def test_a_worker_makes_the_same_calls_in_the_same_order_as_nameko(value):
+    ours = run(MeshContainer, value)
+    assert ours == run(ServiceContainer, value)
+    assert [step[0][0] for step in ours] == [
+        "get_dependency", "worker_setup", "method", "handle_result", "worker_result",
+        "worker_teardown"]
+    assert ours[0] == [("get_dependency", "first"), ("get_dependency", "second")]
+    assert ours[2] == [("method", "first", "plain", "second")]
+
+
+def test_only_the_hooks_that_do_something_are_called():
+    container = MeshContainer(service_class([]), {"AMQP_URI": "memory://"})
+    hooked = container._hooks()
+    for hook in ("worker_setup", "worker_result", "worker_teardown"):
+        assert sorted(p.attr_name for p in hooked[hook]) == ["first", "second"]
+
+
+def test_a_hook_patched_on_an_instance_is_called():
+    calls = []
+    container = MeshContainer(service_class(calls), {"AMQP_URI": "memory://"})
+    plain = next(p for p in container.dependencies if p.attr_name == "plain")
+    plain.worker_teardown = lambda worker_ctx: calls.append(("patched teardown",))
+    (entrypoint,) = container.entrypoints
+    worker_ctx = container.spawn_worker(entrypoint, ("ok",), {})
+    container._worker_threads[worker_ctx].wait()
+    assert ("patched teardown",) in calls
+
+
+@pytest.mark.parametrize("value, level", [("expected", logging.WARNING),
+                                          ("unexpected", logging.ERROR)])
+def test_a_failing_worker_logs_what_nameko_logs(value, level, caplog):
+    lines = {}
+    for container_cls in (ServiceContainer, MeshContainer):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="nameko.containers"):
+            run(container_cls, value)
+        lines[container_cls] = [(r.name, r.levelno, r.getMessage().split(" worker ")[0],
+                                 r.exc_info is not None) for r in caplog.records]
+    assert lines[MeshContainer] == lines[ServiceContainer]
+    assert [line[:2] for line in lines[MeshContainer]] == [("nameko.containers", level)]
+
+
+def test_with_debug_on_it_runs_nameko_s_own_worker_and_its_timing_lines(caplog):
+    with caplog.at_level(logging.DEBUG, logger="nameko.containers"):
+        run(MeshContainer, "ok")
+    assert any(r.getMessage().startswith("ran worker") for r in caplog.records)
+
+
+def test_every_service_the_mesh_starts_runs_in_it():
+    config = {"AMQP_URI": "amqp://guest:guest@127.0.0.1:5672/", "SERVICES": {}}
+    assert get_container_cls(container_config(config, "orders")) is MeshContainer
+
+
+def test_a_dependency_added_to_a_running_container_has_its_hooks_called():
+    """nameko's entrypoint_waiter (behind entrypoint_hook) works that way."""
+    calls = []
+    container = MeshContainer(service_class(calls), {"AMQP_URI": "memory://"})
+    (entrypoint,) = container.entrypoints
+    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
+    late = Recorder(calls).bind(container, "late")
+    container.dependencies.add(late)
+    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
+    assert ("worker_teardown", "late") in calls
+    container.dependencies.remove(late)
+    calls.clear()
+    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
+    assert ("worker_teardown", "late") not in calls
+
+
+def test_nameko_s_entrypoint_waiter_sees_its_workers():
+    """It waits on the container's _worker_result and _worker_teardown."""
+    container = MeshContainer(service_class([]), {"AMQP_URI": "memory://"})
+    (entrypoint,) = container.entrypoints
+    with entrypoint_waiter(container, "answer", timeout=5) as waited:
+        container.spawn_worker(entrypoint, ("ok",), {})
+    assert waited.get() == "okok"
