@@ -179,6 +179,16 @@ def start_yardsticks(processes, uri, tmp):
     return url
 
 
+def code_under_test():
+    """The tree every process of the run imports the mesh from (ROOT: they start
+    in it, and `python -m` looks there first, before PYTHONPATH) and its commit,
+    `-dirty` with changes not committed: to compare two commits, run the bench
+    from each one's own checkout (`git worktree add`)."""
+    described = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                               capture_output=True, text=True)
+    return f"{ROOT} at {described.stdout.strip() or 'an unknown commit'}"
+
+
 def measure(plan, rounds, labels):
     """Run every case of `plan` once per round, interleaved; `{key: [result, ...]}`."""
     results = {case.key: [] for case in plan}
@@ -207,6 +217,8 @@ def main(argv=None):
         sys.exit("bench: needs wrk (Debian package wrk): apt-get install wrk")
     cases.configure(seconds=args.seconds, warmup=0.3 if args.smoke else 1.0)
     started = time.monotonic()
+    code = code_under_test()
+    print(f"the code: {code}", flush=True)
     results, events, labels = {}, {}, {}
     with temporary_vhost("mesh-bench") as uri, tempfile.TemporaryDirectory() as tmp:
         processes = Processes(tmp)
@@ -235,6 +247,7 @@ def main(argv=None):
     report.update({"rounds": args.rounds, "seconds_per_case": args.seconds,
                    "took_s": round(time.monotonic() - started, 1),
                    "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   "code": code,
                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                "platform": platform.platform()}})
     print(cases.render(report))

@@ -17,6 +17,7 @@ ORDER_CONNECTIONS = 16
 EVENT_RATE = 20  # orders a second while event latency is measured below saturation
 EVENTS_PER_S = 500  # and the events a second it is measured at too (issue #22)
 TIMING = {"seconds": 3.0, "warmup": 1.0}
+PER = {"calls/s": "call", "req/s": "request", "orders/s": "order"}  # a case's unit of work
 
 
 def configure(seconds, warmup):
@@ -38,17 +39,19 @@ def _ms(seconds):
 
 
 class Rpc:
-    """`RPC_INFLIGHT` calls always in flight from `bench.load`."""
+    """`RPC_INFLIGHT` calls always in flight from `bench.load`; with `mesh_pid`,
+    the mesh's CPU per call too (warm-up's calls and CPU included in both)."""
 
     unit = "calls/s"
 
-    def __init__(self, key, label, uri, target, kwargs):
-        self.key, self.label = key, label
+    def __init__(self, key, label, uri, target, kwargs, mesh_pid=None):
+        self.key, self.label, self.mesh_pid = key, label, mesh_pid
         self.command = [sys.executable, "-m", "bench.load", uri, target, json.dumps(kwargs),
                         "--inflight", str(RPC_INFLIGHT)]
 
     def run(self, warm):
         warmup = TIMING["warmup"] if warm else min(0.3, TIMING["warmup"])
+        before = self.mesh_pid and cpu.sample(self.mesh_pid)
         out = subprocess.run(self.command + ["--warmup", str(warmup), "--seconds",
                                              str(TIMING["seconds"])],
                              capture_output=True, text=True, timeout=120)
@@ -57,6 +60,8 @@ class Rpc:
         result = json.loads(out.stdout)
         figures = {"per_s": result["calls_per_s"], "p50_ms": result["p50_ms"],
                    "p99_ms": result["p99_ms"]}
+        if before:
+            figures.update(cpu_per(before, cpu.sample(self.mesh_pid), result["answered"]))
         if result["errors"] or not result["calls"]:
             figures["error"] = f"{result['errors']} error(s): {result['first_error']}"
         return figures
@@ -81,22 +86,31 @@ def wrk(url, connections, seconds, headers=(), env=None):
             "socket_errors": result["socket_errors"]}
 
 
+def cpu_per(before, after, units):
+    """`{"cpu_ms ROLE": ms}`: the CPU each role spent per unit between the samples."""
+    return {f"cpu_ms {role}": ms for role, ms in cpu.spent_between(before, after, units).items()}
+
+
 class Http:
-    """wrk with `HTTP_CONNECTIONS` connections on one GET route."""
+    """wrk with `HTTP_CONNECTIONS` connections on one GET route; with `mesh_pid`,
+    the mesh's CPU per request too."""
 
     unit = "req/s"
 
-    def __init__(self, key, label, url, token=None):
-        self.key, self.label, self.url = key, label, url
+    def __init__(self, key, label, url, token=None, mesh_pid=None):
+        self.key, self.label, self.url, self.mesh_pid = key, label, url, mesh_pid
         self.headers = [f"Authorization: Bearer {token}"] if token else []
 
     def run(self, warm):
         try:
             if warm:
                 wrk(self.url, HTTP_CONNECTIONS, TIMING["warmup"], self.headers)
+            before = self.mesh_pid and cpu.sample(self.mesh_pid)
             figures = wrk(self.url, HTTP_CONNECTIONS, TIMING["seconds"], self.headers)
         except RuntimeError as exc:
             return {"error": str(exc)}
+        if before:
+            figures.update(cpu_per(before, cpu.sample(self.mesh_pid), figures["requests"]))
         if figures["non_2xx"] or figures["socket_errors"] or not figures["requests"]:
             figures["error"] = (f"{figures['non_2xx']} non-2xx answer(s), "
                                 f"{figures['socket_errors']} socket error(s)")
@@ -146,8 +160,7 @@ class Orders:
                            p50_ms=_ms(_percentile(settle, 0.5)),
                            p99_ms=_ms(_percentile(settle, 0.99)))
             # every order's CPU, wherever it went: the posts' and settling's together
-            figures.update({f"cpu_ms {role}": ms for role, ms in
-                            cpu.spent_between(before, after, len(rows)).items()})
+            figures.update(cpu_per(before, after, len(rows)))
         if len(confirmed) != len(rows) or not rows or posted["non_2xx"] or \
                 posted["socket_errors"]:
             figures["error"] = (f"{len(rows) - len(confirmed)} of {len(rows)} order(s) not "
@@ -158,18 +171,19 @@ class Orders:
 def plan(uri, stock_url, mesh, store):
     """Every case against the yardsticks and the mesh on SQLite, in the order run."""
     product = {"product_id": mesh.product_id}
+    pid = mesh.process.pid
     return [
         Rpc("raw", "raw py-amqp request/reply (the limit)", uri, "raw.echo", product),
         Rpc("stock_echo", "stock nameko: echo", uri, "stock.echo", product),
         Rpc("stock_rpc", "stock nameko: get_product (SQLite)", uri, "stock.get_product",
             {"product_id": 1}),
         Rpc("mesh_rpc", "mesh: inventory.get_product", uri, "inventory.get_product",
-            product),
+            product, mesh_pid=pid),
         Http("stock_http", "stock gateway: GET /products/{id}", stock_url),
         Http("mesh_http_product", "mesh gateway: GET /products/{id} (bearer)",
-             f"{mesh.api}/products/{mesh.product_id}", mesh.customer),
+             f"{mesh.api}/products/{mesh.product_id}", mesh.customer, mesh_pid=pid),
         Http("mesh_http_order", "mesh gateway: GET /orders/{id} (bearer)",
-             f"{mesh.api}/orders/{mesh.order_id}", mesh.customer),
+             f"{mesh.api}/orders/{mesh.order_id}", mesh.customer, mesh_pid=pid),
         Orders("orders_sqlite", "mesh: POST /orders to confirmed (SQLite)", mesh, store),
     ]
 
@@ -275,7 +289,8 @@ def report(results, events, targets, labels):
 def render(report):
     raw = report["cases"].get("raw", {}).get("per_s")
     lines = [f"the machine now: raw py-amqp request/reply {raw or 0:,.0f} calls/s "
-             "(read every figure against it)", "",
+             "(read every figure against it)",
+             *([f"the code: {report['code']}"] if report.get("code") else []), "",
              f"{'case':48} {'figure':>14} {'p50 ms':>8} {'p99 ms':>8}"]
     for case in report["cases"].values():
         figure = f"{case.get('per_s') or 0:,.0f} {case['unit']}"
@@ -288,7 +303,7 @@ def render(report):
         cpu_ms = {key.removeprefix("cpu_ms "): value for key, value in case.items()
                   if key.startswith("cpu_ms ")}
         if cpu_ms:
-            lines.append(f"  CPU ms per order: " + ", ".join(
+            lines.append(f"  CPU ms per {PER[case['unit']]}: " + ", ".join(
                 f"{role} {value:g}" for role, value in cpu_ms.items() if value))
     lines.append("")
     for backend, figures in report["event_latency"].items():

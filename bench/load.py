@@ -45,6 +45,7 @@ class Caller:
         self.channel.basic_consume(self.reply_to, callback=self.on_reply, no_ack=True)
         self.sent = {}
         self.latencies, self.errors, self.first_error = [], 0, None
+        self.answered = 0  # every reply, warm-up's included: what the service's CPU did
         self.counting_from = float("inf")
 
     def send(self):
@@ -60,6 +61,7 @@ class Caller:
         started = self.sent.pop(message.properties.get("correlation_id"), None)
         if started is None:
             return
+        self.answered += 1
         now = time.perf_counter()
         if started < self.counting_from:
             return  # sent during the warm-up
@@ -118,6 +120,7 @@ def summary(caller, seconds):
             if latencies else None
 
     return {"calls_per_s": round(len(latencies) / seconds, 1), "calls": len(latencies),
+            "answered": caller.answered,
             "p50_ms": pct(0.50), "p99_ms": pct(0.99), "errors": caller.errors,
             "first_error": caller.first_error}
 
