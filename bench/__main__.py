@@ -184,9 +184,12 @@ def code_under_test():
     in it, and `python -m` looks there first, before PYTHONPATH) and its commit,
     `-dirty` with changes not committed: to compare two commits, run the bench
     from each one's own checkout (`git worktree add`)."""
-    described = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
-                               capture_output=True, text=True)
-    return f"{ROOT} at {described.stdout.strip() or 'an unknown commit'}"
+    try:
+        described = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                                   capture_output=True, text=True).stdout.strip()
+    except OSError:  # no git: a tree from an archive
+        described = ""
+    return f"{ROOT} at {described or 'an unknown commit'}"
 
 
 def measure(plan, rounds, labels):

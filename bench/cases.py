@@ -40,7 +40,8 @@ def _ms(seconds):
 
 class Rpc:
     """`RPC_INFLIGHT` calls always in flight from `bench.load`; with `mesh_pid`,
-    the mesh's CPU per call too (warm-up's calls and CPU included in both)."""
+    the mesh's CPU per call too (the warm-up's calls and CPU included in both,
+    and the mesh's idle CPU while the load process starts and stops)."""
 
     unit = "calls/s"
 
@@ -303,7 +304,7 @@ def render(report):
         cpu_ms = {key.removeprefix("cpu_ms "): value for key, value in case.items()
                   if key.startswith("cpu_ms ")}
         if cpu_ms:
-            lines.append(f"  CPU ms per {PER[case['unit']]}: " + ", ".join(
+            lines.append(f"  CPU ms per {PER.get(case['unit'], 'unit')}: " + ", ".join(
                 f"{role} {value:g}" for role, value in cpu_ms.items() if value))
     lines.append("")
     for backend, figures in report["event_latency"].items():

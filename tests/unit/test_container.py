@@ -1,4 +1,4 @@
-"""MeshContainer runs a worker as nameko's container does, minus what does nothing."""
+"""MeshContainer runs a worker as nameko's container does, minus what only DEBUG needs."""
 import itertools
 import logging
 
@@ -95,21 +95,15 @@ def test_a_worker_makes_the_same_calls_in_the_same_order_as_nameko(value):
     assert ours[2] == [("method", "first", "plain", "second")]
 
 
-def test_only_the_hooks_that_do_something_are_called():
-    container = MeshContainer(service_class([]), {"AMQP_URI": "memory://"})
-    hooked = container._hooks()
-    for hook in ("worker_setup", "worker_result", "worker_teardown"):
-        assert sorted(p.attr_name for p in hooked[hook]) == ["first", "second"]
-
-
-def test_a_hook_patched_on_an_instance_is_called():
+def test_a_hook_patched_on_the_class_after_a_worker_ran_is_called(monkeypatch):
     calls = []
     container = MeshContainer(service_class(calls), {"AMQP_URI": "memory://"})
-    plain = next(p for p in container.dependencies if p.attr_name == "plain")
-    plain.worker_teardown = lambda worker_ctx: calls.append(("patched teardown",))
     (entrypoint,) = container.entrypoints
-    worker_ctx = container.spawn_worker(entrypoint, ("ok",), {})
-    container._worker_threads[worker_ctx].wait()
+    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
+    monkeypatch.setattr(Plain, "worker_teardown",
+                        lambda provider, worker_ctx: calls.append(("patched teardown",)),
+                        raising=False)
+    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
     assert ("patched teardown",) in calls
 
 
@@ -136,22 +130,6 @@ def test_with_debug_on_it_runs_nameko_s_own_worker_and_its_timing_lines(caplog):
 def test_every_service_the_mesh_starts_runs_in_it():
     config = {"AMQP_URI": "amqp://guest:guest@127.0.0.1:5672/", "SERVICES": {}}
     assert get_container_cls(container_config(config, "orders")) is MeshContainer
-
-
-def test_a_dependency_added_to_a_running_container_has_its_hooks_called():
-    """nameko's entrypoint_waiter (behind entrypoint_hook) works that way."""
-    calls = []
-    container = MeshContainer(service_class(calls), {"AMQP_URI": "memory://"})
-    (entrypoint,) = container.entrypoints
-    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
-    late = Recorder(calls).bind(container, "late")
-    container.dependencies.add(late)
-    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
-    assert ("worker_teardown", "late") in calls
-    container.dependencies.remove(late)
-    calls.clear()
-    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
-    assert ("worker_teardown", "late") not in calls
 
 
 def test_nameko_s_entrypoint_waiter_sees_its_workers():
