@@ -22,5 +22,10 @@ def test_every_bench_case_runs(tmp_path):
         case = report["cases"][key]
         assert case["cpu_ms mesh orders"] > 0 and case["cpu_ms broker"] > 0, case
         assert case["cpu_ms everything"] >= case["cpu_ms mesh (all)"] > 0, case
+    # and each mesh call's and request's, by the process that spent it
+    assert report["cases"]["mesh_rpc"]["cpu_ms mesh inventory"] > 0
+    for key in ("mesh_http_product", "mesh_http_order"):
+        assert report["cases"][key]["cpu_ms mesh gateway"] > 0, key
     assert report["ratios"]["mesh_orders_sqlite_vs_raw"] > 0
     assert "the machine now: raw py-amqp" in run.stdout
+    assert f"the code: {report['code']}" in run.stdout  # the tree and commit it ran
