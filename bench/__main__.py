@@ -195,7 +195,7 @@ def code_under_test():
 def measure(plan, rounds, labels):
     """Run every case of `plan` once per round, interleaved; `{key: [result, ...]}`."""
     results = {case.key: [] for case in plan}
-    labels.update({case.key: (case.label, case.unit) for case in plan})
+    labels.update({case.key: (case.label, case.unit, case.per) for case in plan})
     for number in range(rounds):
         for case in plan:
             result = case.run(warm=number == 0)

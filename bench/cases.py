@@ -17,7 +17,6 @@ ORDER_CONNECTIONS = 16
 EVENT_RATE = 20  # orders a second while event latency is measured below saturation
 EVENTS_PER_S = 500  # and the events a second it is measured at too (issue #22)
 TIMING = {"seconds": 3.0, "warmup": 1.0}
-PER = {"calls/s": "call", "req/s": "request", "orders/s": "order"}  # a case's unit of work
 
 
 def configure(seconds, warmup):
@@ -43,7 +42,7 @@ class Rpc:
     the mesh's CPU per call too (the warm-up's calls and CPU included in both,
     and the mesh's idle CPU while the load process starts and stops)."""
 
-    unit = "calls/s"
+    unit, per = "calls/s", "call"  # its rate, and the unit of work its CPU is counted by
 
     def __init__(self, key, label, uri, target, kwargs, mesh_pid=None):
         self.key, self.label, self.mesh_pid = key, label, mesh_pid
@@ -96,7 +95,7 @@ class Http:
     """wrk with `HTTP_CONNECTIONS` connections on one GET route; with `mesh_pid`,
     the mesh's CPU per request too."""
 
-    unit = "req/s"
+    unit, per = "req/s", "request"
 
     def __init__(self, key, label, url, token=None, mesh_pid=None):
         self.key, self.label, self.url, self.mesh_pid = key, label, url, mesh_pid
@@ -123,7 +122,7 @@ class Orders:
     once the orders it made have all settled: orders confirmed per second, end to
     end, and each order's settle time (`updated_at - created_at`, as orders wrote them)."""
 
-    unit = "orders/s"
+    unit, per = "orders/s", "order"
 
     def __init__(self, key, label, mesh, store):
         self.key, self.label, self.store = key, label, store
@@ -246,7 +245,8 @@ def report(results, events, targets, labels):
     for key, rounds in results.items():
         fields = sorted({f for r in rounds for f, v in r.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
-        cases[key] = {"label": labels[key][0], "unit": labels[key][1],
+        label, unit, per = labels[key]
+        cases[key] = {"label": label, "unit": unit, "per": per,
                       **{f: _median(rounds, f) for f in fields},
                       "rounds": rounds}
 
@@ -304,7 +304,7 @@ def render(report):
         cpu_ms = {key.removeprefix("cpu_ms "): value for key, value in case.items()
                   if key.startswith("cpu_ms ")}
         if cpu_ms:
-            lines.append(f"  CPU ms per {PER.get(case['unit'], 'unit')}: " + ", ".join(
+            lines.append(f"  CPU ms per {case['per']}: " + ", ".join(
                 f"{role} {value:g}" for role, value in cpu_ms.items() if value))
     lines.append("")
     for backend, figures in report["event_latency"].items():

@@ -124,38 +124,33 @@ def main(argv=None):
                 stdout=subprocess.DEVNULL,
                 stderr=open(os.path.join(out, f"{name}.log"), "w"))
                 for name, pid in pids.items()}
-            last = orders.store.last_order_id()
-            before = cpu.sample(mesh.process.pid)
+            # each case counts the mesh's CPU per unit of work as `make bench` does
+            pid = mesh.process.pid
             if args.case == "rpc":
-                warmup = 0.3  # what `Rpc.run(warm=False)` calls before it counts
-                cases.configure(args.seconds, warmup)
-                called = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
-                                   {"product_id": mesh.product_id}).run(warm=False)
-                if "error" in called:
-                    sys.exit(f"bench.profile: the RPC load failed: {called['error']}")
-                # the CPU read covers the warm-up's calls too, made at the same rate
-                done, unit = int(called["per_s"] * (args.seconds + warmup)), "call"
-                rate = f"{called['per_s']} calls/s"
+                case = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
+                                 {"product_id": mesh.product_id}, mesh_pid=pid)
+                cases.configure(args.seconds, 0.3)  # what `Rpc.run(warm=False)` warms for
+                got = case.run(warm=False)
             elif args.case == "http":
+                case = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
+                                  mesh.customer, mesh_pid=pid)
                 cases.configure(args.seconds, 0)
-                got = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
-                                 mesh.customer).run(warm=False)
-                if "error" in got:
-                    sys.exit(f"bench.profile: the HTTP load failed: {got['error']}")
-                done, unit = got["requests"], "request"
-                rate = f"{got['per_s']} req/s"
+                got = case.run(warm=False)
             else:
-                posted = orders.post(args.seconds)
-                done, unit = len(orders.store.settled_after(last)), "order"
-                rate = f"{posted['per_s']} posts/s"
-            after = cpu.sample(mesh.process.pid)
+                case, last, before = orders, orders.store.last_order_id(), cpu.sample(pid)
+                got = orders.post(args.seconds)
+                got.update(cases.cpu_per(before, cpu.sample(pid),
+                                         len(orders.store.settled_after(last))))
+            if "error" in got:
+                sys.exit(f"bench.profile: the {args.case} load failed: {got['error']}")
             for process in spies.values():
                 process.wait(args.seconds + 60)
         finally:
             processes.stop_all()
-    print(f"{done} {unit}s in {args.seconds:g} s ({rate}); CPU ms per {unit}: " + ", ".join(
-        f"{role} {ms:g}" for role, ms in cpu.spent_between(before, after, done).items()
-        if ms))
+    rate = "posts/s answered" if case is orders else case.unit
+    print(f"{got['per_s']} {rate} over {args.seconds:g} s; CPU ms per {case.per}: " +
+          ", ".join(f"{key.removeprefix('cpu_ms ')} {ms:g}" for key, ms in got.items()
+                    if key.startswith("cpu_ms ") and ms))
     for name in pids:
         raw = os.path.join(out, f"{name}.raw")
         if not os.path.exists(raw):

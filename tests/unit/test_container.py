@@ -66,19 +66,24 @@ def service_class(calls):
     return Service
 
 
+def work(container, value, **options):
+    """Run one worker of the container's one entrypoint on `value`, to its end."""
+    (entrypoint,) = container.entrypoints
+    container._worker_threads[container.spawn_worker(entrypoint, (value,), {},
+                                                     **options)].wait()
+
+
 def run(container_cls, value):
-    """The calls a worker of `container_cls` made, and what its handle_result got."""
+    """The calls a worker of `container_cls` made (its dependencies' hooks, the
+    method, the entrypoint's handle_result), step by step."""
     calls = []
     container = container_cls(service_class(calls), {"AMQP_URI": "memory://"})
-    (entrypoint,) = container.entrypoints
 
     def handle_result(worker_ctx, result, exc_info):
         calls.append(("handle_result", result, exc_info and exc_info[0].__name__))
         return result, exc_info
 
-    worker_ctx = container.spawn_worker(entrypoint, (value,), {},
-                                        handle_result=handle_result)
-    container._worker_threads[worker_ctx].wait()
+    work(container, value, handle_result=handle_result)
     # each step's dependencies come in the order of a set: sorted within the step
     steps = itertools.groupby(calls, key=lambda call: call[0])
     return [sorted(step) for _, step in steps]
@@ -98,12 +103,11 @@ def test_a_worker_makes_the_same_calls_in_the_same_order_as_nameko(value):
 def test_a_hook_patched_on_the_class_after_a_worker_ran_is_called(monkeypatch):
     calls = []
     container = MeshContainer(service_class(calls), {"AMQP_URI": "memory://"})
-    (entrypoint,) = container.entrypoints
-    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
+    work(container, "ok")
     monkeypatch.setattr(Plain, "worker_teardown",
                         lambda provider, worker_ctx: calls.append(("patched teardown",)),
                         raising=False)
-    container._worker_threads[container.spawn_worker(entrypoint, ("ok",), {})].wait()
+    work(container, "ok")
     assert ("patched teardown",) in calls
 
 
