@@ -18,6 +18,7 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()  # before anything opens a socket: the bench's load is green
 
+from mesh.runtime.supervisor import mesh_ready  # noqa: E402
 from mesh.testing import free_port, temporary_vhost  # noqa: E402
 
 import argparse  # noqa: E402
@@ -122,8 +123,8 @@ class Mesh:
             env[f"DATABASE_URL_{name.upper()}"] = self.databases.get(name, "")
         self.process = processes.start("mesh-postgres" if databases else "mesh",
                                        [sys.executable, "-m", "mesh.ops.cli", "up"], env)
-        wait_for("the mesh", lambda: requests.get(
-            f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200,
+        # as `mesh up` waits before it says ready: every service has an instance
+        wait_for("the mesh", lambda: mesh_ready(f"http://127.0.0.1:{self.port}"),
                  self.process, processes)
         self.http = requests.Session()
         self.admin = self.token(*ADMIN, register=False)

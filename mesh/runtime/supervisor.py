@@ -16,7 +16,7 @@ import urllib.request
 
 from mesh.core.logs import utc_timestamp
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "mesh_ready"]
 
 STOP_TIMEOUT = 9.0  # children get SIGTERM, then SIGKILL: all gone within 10 s
 READY_TIMEOUT = 60.0
@@ -41,6 +41,17 @@ def _die_with(parent):
         if os.getppid() != parent:  # gone before the signal was asked for
             os._exit(1)
 
+
+def mesh_ready(url):
+    """Whether the gateway at `url` answers /ready 200 with every check ok: it
+    answers 200 as soon as it can serve, naming a service with no instance yet
+    `no instance`; the mesh is ready once every service it names has one."""
+    try:
+        with urllib.request.urlopen(url + "/ready", timeout=2) as response:
+            return response.status == 200 and \
+                set(json.load(response)["checks"].values()) == {"ok"}
+    except Exception:  # not listening yet, a 503, a body that is not the probe's
+        return False
 
 class Child:
     def __init__(self, name, command):
@@ -108,15 +119,10 @@ class Supervisor:
         url = f"http://{host}:{self.config['GATEWAY_PORT']}"
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.stopping.is_set() and time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/ready", timeout=2) as response:
-                    checks = json.load(response)["checks"]
-                    if response.status == 200 and set(checks.values()) == {"ok"}:
-                        self.say("mesh", f"ready: the gateway is serving on {url} "
-                                 f"(API under {url}/api/v1)")
-                        return
-            except Exception:
-                pass
+            if mesh_ready(url):
+                self.say("mesh", f"ready: the gateway is serving on {url} "
+                         f"(API under {url}/api/v1)")
+                return
             self.stopping.wait(0.3)
         if not self.stopping.is_set():
             self.say("mesh", f"not ready after {READY_TIMEOUT:.0f} s; see {url}/ready")
