@@ -36,7 +36,7 @@ import uuid  # noqa: E402
 
 import requests  # noqa: E402
 
-from bench import cases, stores  # noqa: E402
+from bench import cases, cpu, stores  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -123,6 +123,7 @@ class Mesh:
             env[f"DATABASE_URL_{name.upper()}"] = self.databases.get(name, "")
         self.process = processes.start("mesh-postgres" if databases else "mesh",
                                        [sys.executable, "-m", "mesh.ops.cli", "up"], env)
+        self.system = {self.process.pid: cpu.MESH}  # whose CPU the cases count
         # as `mesh up` waits before it says ready: every service has an instance
         wait_for("the mesh", lambda: mesh_ready(f"http://127.0.0.1:{self.port}"),
                  self.process, processes)
@@ -162,7 +163,8 @@ class Mesh:
 
 
 def start_yardsticks(processes, uri, tmp):
-    """The raw responder, the stock nameko service and the stock gateway."""
+    """The raw responder, the stock nameko service and the stock gateway: the
+    stock gateway's URL, and `{"raw" | "stock" | "stock_gateway": pid}`."""
     raw = processes.start("raw", [sys.executable, "-m", "bench.raw_responder", uri])
     stock_db = stores.make_stock_database(os.path.join(tmp, "stock.sqlite"))
     web_port = free_port()
@@ -177,7 +179,7 @@ def start_yardsticks(processes, uri, tmp):
              gateway, processes)
     for process in (raw, stock):
         processes.check(process)
-    return url
+    return url, {"raw": raw.pid, "stock": stock.pid, "stock_gateway": gateway.pid}
 
 
 def code_under_test():
@@ -227,9 +229,9 @@ def main(argv=None):
     with temporary_vhost("mesh-bench") as uri, tempfile.TemporaryDirectory() as tmp:
         processes = Processes(tmp)
         try:
-            stock_url = start_yardsticks(processes, uri, tmp)
+            stock_url, yardsticks = start_yardsticks(processes, uri, tmp)
             mesh = Mesh(processes, uri, os.path.join(tmp, "data"))
-            plan = cases.plan(uri, stock_url, mesh, stores.Store(mesh))
+            plan = cases.plan(uri, stock_url, mesh, stores.Store(mesh), yardsticks)
             print(f"measuring {len(plan)} cases, {args.rounds} round(s) of "
                   f"{args.seconds:g} s each", flush=True)
             results.update(measure(plan, args.rounds, labels))

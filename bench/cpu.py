@@ -1,11 +1,15 @@
-"""CPU seconds the processes behind a figure spent, read from /proc: every process
-of the mesh (each service by name, `mesh up` itself as `supervisor`), the
-RabbitMQ node and PostgreSQL, so a case can say where each order's CPU went.
-The load generators (wrk, bench.load) are left out: they cost every case alike."""
+"""CPU seconds the processes behind a figure spent, read from /proc: the system
+under test (every process of the mesh, each service by name and `mesh up` itself
+as `supervisor`; or a yardstick's processes), the RabbitMQ node and PostgreSQL,
+so a case can say where each call's or order's CPU went. The load generators
+(wrk, bench.load) are left out: they cost every case alike."""
 import collections
 import os
 
 TICKS = os.sysconf("SC_CLK_TCK")
+MESH = "mesh"  # the system whose processes are told apart by the service they serve
+NOT_OWN = ("broker", "database")  # the roles every system shares
+OWN = "own"  # spent_between's figure for everything but NOT_OWN
 
 
 def _stat(pid):
@@ -36,14 +40,18 @@ def _cluster_test_node(pid):
         return False
 
 
-def _role(pid, argv, mesh_pids):
-    """Whose CPU `pid` spends: a mesh service's, the supervisor's, the broker's, the
-    database's, or nobody the bench measures (None)."""
+def _role(pid, argv, systems):
+    """Whose CPU `pid` spends: a mesh service's, the supervisor's, a yardstick's (by
+    its name in `systems`), the broker's, the database's, or nobody the bench
+    measures (None)."""
     argv = argv or [""]  # a process that ended meanwhile
-    if pid in mesh_pids:
+    system = systems.get(pid)
+    if system == MESH:
         if "serve" in argv[:-1]:
             return f"mesh {argv[argv.index('serve') + 1]}"
         return "mesh supervisor"
+    if system:
+        return system
     name = os.path.basename(argv[0]) if argv and argv[0] else ""
     if name == "beam.smp" and "rabbit" in argv and not _cluster_test_node(pid):
         return "broker"
@@ -52,17 +60,21 @@ def _role(pid, argv, mesh_pids):
     return None
 
 
-def sample(mesh_pid):
-    """`{pid: (role, CPU seconds so far)}` of every process the bench measures."""
+def sample(system):
+    """`{pid: (role, CPU seconds so far)}` of every process the bench measures:
+    those of `system` (`{pid: name}`, each with its descendants; name one MESH
+    to have its processes told apart by service), the broker and the database."""
     stats = {int(pid): _stat(pid) for pid in os.listdir("/proc") if pid.isdigit()}
     stats = {pid: stat for pid, stat in stats.items() if stat}
-    mesh, grew = {mesh_pid}, True
-    while grew:  # mesh up's descendants
-        grown = {pid for pid, (parent, _) in stats.items() if parent in mesh}
-        grew, mesh = bool(grown - mesh), mesh | grown
+    systems, grew = dict(system), True
+    while grew:  # and their descendants (mesh up's services)
+        grown = {pid: systems[parent] for pid, (parent, _) in stats.items()
+                 if parent in systems and pid not in systems}
+        grew = bool(grown)
+        systems.update(grown)
     sampled = {}
     for pid, (_, seconds) in stats.items():
-        role = _role(pid, _cmdline(pid), mesh)
+        role = _role(pid, _cmdline(pid), systems)
         if role:
             sampled[pid] = (role, seconds)
     return sampled
@@ -81,6 +93,11 @@ def spent_between(before, after, per):
         return {}
     figures = {role: round(seconds / per * 1000, 2) for role, seconds in sorted(roles.items())}
     mesh = sum(seconds for role, seconds in roles.items() if role.startswith("mesh "))
-    figures.update({"mesh (all)": round(mesh / per * 1000, 2),
-                    "everything": round(sum(roles.values()) / per * 1000, 2)})
+    if mesh:
+        figures["mesh (all)"] = round(mesh / per * 1000, 2)
+    figures["everything"] = round(sum(roles.values()) / per * 1000, 2)
+    # what the system under test spent itself, summed before rounding (a raw
+    # responder's call costs about a tenth of a millisecond)
+    own = sum(seconds for role, seconds in roles.items() if role not in NOT_OWN)
+    figures[OWN] = round(own / per * 1000, 5)
     return figures

@@ -125,21 +125,21 @@ def main(argv=None):
                 stderr=open(os.path.join(out, f"{name}.log"), "w"))
                 for name, pid in pids.items()}
             # each case counts the mesh's CPU per unit of work as `make bench` does
-            pid = mesh.process.pid
             if args.case == "rpc":
                 case = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
-                                 {"product_id": mesh.product_id}, mesh_pid=pid)
+                                 {"product_id": mesh.product_id}, mesh.system)
                 cases.configure(args.seconds, 0.3)  # what `Rpc.run(warm=False)` warms for
                 got = case.run(warm=False)
             elif args.case == "http":
                 case = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
-                                  mesh.customer, mesh_pid=pid)
+                                  mesh.customer, mesh.system)
                 cases.configure(args.seconds, 0)
                 got = case.run(warm=False)
             else:
-                case, last, before = orders, orders.store.last_order_id(), cpu.sample(pid)
+                case, last = orders, orders.store.last_order_id()
+                before = cpu.sample(mesh.system)
                 got = orders.post(args.seconds)
-                got.update(cases.cpu_per(before, cpu.sample(pid),
+                got.update(cases.cpu_per(before, cpu.sample(mesh.system),
                                          len(orders.store.settled_after(last))))
             if "error" in got:
                 sys.exit(f"bench.profile: the {args.case} load failed: {got['error']}")

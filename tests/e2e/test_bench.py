@@ -26,6 +26,15 @@ def test_every_bench_case_runs(tmp_path):
     assert report["cases"]["mesh_rpc"]["cpu_ms mesh inventory"] > 0
     for key in ("mesh_http_product", "mesh_http_order"):
         assert report["cases"][key]["cpu_ms mesh gateway"] > 0, key
+    # and the yardsticks' own, so that the mesh reads against them per CPU second too
+    assert report["cases"]["raw"]["cpu_ms raw responder"] > 0
+    for key in ("stock_echo", "stock_rpc"):
+        assert report["cases"][key]["cpu_ms stock service"] > 0, key
+    for role in ("stock gateway", "stock service"):  # the route and the RPC it makes
+        assert report["cases"]["stock_http"][f"cpu_ms {role}"] > 0, role
+    for name in ("mesh_rpc_vs_stock_rpc_per_cpu", "mesh_rpc_vs_raw_per_cpu",
+                 "mesh_http_product_vs_stock_http_per_cpu"):
+        assert report["ratios"][name] > 0, name
     assert report["ratios"]["mesh_orders_sqlite_vs_raw"] > 0
     assert "the machine now: raw py-amqp" in run.stdout
     assert f"the code: {report['code']}" in run.stdout  # the tree and commit it ran
