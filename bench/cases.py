@@ -38,21 +38,21 @@ def _ms(seconds):
 
 
 class Rpc:
-    """`RPC_INFLIGHT` calls always in flight from `bench.load`; with `system`
-    (`{pid: name}` of the processes that answer, as `cpu.sample` takes it), their
-    CPU per call too (the warm-up's calls and CPU included in both, and the
-    system's idle CPU while the load process starts and stops)."""
+    """`RPC_INFLIGHT` calls always in flight from `bench.load`, and the CPU per call
+    of `system` (`{pid: name}` of the processes that answer, as `cpu.sample`
+    takes it; the warm-up's calls and CPU included in both, and the system's idle
+    CPU while the load process starts and stops)."""
 
     unit, per = "calls/s", "call"  # its rate, and the unit of work its CPU is counted by
 
-    def __init__(self, key, label, uri, target, kwargs, system=None):
+    def __init__(self, key, label, uri, target, kwargs, system):
         self.key, self.label, self.system = key, label, system
         self.command = [sys.executable, "-m", "bench.load", uri, target, json.dumps(kwargs),
                         "--inflight", str(RPC_INFLIGHT)]
 
     def run(self, warm):
         warmup = TIMING["warmup"] if warm else min(0.3, TIMING["warmup"])
-        before = self.system and cpu.sample(self.system)
+        before = cpu.sample(self.system)
         out = subprocess.run(self.command + ["--warmup", str(warmup), "--seconds",
                                              str(TIMING["seconds"])],
                              capture_output=True, text=True, timeout=120)
@@ -61,8 +61,7 @@ class Rpc:
         result = json.loads(out.stdout)
         figures = {"per_s": result["calls_per_s"], "p50_ms": result["p50_ms"],
                    "p99_ms": result["p99_ms"]}
-        if before:
-            figures.update(cpu_per(before, cpu.sample(self.system), result["answered"]))
+        figures.update(cpu_per(before, cpu.sample(self.system), result["answered"]))
         if result["errors"] or not result["calls"]:
             figures["error"] = f"{result['errors']} error(s): {result['first_error']}"
         return figures
@@ -99,12 +98,12 @@ def cpu_per(before, after, units):
 
 
 class Http:
-    """wrk with `HTTP_CONNECTIONS` connections on one GET route; with `system` (as
-    `Rpc` takes it), its CPU per request too."""
+    """wrk with `HTTP_CONNECTIONS` connections on one GET route, and the CPU per
+    request of `system` (as `Rpc` takes it)."""
 
     unit, per = "req/s", "request"
 
-    def __init__(self, key, label, url, token=None, system=None):
+    def __init__(self, key, label, url, system, token=None):
         self.key, self.label, self.url, self.system = key, label, url, system
         self.headers = [f"Authorization: Bearer {token}"] if token else []
 
@@ -112,12 +111,11 @@ class Http:
         try:
             if warm:
                 wrk(self.url, HTTP_CONNECTIONS, TIMING["warmup"], self.headers)
-            before = self.system and cpu.sample(self.system)
+            before = cpu.sample(self.system)
             figures = wrk(self.url, HTTP_CONNECTIONS, TIMING["seconds"], self.headers)
         except RuntimeError as exc:
             return {"error": str(exc)}
-        if before:
-            figures.update(cpu_per(before, cpu.sample(self.system), figures["requests"]))
+        figures.update(cpu_per(before, cpu.sample(self.system), figures["requests"]))
         if figures["non_2xx"] or figures["socket_errors"] or not figures["requests"]:
             figures["error"] = (f"{figures['non_2xx']} non-2xx answer(s), "
                                 f"{figures['socket_errors']} socket error(s)")
@@ -179,7 +177,6 @@ def plan(uri, stock_url, mesh, store, yardsticks):
     """Every case against the yardsticks (`{"raw" | "stock" | "stock_gateway": pid}`)
     and the mesh on SQLite, in the order run."""
     product = {"product_id": mesh.product_id}
-    the_mesh = mesh.system
     raw = {yardsticks["raw"]: "raw responder"}
     stock = {yardsticks["stock"]: "stock service"}
     return [
@@ -188,13 +185,13 @@ def plan(uri, stock_url, mesh, store, yardsticks):
         Rpc("stock_rpc", "stock nameko: get_product (SQLite)", uri, "stock.get_product",
             {"product_id": 1}, stock),
         Rpc("mesh_rpc", "mesh: inventory.get_product", uri, "inventory.get_product",
-            product, the_mesh),
+            product, mesh.system),
         Http("stock_http", "stock gateway: GET /products/{id}", stock_url,
-             system={yardsticks["stock_gateway"]: "stock gateway", **stock}),
+             {yardsticks["stock_gateway"]: "stock gateway", **stock}),
         Http("mesh_http_product", "mesh gateway: GET /products/{id} (bearer)",
-             f"{mesh.api}/products/{mesh.product_id}", mesh.customer, the_mesh),
+             f"{mesh.api}/products/{mesh.product_id}", mesh.system, mesh.customer),
         Http("mesh_http_order", "mesh gateway: GET /orders/{id} (bearer)",
-             f"{mesh.api}/orders/{mesh.order_id}", mesh.customer, the_mesh),
+             f"{mesh.api}/orders/{mesh.order_id}", mesh.system, mesh.customer),
         Orders("orders_sqlite", "mesh: POST /orders to confirmed (SQLite)", mesh, store),
     ]
 

@@ -83,16 +83,11 @@ def summary(raw_file, top=12):
     return total, share(places), share(leaves), share(ours)
 
 
-def mesh_processes(mesh_pid):
-    """`{service name: pid}` of the processes `mesh up` started."""
-    found = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            argv = cpu._cmdline(int(pid))
-            stat = cpu._stat(int(pid))
-            if stat and stat[0] == mesh_pid and "serve" in argv[:-1]:
-                found[argv[argv.index("serve") + 1]] = int(pid)
-    return found
+def mesh_processes(mesh):
+    """`{service name: pid}` of the services `mesh up` started (as `cpu` names them)."""
+    return {role.removeprefix("mesh "): pid
+            for pid, (role, _) in cpu.sample(mesh.system).items()
+            if role.startswith("mesh ") and role != "mesh supervisor"}
 
 
 def main(argv=None):
@@ -116,7 +111,7 @@ def main(argv=None):
             mesh = Mesh(processes, uri, os.path.join(tmp, "data"), databases)
             orders = cases.Orders("orders", "orders", mesh, stores.Store(mesh))
             orders.post(3)  # warm
-            pids = mesh_processes(mesh.process.pid)
+            pids = mesh_processes(mesh)
             spies = {name: subprocess.Popen(
                 [spy, "record", "--gil", "-f", "raw", "-r", "200",
                  "-d", str(int(args.seconds)), "-p", str(pid),
@@ -132,7 +127,7 @@ def main(argv=None):
                 got = case.run(warm=False)
             elif args.case == "http":
                 case = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
-                                  mesh.customer, mesh.system)
+                                  mesh.system, mesh.customer)
                 cases.configure(args.seconds, 0)
                 got = case.run(warm=False)
             else:

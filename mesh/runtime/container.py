@@ -4,11 +4,11 @@ nameko's `ServiceContainer._run_worker` builds the worker's call-id stack (a
 uuid, a deque and a join) for a DEBUG line before asking whether DEBUG is on,
 and times four steps with context managers whose lines are DEBUG too: about 7%
 of a `get_product` call's CPU in `inventory` (py-spy, `bench.profile --case
-rpc`). `MeshContainer` runs a worker with the same steps
-in the same order, through the same `_worker_setup`, `_worker_result` and
-`_worker_teardown` (nameko's testing tools wrap them), with the same error
-lines; with DEBUG on for `nameko.containers` it runs nameko's own
-`_run_worker`, timing lines included. `container_config`
+rpc`). `MeshContainer` runs a worker with the same steps in the same order,
+through the same `_worker_setup`, `_worker_result` and `_worker_teardown`
+(nameko's testing tools wrap them), with the same error lines; with DEBUG on
+for `nameko.containers` it runs nameko's own `_run_worker`, timing lines
+included. `container_config`
 (mesh.runtime.serve) names it as nameko's `SERVICE_CONTAINER_CLS`.
 """
 import logging

@@ -53,6 +53,7 @@ def mesh_ready(url):
     except Exception:  # not listening yet, a 503, a body that is not the probe's
         return False
 
+
 class Child:
     def __init__(self, name, command):
         self.name, self.command = name, command
