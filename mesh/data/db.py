@@ -66,28 +66,58 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-# One lock per SQLite file in this process, held from a transaction's first
-# statement to its end. SQLite lets one writer in at a time and makes the others
-# wait inside the C library, which blocks eventlet's hub: if the writer had
-# yielded (to the broker, say), it could never finish, and the whole process
-# would stall until busy_timeout. Waiting on this green lock yields instead.
-_FILE_LOCKS = collections.defaultdict(threading.RLock)
+class _FileLock:
+    """One SQLite file's writer lock in this process, held while a connection to
+    it is out of the pool (a session's from its first statement to its commit or
+    rollback; `engine.connect()`'s until it closes).
+
+    SQLite lets one writer in at a time and makes the others wait inside the C
+    library, which blocks eventlet's hub: if the writer had yielded (to the
+    broker, say), it could never finish, and the whole process would stall until
+    busy_timeout. Waiting on this green lock yields instead. A green thread may
+    take it again (a worker's session and a read of its own); whoever checks the
+    last connection in lets it go, even from another green thread: SQLAlchemy
+    checks in the connection of a green thread that was killed when the garbage
+    collector finds it, and a lock only its owner could release would stay held.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._owner, self._depth = None, 0
+
+    def acquire(self):
+        me = threading.get_ident()
+        if self._owner != me:
+            self._lock.acquire()
+            self._owner = me
+        self._depth += 1
+
+    def release(self):
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+
+_FILE_LOCKS = collections.defaultdict(_FileLock)
 
 
 def _serialise_transactions(engine, path):
+    # pool events, not the engine's begin/commit: a listener on those puts every
+    # statement through SQLAlchemy's event path, a sixth of a small transaction
     lock = _FILE_LOCKS[os.path.abspath(path)]
 
-    def begin(connection):
+    def checkout(dbapi_connection, record, proxy):
         lock.acquire()
-        connection.info["mesh_file_lock"] = True
+        record.record_info["mesh_file_lock"] = True
 
-    def end(connection, *args):
-        if connection.info.pop("mesh_file_lock", False):
+    def checkin(dbapi_connection, record):
+        # a connection that failed to open again is checked in without a checkout
+        if record.record_info.pop("mesh_file_lock", False):
             lock.release()
 
-    event.listen(engine, "begin", begin)
-    event.listen(engine, "commit", end)
-    event.listen(engine, "rollback", end)
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
 
 
 def make_engine(url, pool=None, **options):

@@ -1,0 +1,104 @@
+"""One SQLite file, several green threads: a writer that yields mid-transaction
+(to the broker, say) makes the next writer wait on a green lock, not inside the
+C library, so the hub keeps running and both commit."""
+import gc
+import time
+
+import eventlet
+import eventlet.event
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, insert, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
+
+from mesh.data.db import make_engine
+
+ROWS = Table("rows", MetaData(), Column("id", Integer, primary_key=True),
+             Column("writer", Integer))
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'one.db'}")
+    ROWS.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_a_writer_that_yields_mid_transaction_stalls_neither_the_hub_nor_the_next_writer(
+        engine):
+    Session = sessionmaker(bind=engine)
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            eventlet.sleep(0.01)
+
+    def write(writer, pause):
+        session = Session()
+        session.execute(insert(ROWS).values(writer=writer))
+        eventlet.sleep(pause)  # the transaction is open: the file's write lock is held
+        session.commit()
+        session.close()
+        return time.monotonic()
+
+    beat = eventlet.spawn(ticker)
+    started = time.monotonic()
+    first = eventlet.spawn(write, 1, 0.3)
+    eventlet.sleep(0.05)
+    second = eventlet.spawn(write, 2, 0)
+    first_done, second_done = first.wait(), second.wait()
+    beat.kill()
+
+    assert second_done >= first_done  # the second writer waited for the first's commit
+    assert second_done - started < 2  # not for SQLite's busy_timeout (5 s)
+    # the hub ran all along: no gap between ticks near the 0.3 s the writer held the file
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert max(gaps) < 0.2
+    assert _read_all(engine) == [1, 2]
+
+
+def test_a_connection_that_cannot_reopen_raises_its_own_error_and_leaves_the_lock_free(
+        tmp_path):
+    path = tmp_path / "one.db"
+    engine = make_engine(f"sqlite:///{path}")
+    ROWS.metadata.create_all(engine)
+    with engine.connect() as conn:
+        conn.invalidate()  # the pool will open this connection again on its next use
+    path.unlink()
+    path.mkdir()  # a directory where the file was: SQLite cannot open it
+    with pytest.raises(OperationalError, match="unable to open database file"):
+        engine.connect()  # the pool checks in the failed connection it never handed out
+
+    path.rmdir()
+    ROWS.metadata.create_all(engine)
+    with eventlet.Timeout(2):  # another green thread takes a connection at once
+        assert eventlet.spawn(_read_all, engine).wait() == []
+    engine.dispose()
+
+
+def test_a_writer_killed_mid_transaction_lets_the_file_go_once_its_connection_is_collected(
+        engine):
+    Session = sessionmaker(bind=engine)
+    holding = eventlet.event.Event()
+
+    def write_and_wait():
+        session = Session()
+        session.execute(insert(ROWS).values(writer=1))
+        holding.send()
+        eventlet.sleep(60)  # killed here, its transaction open
+
+    writer = eventlet.spawn(write_and_wait)
+    holding.wait()
+    writer.kill()
+    del writer
+    gc.collect()  # SQLAlchemy rolls the lost connection back and checks it in
+
+    with eventlet.Timeout(2):
+        assert eventlet.spawn(_read_all, engine).wait() == []
+
+
+def _read_all(engine):
+    with engine.connect() as conn:
+        return [row.writer for row in conn.execute(select(ROWS.c.writer).order_by(ROWS.c.id))]
