@@ -6,7 +6,9 @@ import logging
 import os
 import sys
 import threading
+import weakref
 
+import eventlet
 import nameko_sqlalchemy
 from nameko.exceptions import ConfigurationError
 from sqlalchemy import DateTime, Index, create_engine, event, make_url, text
@@ -67,9 +69,9 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 
 class _FileLock:
-    """One SQLite file's writer lock in this process, held while a connection to
-    it is out of the pool (a session's from its first statement to its commit or
-    rollback; `engine.connect()`'s until it closes).
+    """One SQLite file's lock in this process, held while a connection to it is
+    out of the pool (a session's from its first statement to its commit or
+    rollback; `engine.connect()`'s until it closes), for reads as for writes.
 
     SQLite lets one writer in at a time and makes the others wait inside the C
     library, which blocks eventlet's hub: if the writer had yielded (to the
@@ -79,6 +81,10 @@ class _FileLock:
     last connection in lets it go, even from another green thread: SQLAlchemy
     checks in the connection of a green thread that was killed when the garbage
     collector finds it, and a lock only its owner could release would stay held.
+    The owner is a weak reference to the green thread, not its id: a dead one's
+    id is handed to the next one spawned, which would walk in beside the dead
+    transaction; and not the green thread itself, which holds (in its exit
+    traceback) the very session whose collection lets the lock go.
     """
 
     def __init__(self):
@@ -86,13 +92,15 @@ class _FileLock:
         self._owner, self._depth = None, 0
 
     def acquire(self):
-        me = threading.get_ident()
-        if self._owner != me:
+        me = eventlet.getcurrent()
+        if self._owner is None or self._owner() is not me:
             self._lock.acquire()
-            self._owner = me
+            self._owner = weakref.ref(me)
         self._depth += 1
 
     def release(self):
+        if self._depth == 0:
+            raise RuntimeError("release of an SQLite file lock nobody holds")
         self._depth -= 1
         if self._depth == 0:
             self._owner = None
@@ -100,24 +108,28 @@ class _FileLock:
 
 
 _FILE_LOCKS = collections.defaultdict(_FileLock)
+_HOLDS_FILE_LOCK = "mesh_file_lock"  # in a pool record's record_info, which outlives reconnects
 
 
-def _serialise_transactions(engine, path):
-    # pool events, not the engine's begin/commit: a listener on those puts every
-    # statement through SQLAlchemy's event path, a sixth of a small transaction
+def _serialise_connections(engine, path):
+    # pool events, not the connection's begin/commit: a listener on those sends
+    # every statement through SQLAlchemy's event path, a sixth of a small transaction
     lock = _FILE_LOCKS[os.path.abspath(path)]
 
     def checkout(dbapi_connection, record, proxy):
+        if record.record_info.get(_HOLDS_FILE_LOCK):
+            return  # a checkout retried on the same record (a listener's DisconnectionError)
         lock.acquire()
-        record.record_info["mesh_file_lock"] = True
+        record.record_info[_HOLDS_FILE_LOCK] = True
 
     def checkin(dbapi_connection, record):
         # a connection that failed to open again is checked in without a checkout
-        if record.record_info.pop("mesh_file_lock", False):
+        if record.record_info.pop(_HOLDS_FILE_LOCK, False):
             lock.release()
 
     event.listen(engine, "checkout", checkout)
     event.listen(engine, "checkin", checkin)
+    event.listen(engine, "detach", checkin)  # leaves the pool without a checkin
 
 
 def make_engine(url, pool=None, **options):
@@ -131,7 +143,7 @@ def make_engine(url, pool=None, **options):
                                **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         if path and path != ":memory:":
-            _serialise_transactions(engine, path)
+            _serialise_connections(engine, path)
         return engine
     parsed = make_url(url)
     if parsed.drivername == "postgresql":

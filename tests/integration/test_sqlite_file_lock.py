@@ -1,6 +1,8 @@
-"""One SQLite file, several green threads: a writer that yields mid-transaction
-(to the broker, say) makes the next writer wait on a green lock, not inside the
-C library, so the hub keeps running and both commit."""
+"""One SQLite file, several green threads, one green lock (`mesh.data.db`): a
+writer that yields mid-transaction (to the broker, say) makes the next writer
+wait on the lock, not inside the C library, so the hub keeps running; a green
+thread may take it again; a writer that dies holding it lets the file go once
+its connection is collected, and no green thread walks in beside it meanwhile."""
 import gc
 import time
 
@@ -11,7 +13,7 @@ from sqlalchemy import Column, Integer, MetaData, Table, insert, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from mesh.data.db import make_engine
+from mesh.data.db import _FileLock, make_engine
 
 ROWS = Table("rows", MetaData(), Column("id", Integer, primary_key=True),
              Column("writer", Integer))
@@ -71,11 +73,23 @@ def test_a_connection_that_cannot_reopen_raises_its_own_error_and_leaves_the_loc
     with pytest.raises(OperationalError, match="unable to open database file"):
         engine.connect()  # the pool checks in the failed connection it never handed out
 
-    path.rmdir()
-    ROWS.metadata.create_all(engine)
-    with eventlet.Timeout(2):  # another green thread takes a connection at once
-        assert eventlet.spawn(_read_all, engine).wait() == []
-    engine.dispose()
+    try:
+        path.rmdir()
+        ROWS.metadata.create_all(engine)
+        with eventlet.Timeout(2):  # another green thread takes a connection at once
+            assert eventlet.spawn(_read_all, engine).wait() == []
+    finally:
+        engine.dispose()
+
+
+def test_a_green_thread_holding_the_file_may_read_it_again(engine):
+    session = sessionmaker(bind=engine)()
+    session.execute(insert(ROWS).values(writer=1))  # its transaction holds the file
+    with eventlet.Timeout(2):
+        assert _read_all(engine) == []  # its own read, on a second connection
+    session.commit()
+    session.close()
+    assert _read_all(engine) == [1]
 
 
 def test_a_writer_killed_mid_transaction_lets_the_file_go_once_its_connection_is_collected(
@@ -97,6 +111,30 @@ def test_a_writer_killed_mid_transaction_lets_the_file_go_once_its_connection_is
 
     with eventlet.Timeout(2):
         assert eventlet.spawn(_read_all, engine).wait() == []
+
+
+def test_no_green_thread_takes_the_lock_a_dead_one_holds_until_it_is_let_go():
+    lock = _FileLock()
+    eventlet.spawn(lock.acquire).wait()  # dies holding it, as a killed writer does
+    took = []
+
+    def take():
+        lock.acquire()
+        took.append(True)
+
+    # green threads spawned after a dead one are often given its id: any of them
+    # that passed for the owner would walk in
+    takers = [eventlet.spawn(take) for _ in range(50)]
+    eventlet.sleep(0.05)
+    assert took == []
+    lock.release()  # the collector's check-in, from another green thread
+    eventlet.sleep(0.01)
+    assert took == [True]  # the first in line, and only it
+    for taker in takers:
+        taker.kill()
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()  # one release too many is refused, not counted below zero
 
 
 def _read_all(engine):
