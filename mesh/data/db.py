@@ -165,7 +165,9 @@ class DatabaseWrapper(nameko_sqlalchemy.database.DatabaseWrapper):
 
     def reading(self):
         """``with self.db.reading() as conn:`` no ORM session to build and close
-        (a third of a read by id), and nothing to commit."""
+        (a third of a read by id), and nothing to commit. On SQLite it holds the
+        file's lock until it closes (`_FileLock`): close it before calling
+        another service, or every other worker of the file waits for that call."""
         return self.engine.connect()
 
 

@@ -8,8 +8,8 @@ rpc`). `MeshContainer` runs a worker with the same steps in the same order,
 through the same `_worker_setup`, `_worker_result` and `_worker_teardown`
 (nameko's testing tools wrap them), with the same error lines; with DEBUG on
 for `nameko.containers` it runs nameko's own `_run_worker`, timing lines
-included. `container_config`
-(mesh.runtime.serve) names it as nameko's `SERVICE_CONTAINER_CLS`.
+included. `container_config` (mesh.runtime.serve) names it as nameko's
+`SERVICE_CONTAINER_CLS`.
 """
 import logging
 import sys

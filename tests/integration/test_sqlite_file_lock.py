@@ -9,8 +9,8 @@ import time
 import eventlet
 import eventlet.event
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Column, Integer, MetaData, Table, event, insert, select
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from mesh.data.db import _FileLock, make_engine
@@ -80,6 +80,34 @@ def test_a_connection_that_cannot_reopen_raises_its_own_error_and_leaves_the_loc
             assert eventlet.spawn(_read_all, engine).wait() == []
     finally:
         engine.dispose()
+
+
+def test_a_checkout_retried_on_the_same_connection_takes_the_lock_once(engine):
+    refused = []
+
+    def refuse_once(dbapi_connection, record, proxy):
+        if not refused:  # as a pre-ping of another library might: SQLAlchemy tries again
+            refused.append(True)
+            raise DisconnectionError("refused once")
+
+    event.listen(engine, "checkout", refuse_once)
+    with engine.connect():
+        pass
+    assert refused == [True]
+    with eventlet.Timeout(2):  # another green thread takes a connection at once
+        assert eventlet.spawn(_read_all, engine).wait() == []
+
+
+def test_a_detached_connection_lets_the_file_go(engine):
+    with engine.connect() as conn:
+        conn.detach()  # out of the pool for good: never checked in
+
+    def read_while_holding():
+        with engine.connect():  # on the connection record detach gave back
+            return _read_all(engine)  # a second connection, taken by the same holder
+
+    with eventlet.Timeout(2):
+        assert eventlet.spawn(read_while_holding).wait() == []
 
 
 def test_a_green_thread_holding_the_file_may_read_it_again(engine):
