@@ -1,3 +1,8 @@
+import threading
+import time
+
+import eventlet
+from limits.storage import memory as limits_memory
 import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -87,3 +92,24 @@ def test_an_unreachable_store_can_be_set_to_let_requests_through(caplog):
     for _ in range(3):
         check(limits, PRODUCTS, request(), None)
     assert "not counted" in caplog.text
+
+
+def test_the_in_memory_store_drops_old_counts_without_a_thread_per_hit(monkeypatch):
+    limits = RateLimits(api="3/1", auth="100/60")
+    store = limits.limiter.storage
+    timers = []
+
+    class CountedTimer(threading.Timer):
+        def start(self):
+            timers.append(self)
+            super().start()
+
+    monkeypatch.setattr(limits_memory.threading, "Timer", CountedTimer)
+    for _ in range(3):
+        check(limits, PRODUCTS, request(), None)
+        eventlet.sleep(0.02)  # limits' own store would find its timer done, and start one
+    refused(limits, PRODUCTS, request(), None)
+    assert timers == []
+    time.sleep(1.05)  # the window moves on, and the next hit finds the expiry due
+    check(limits, PRODUCTS, request(), None)
+    assert [len(entries) for entries in store.events.values()] == [1]
