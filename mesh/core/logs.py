@@ -32,9 +32,22 @@ def _local():
 
 
 def utc_timestamp(seconds):
-    """`2026-11-23T19:05:00.123Z`: the timestamp of every JSON line."""
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc) \
-        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`2026-11-23T19:05:00.123Z`: the timestamp of every JSON line.
+
+    What `datetime.fromtimestamp(seconds, utc).isoformat(timespec="milliseconds")`
+    writes (rounded to the microsecond, then cut to the millisecond), at a third of
+    its cost: the date and time of day are formatted once a second."""
+    whole = int(seconds)
+    micros = round((seconds - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    return f"{_utc_second(whole)}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(whole_seconds):
+    return dt.datetime.fromtimestamp(whole_seconds, dt.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def bind(**fields):

@@ -1,4 +1,5 @@
 """Log lines, `mesh up` output, trace headers and the status table, without a broker."""
+import datetime as dt
 import io
 import json
 import logging
@@ -67,6 +68,16 @@ def test_an_extra_field_wins_over_the_context(captured):
     logs.bind(service="gateway", request_id="worker's")
     logger.info("access", extra={"request_id": "the request's"})
     assert lines()[0]["request_id"] == "the request's"
+
+
+@pytest.mark.parametrize("seconds", [
+    0.0, 1764979200.0, 1764979200.0005, 1764979200.0004999, 1764979200.9994999,
+    1764979200.9999994, 1764979200.9999995, 1764979200.9999996, 1764979259.123456,
+    4102444799.999, 951782400.5])  # a second's edges, rounding, a leap day
+def test_a_timestamp_is_what_datetime_writes(seconds):
+    expected = dt.datetime.fromtimestamp(seconds, dt.timezone.utc) \
+        .isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert logs.utc_timestamp(seconds) == expected
 
 
 def test_a_traceback_stays_inside_its_json_line(captured):
