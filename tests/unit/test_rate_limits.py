@@ -109,7 +109,9 @@ def test_the_in_memory_store_drops_old_counts_without_a_thread_per_hit(monkeypat
         check(limits, PRODUCTS, request(), None)
         eventlet.sleep(0.02)  # limits' own store would find its timer done, and start one
     refused(limits, PRODUCTS, request(), None)
+    check(limits, PRODUCTS, request("10.0.0.2"), None)  # another client, seen once
     assert timers == []
     time.sleep(1.05)  # the window moves on, and the next hit finds the expiry due
     check(limits, PRODUCTS, request(), None)
+    # the first client's old counts are gone, and the other client with them
     assert [len(entries) for entries in store.events.values()] == [1]
