@@ -65,12 +65,20 @@ def json_response(payload, status=200, headers=None):
                     content_type="application/json")
 
 
+# what the standard library refused (a datetime, a dataclass) stays refused, and a
+# subclass of str, int, dict or list is written by it as before
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | \
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def _json(payload):
-    """Compact JSON by orjson (a tenth of the standard library's time, 3% of a gateway
-    request's CPU); what orjson refuses (a lone surrogate, an integer beyond 64 bits,
-    a key that is not a string) the standard library writes, as it always did."""
+    """Compact JSON by orjson (under a tenth of the standard library's time, 3% of a
+    gateway request's CPU); what orjson refuses (a lone surrogate, an integer beyond
+    64 bits, a key that is not a string, the types passed through above) the standard
+    library writes, as it always did. NaN and infinities become null, not the
+    standard library's `NaN`, which no JSON parser need accept."""
     try:
-        return orjson.dumps(payload)
+        return orjson.dumps(payload, option=_ORJSON_OPTIONS)
     except TypeError:
         return json.dumps(payload, separators=(",", ":"))
 

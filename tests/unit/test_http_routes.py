@@ -1,3 +1,4 @@
+import datetime
 import json
 
 import pytest
@@ -220,3 +221,9 @@ def test_json_bodies_are_compact_and_read_back_as_written(payload):
     body = json_response(payload).get_data()
     assert b", " not in body and b": " not in body
     assert json.loads(body) == json.loads(json.dumps(payload))
+
+
+def test_json_bodies_are_utf_8_and_refuse_what_they_always_refused():
+    assert "café".encode() in json_response({"name": "café"}).get_data()
+    with pytest.raises(TypeError):  # a service's raw datetime is a bug: a 500
+        json_response({"at": datetime.datetime(2026, 12, 6)})
