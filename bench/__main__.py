@@ -58,13 +58,14 @@ NO_LIMIT = "1000000/1"
 class Processes:
     """Child processes, each logging to a file of its own; all stopped at the end."""
 
-    def __init__(self, logs):
-        self.logs, self.running = logs, []
+    def __init__(self, logs, root=ROOT):
+        """`root`: the checkout they start in, and so import the mesh from."""
+        self.logs, self.root, self.running = logs, root, []
 
     def start(self, name, command, env=None):
         log = open(os.path.join(self.logs, f"{name}.log"), "w")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=ROOT,
+                                   stdin=subprocess.DEVNULL, cwd=self.root,
                                    env={**os.environ, **(env or {})},
                                    start_new_session=True)
         process.name = name
@@ -182,17 +183,17 @@ def start_yardsticks(processes, uri, tmp):
     return url, {"raw": raw.pid, "stock": stock.pid, "stock_gateway": gateway.pid}
 
 
-def code_under_test():
-    """The tree every process of the run imports the mesh from (ROOT: they start
+def code_under_test(root=ROOT):
+    """The tree every process of the run imports the mesh from (`root`: they start
     in it, and `python -m` looks there first, before PYTHONPATH) and its commit,
-    `-dirty` with changes not committed: to compare two commits, run the bench
-    from each one's own checkout (`git worktree add`)."""
+    `-dirty` with changes not committed: to compare two commits, run `bench.ab`
+    from one's checkout with the other's (`git worktree add`)."""
     try:
-        described = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+        described = subprocess.run(["git", "-C", root, "describe", "--always", "--dirty"],
                                    capture_output=True, text=True).stdout.strip()
     except OSError:  # no git: a tree from an archive
         described = ""
-    return f"{ROOT} at {described or 'an unknown commit'}"
+    return f"{root} at {described or 'an unknown commit'}"
 
 
 def measure(plan, rounds, labels):

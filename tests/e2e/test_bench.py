@@ -1,5 +1,7 @@
-"""`make bench` still runs every case (a smoke run: short, one round, figures unchecked)."""
+"""`make bench` still runs every case (a smoke run: short, one round, figures unchecked),
+and `bench.ab` still compares two checkouts."""
 import json
+import os
 import subprocess
 import sys
 
@@ -38,3 +40,19 @@ def test_every_bench_case_runs(tmp_path):
     assert report["ratios"]["mesh_orders_sqlite_vs_raw"] > 0
     assert "the machine now: raw py-amqp" in run.stdout
     assert f"the code: {report['code']}" in run.stdout  # the tree and commit it ran
+
+
+def test_two_checkouts_run_side_by_side():
+    # this checkout on both sides: two meshes up at once, the rounds alternated
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    run = subprocess.run([sys.executable, "-m", "bench.ab", root, "--rounds", "2",
+                          "--seconds", "0.5"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rounds = [line.split(":")[0:2] for line in run.stdout.splitlines()
+              if line.startswith("  round ")]
+    assert rounds == [["  round 1", " other"], ["  round 1", " this"],
+                      ["  round 2", " this"], ["  round 2", " other"]]
+    row = next(line for line in run.stdout.splitlines()
+               if line.startswith("CPU ms per request: mesh gateway"))
+    other, this, ratio = (float(figure) for figure in row.split()[-3:])
+    assert other > 0 and this > 0 and abs(ratio - this / other) < 0.002
