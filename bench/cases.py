@@ -173,26 +173,38 @@ class Orders:
         return figures
 
 
+def mesh_cases(uri, mesh, store):
+    """The mesh's three loads on SQLite, by the names `bench.profile` and `bench.ab`
+    take them: `rpc` (inventory.get_product), `http` (GET /products/{id}), `orders`."""
+    return {
+        "rpc": Rpc("mesh_rpc", "mesh: inventory.get_product", uri, "inventory.get_product",
+                   {"product_id": mesh.product_id}, mesh.system),
+        "http": Http("mesh_http_product", "mesh gateway: GET /products/{id} (bearer)",
+                     f"{mesh.api}/products/{mesh.product_id}", mesh.system, mesh.customer),
+        "orders": Orders("orders_sqlite", "mesh: POST /orders to confirmed (SQLite)", mesh,
+                         store),
+    }
+
+
 def plan(uri, stock_url, mesh, store, yardsticks):
     """Every case against the yardsticks (`{"raw" | "stock" | "stock_gateway": pid}`)
     and the mesh on SQLite, in the order run."""
     product = {"product_id": mesh.product_id}
     raw = {yardsticks["raw"]: "raw responder"}
     stock = {yardsticks["stock"]: "stock service"}
+    mine = mesh_cases(uri, mesh, store)
     return [
         Rpc("raw", "raw py-amqp request/reply (the limit)", uri, "raw.echo", product, raw),
         Rpc("stock_echo", "stock nameko: echo", uri, "stock.echo", product, stock),
         Rpc("stock_rpc", "stock nameko: get_product (SQLite)", uri, "stock.get_product",
             {"product_id": 1}, stock),
-        Rpc("mesh_rpc", "mesh: inventory.get_product", uri, "inventory.get_product",
-            product, mesh.system),
+        mine["rpc"],
         Http("stock_http", "stock gateway: GET /products/{id}", stock_url,
              {yardsticks["stock_gateway"]: "stock gateway", **stock}),
-        Http("mesh_http_product", "mesh gateway: GET /products/{id} (bearer)",
-             f"{mesh.api}/products/{mesh.product_id}", mesh.system, mesh.customer),
+        mine["http"],
         Http("mesh_http_order", "mesh gateway: GET /orders/{id} (bearer)",
              f"{mesh.api}/orders/{mesh.order_id}", mesh.system, mesh.customer),
-        Orders("orders_sqlite", "mesh: POST /orders to confirmed (SQLite)", mesh, store),
+        mine["orders"],
     ]
 
 

@@ -109,7 +109,8 @@ def main(argv=None):
         processes = Processes(tmp)
         try:
             mesh = Mesh(processes, uri, os.path.join(tmp, "data"), databases)
-            orders = cases.Orders("orders", "orders", mesh, stores.Store(mesh))
+            loads = cases.mesh_cases(uri, mesh, stores.Store(mesh))
+            orders = loads["orders"]
             orders.post(3)  # warm
             pids = mesh_processes(mesh)
             spies = {name: subprocess.Popen(
@@ -121,13 +122,11 @@ def main(argv=None):
                 for name, pid in pids.items()}
             # each case counts the mesh's CPU per unit of work as `make bench` does
             if args.case == "rpc":
-                case = cases.Rpc("rpc", "rpc", uri, "inventory.get_product",
-                                 {"product_id": mesh.product_id}, mesh.system)
+                case = loads["rpc"]
                 cases.configure(args.seconds, 0.3)  # what `Rpc.run(warm=False)` warms for
                 got = case.run(warm=False)
             elif args.case == "http":
-                case = cases.Http("http", "http", f"{mesh.api}/products/{mesh.product_id}",
-                                  mesh.system, mesh.customer)
+                case = loads["http"]
                 cases.configure(args.seconds, 0)
                 got = case.run(warm=False)
             else:
