@@ -1,0 +1,181 @@
+"""Gathered acknowledgements (mesh.messaging.consumers) against the real RabbitMQ,
+on a vhost of the test's own: what the broker takes back when the connection goes
+says which messages it counts as acknowledged."""
+import eventlet
+import pytest
+from kombu import Connection, Consumer, Queue
+from kombu.exceptions import MessageStateError
+
+from mesh.messaging.consumers import DrainingQueueConsumer, _Acks
+from mesh.messaging.health import queue_state
+from mesh.testing import wait_until
+
+QUEUE = "acks-test"
+
+
+@pytest.fixture
+def delivered(uri):
+    """`delivered(n)`: n messages published to a queue of the test's own, then
+    delivered to a consumer that acknowledges nothing itself; returns the
+    consumer's `(channel, messages)`, the messages in delivery order."""
+    connections = []
+
+    def deliver(count):
+        connection = Connection(uri)
+        connections.append(connection)
+        channel = connection.channel()
+        queue = Queue(QUEUE, durable=True)(channel)
+        queue.declare()
+        for n in range(count):
+            channel.basic_publish(channel.prepare_message(str(n).encode()), routing_key=QUEUE)
+        messages = []
+        consumer = Consumer(channel, [queue], callbacks=[lambda body, message:
+                                                         messages.append(message)])
+        consumer.qos(prefetch_count=100)
+        consumer.consume()
+        while len(messages) < count:
+            connection.drain_events(timeout=5)
+        return channel, messages
+
+    yield deliver
+    for connection in connections:
+        connection.release()
+
+
+def sent_acks(channel, monkeypatch):
+    """The `(tag, multiple)` of every basic.ack written on `channel` from now on."""
+    sent, ack = [], channel.basic_ack
+
+    def spy(delivery_tag, multiple=False):
+        sent.append((delivery_tag, multiple))
+        return ack(delivery_tag, multiple=multiple)
+    monkeypatch.setattr(channel, "basic_ack", spy)
+    return sent
+
+
+def left_in_queue(uri, channel=None):
+    """What the broker puts back in the queue once `channel`'s connection closes:
+    every message it had delivered there and not seen acknowledged."""
+    if channel is not None:
+        channel.connection.close()
+    with Connection(uri) as connection:
+        connection.connect()
+        counts = [queue_state(connection, QUEUE)[0]]
+        while len(counts) < 2 or counts[-1] != counts[-2]:  # the requeue is asynchronous
+            eventlet.sleep(0.2)
+            counts.append(queue_state(connection, QUEUE)[0])
+        return counts[-1]
+
+
+def settled_soon(consumer):
+    wait_until(lambda: not consumer.unsettled, timeout=5, what="every message settled")
+
+
+def settled_soon_but(consumer, *messages):
+    wait_until(lambda: consumer.unsettled == set(messages), timeout=5,
+               what="every message settled but those")
+
+
+def consumer_of(messages):
+    consumer = DrainingQueueConsumer()
+    consumer.unsettled.update(messages)
+    return consumer
+
+
+def test_messages_finished_together_are_acknowledged_in_one_frame(uri, delivered,
+                                                                  monkeypatch):
+    channel, messages = delivered(20)
+    sent = sent_acks(channel, monkeypatch)
+    consumer = consumer_of(messages)
+    for message in reversed(messages):  # finishing in any order
+        consumer.ack_message(message)
+    assert sent == []  # nothing written until the turn is over
+    settled_soon(consumer)
+    assert sent == [(20, True)]
+    assert all(message.acknowledged for message in messages)
+    assert left_in_queue(uri, channel) == 0
+
+
+def test_a_finished_message_does_not_wait_for_one_still_being_worked_on(uri, delivered,
+                                                                        monkeypatch):
+    channel, messages = delivered(6)
+    sent = sent_acks(channel, monkeypatch)
+    consumer = consumer_of(messages)
+    for message in messages[:2] + messages[3:5]:  # the third and sixth still working
+        consumer.ack_message(message)
+    settled_soon_but(consumer, messages[2], messages[5])
+    assert sorted(sent) == [(2, True), (4, False), (5, False)]
+    assert consumer.unsettled == {messages[2], messages[5]}
+    # the third finishes: the run now reaches the sixth, which is the top
+    consumer.ack_message(messages[5])
+    consumer.ack_message(messages[2])
+    settled_soon(consumer)
+    assert sorted(sent)[3:] == [(6, True)]
+    assert left_in_queue(uri, channel) == 0
+
+
+def test_past_its_limit_a_gap_leaves_each_message_acknowledged_on_its_own(
+        uri, delivered, monkeypatch):
+    channel, messages = delivered(6)
+    sent = sent_acks(channel, monkeypatch)
+    monkeypatch.setattr(_Acks, "MAX_ABOVE", 2)
+    consumer = consumer_of(messages)
+    for message in messages[1:5]:  # the first one hangs
+        consumer.ack_message(message)
+    settled_soon_but(consumer, messages[0], messages[5])
+    for message in (messages[5], messages[0]):
+        consumer.ack_message(message)
+    settled_soon(consumer)
+    assert sent == [(2, False), (3, False), (4, False), (5, False), (6, False), (1, False)]
+    assert left_in_queue(uri, channel) == 0
+
+
+def test_a_requeued_message_goes_back_and_the_run_passes_it(uri, delivered, monkeypatch):
+    channel, messages = delivered(3)
+    sent = sent_acks(channel, monkeypatch)
+    consumer = consumer_of(messages)
+    consumer.requeue_message(messages[1])
+    consumer.ack_message(messages[0])
+    consumer.ack_message(messages[2])
+    settled_soon(consumer)
+    assert sent == [(3, True)]
+    # the requeued one is the broker's again: delivered to the next consumer
+    assert left_in_queue(uri, channel) == 1
+
+
+def test_a_message_acknowledged_twice_is_refused_as_kombu_refuses_it(delivered):
+    channel, messages = delivered(1)
+    consumer = consumer_of(messages)
+    consumer.ack_message(messages[0])
+    consumer.ack_message(messages[0])  # before it is sent: one ack all the same
+    settled_soon(consumer)
+    with pytest.raises(MessageStateError):
+        consumer.ack_message(messages[0])  # a second basic.ack would close the channel
+    assert channel.is_open
+
+
+def test_acknowledgements_for_a_lost_connection_settle_without_an_error(uri, delivered):
+    channel, messages = delivered(3)
+    consumer = consumer_of(messages)
+    for message in messages:
+        consumer.ack_message(message)
+    channel.connection.sock.close()  # the socket dies before the turn is over
+    settled_soon(consumer)  # nothing left to drain: the broker takes them back
+    assert left_in_queue(uri) == 3
+
+
+def test_a_new_channel_counts_its_own_tags(uri, delivered, monkeypatch):
+    first, messages = delivered(2)
+    consumer = consumer_of(messages)
+    for message in messages:
+        consumer.ack_message(message)
+    settled_soon(consumer)
+    first.connection.close()
+    second, messages = delivered(2)  # as after a reconnection: tags from 1 again
+    sent = sent_acks(second, monkeypatch)
+    consumer.unsettled.update(messages)
+    for message in messages:
+        consumer.ack_message(message)
+    settled_soon(consumer)
+    assert sent == [(2, True)]
+    assert left_in_queue(uri, second) == 0
