@@ -158,22 +158,51 @@ class DrainingQueueConsumer(StopsWhileAway):
     def __init__(self):
         super().__init__()
         self.unsettled = set()  # messages handed to a provider, not yet acked or requeued
-        self.acks = None
+        self.acks = {}  # channel: its _Acks
 
     def handle_message(self, provider, body, message):
         self.unsettled.add(message)
         super().handle_message(provider, body, message)
 
     def ack_message(self, message):
-        if message.acknowledged:  # as kombu's Message.ack: a second ack would close the channel
-            raise message.MessageStateError(
-                f"Message already acknowledged with state: {message._state}")
-        self._acks(message.channel).add(message)
+        acks = self._acks(message)
+        acks.add(message)
 
-    def _acks(self, channel):
-        if self.acks is None or self.acks.channel is not channel:
-            self.acks = _Acks(channel, self._acked)  # a new channel counts from 1
-        return self.acks
+    def requeue_message(self, message):
+        acks = self._acks(message)
+        try:
+            super().requeue_message(message)
+            acks.settled(message.delivery_tag)
+        except (OSError, AMQPError) as exc:  # its channel failed: the broker takes it back
+            log.warning("could not requeue a message from %s (%s: %s); the broker "
+                        "delivers it again", message.delivery_info.get("routing_key"),
+                        type(exc).__name__, exc)
+        finally:
+            self.unsettled.discard(message)
+
+    def on_decode_error(self, message, exc):
+        """kombu's: logged and acknowledged (its caller's timeout answers), but
+        through `ack_message`, so that its tag counts as settled."""
+        log.error("cannot decode a message from %s: %r (type %r, encoding %r); dropped",
+                  message.delivery_info.get("routing_key"), exc, message.content_type,
+                  message.content_encoding)
+        self.ack_message(message)
+
+    def _acks(self, message):
+        """The `_Acks` of `message`'s channel; MessageStateError, as kombu's
+        Message.ack raises it, for a message settled already (a second
+        `basic.ack` or a reject after the ack would close the channel)."""
+        channel = message.channel
+        acks = self.acks.get(channel)
+        if acks is None:
+            # a new channel counts its tags from 1; a lost one's are the broker's again
+            self.acks = {c: a for c, a in self.acks.items() if c.connection}
+            acks = self.acks[channel] = _Acks(channel, self._acked)
+        if message.acknowledged or message.delivery_tag in acks.done:
+            raise message.MessageStateError(
+                f"Message already acknowledged with state: "
+                f"{'ACK' if message.delivery_tag in acks.done else message._state}")
+        return acks
 
     def _acked(self, messages, exc):
         if exc is not None:  # its channel failed: the broker takes them back
@@ -182,17 +211,6 @@ class DrainingQueueConsumer(StopsWhileAway):
                         messages[0].delivery_info.get("routing_key"), type(exc).__name__, exc)
         self.unsettled.difference_update(messages)
 
-    def requeue_message(self, message):
-        try:
-            super().requeue_message(message)
-            self._acks(message.channel).settled(message.delivery_tag)
-        except (OSError, AMQPError) as exc:  # its channel failed: the broker takes it back
-            log.warning("could not requeue a message from %s (%s: %s); the broker "
-                        "delivers it again", message.delivery_info.get("routing_key"),
-                        type(exc).__name__, exc)
-        finally:
-            self.unsettled.discard(message)
-
     def on_iteration(self):
         self._cancel_consumers_if_requested()
         if not self._consumers and not self.unsettled:
@@ -200,7 +218,7 @@ class DrainingQueueConsumer(StopsWhileAway):
 
     def forget_unsettled(self):
         self.unsettled.clear()
-        self.acks = None
+        self.acks = {}
 
 
 class _Acks:

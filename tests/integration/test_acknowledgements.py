@@ -6,9 +6,11 @@ import pytest
 from kombu import Connection, Consumer, Queue
 from kombu.exceptions import MessageStateError
 
+from contracts.errors import NotFound
 from mesh.messaging.consumers import DrainingQueueConsumer, _Acks
 from mesh.messaging.health import queue_state
 from mesh.testing import wait_until
+from services.inventory.service import InventoryService
 
 QUEUE = "acks-test"
 
@@ -16,11 +18,12 @@ QUEUE = "acks-test"
 @pytest.fixture
 def delivered(uri):
     """`delivered(n)`: n messages published to a queue of the test's own, then
-    delivered to a consumer that acknowledges nothing itself; returns the
-    consumer's `(channel, messages)`, the messages in delivery order."""
+    delivered to a consumer that acknowledges nothing itself (`receive` of them,
+    when the queue held others); returns the consumer's `(channel, messages)`,
+    the messages in delivery order."""
     connections = []
 
-    def deliver(count):
+    def deliver(count, receive=None):
         connection = Connection(uri)
         connections.append(connection)
         channel = connection.channel()
@@ -33,7 +36,7 @@ def delivered(uri):
                                                          messages.append(message)])
         consumer.qos(prefetch_count=100)
         consumer.consume()
-        while len(messages) < count:
+        while len(messages) < (count if receive is None else receive):
             connection.drain_events(timeout=5)
         return channel, messages
 
@@ -143,15 +146,45 @@ def test_a_requeued_message_goes_back_and_the_run_passes_it(uri, delivered, monk
     assert left_in_queue(uri, channel) == 1
 
 
-def test_a_message_acknowledged_twice_is_refused_as_kombu_refuses_it(delivered):
-    channel, messages = delivered(1)
+def test_a_message_settled_twice_is_refused_as_kombu_refuses_it(delivered):
+    channel, messages = delivered(2)
     consumer = consumer_of(messages)
     consumer.ack_message(messages[0])
-    consumer.ack_message(messages[0])  # before it is sent: one ack all the same
-    settled_soon(consumer)
+    # a second basic.ack, or a reject after the ack, would close the channel
     with pytest.raises(MessageStateError):
-        consumer.ack_message(messages[0])  # a second basic.ack would close the channel
+        consumer.ack_message(messages[0])  # before the first is sent
+    with pytest.raises(MessageStateError):
+        consumer.requeue_message(messages[0])
+    settled_soon_but(consumer, messages[1])
+    with pytest.raises(MessageStateError):
+        consumer.ack_message(messages[0])  # after
     assert channel.is_open
+
+
+def test_a_tag_settled_elsewhere_is_never_passed_by_a_multiple_ack(uri, delivered,
+                                                                   monkeypatch):
+    channel, messages = delivered(3)
+    sent = sent_acks(channel, monkeypatch)
+    consumer = consumer_of(messages[1:])
+    messages[0].ack()  # not through the consumer: a tag it never saw settled
+    consumer.ack_message(messages[1])
+    consumer.ack_message(messages[2])
+    settled_soon(consumer)
+    assert sent == [(1, False), (2, False), (3, False)]  # the direct ack first
+    assert channel.is_open
+    assert left_in_queue(uri, channel) == 0
+
+
+def test_an_undecodable_message_is_dropped_and_counts_as_settled(uri, delivered,
+                                                                  monkeypatch):
+    channel, messages = delivered(2)
+    sent = sent_acks(channel, monkeypatch)
+    consumer = consumer_of(messages[1:])  # the first never reached a provider
+    consumer.on_decode_error(messages[0], ValueError("not JSON"))
+    consumer.ack_message(messages[1])
+    settled_soon(consumer)
+    assert sent == [(2, True)]
+    assert left_in_queue(uri, channel) == 0
 
 
 def test_acknowledgements_for_a_lost_connection_settle_without_an_error(uri, delivered):
@@ -162,6 +195,24 @@ def test_acknowledgements_for_a_lost_connection_settle_without_an_error(uri, del
     channel.connection.sock.close()  # the socket dies before the turn is over
     settled_soon(consumer)  # nothing left to drain: the broker takes them back
     assert left_in_queue(uri) == 3
+
+
+def test_a_late_ack_from_a_lost_channel_leaves_the_new_channels_count_alone(
+        uri, delivered, monkeypatch):
+    old, stale = delivered(1)
+    old.connection.close()  # lost with a worker still on its message
+    new, messages = delivered(3, receive=4)  # it comes again, on a new connection
+    sent = sent_acks(new, monkeypatch)
+    consumer = consumer_of(stale + messages)
+    for message in messages[:2]:
+        consumer.ack_message(message)
+    settled_soon_but(consumer, stale[0], *messages[2:])
+    consumer.ack_message(stale[0])  # nothing to send: the broker took it back
+    for message in messages[2:]:
+        consumer.ack_message(message)
+    settled_soon(consumer)
+    assert sent == [(2, True), (4, True)]
+    assert left_in_queue(uri, new) == 0
 
 
 def test_a_new_channel_counts_its_own_tags(uri, delivered, monkeypatch):
@@ -179,3 +230,18 @@ def test_a_new_channel_counts_its_own_tags(uri, delivered, monkeypatch):
     settled_soon(consumer)
     assert sent == [(2, True)]
     assert left_in_queue(uri, second) == 0
+
+
+def test_a_service_drops_an_undecodable_request_and_answers_the_next(
+        uri, start_service, rpc_client, caplog):
+    start_service(InventoryService)
+    with Connection(uri) as connection:
+        channel = connection.channel()
+        channel.basic_publish(  # kombu cannot decode it: not the JSON it says it is
+            channel.prepare_message(b"{not json", content_type="application/json"),
+            exchange="nameko-rpc", routing_key="inventory.get_product")
+        with pytest.raises(NotFound):  # answered: the container lives on
+            rpc_client.inventory.get_product(product_id=10**9)
+        assert wait_until(lambda: queue_state(connection, "rpc-inventory") == (0, 1),
+                          what="the bad request taken off the queue")
+    assert "cannot decode a message from inventory.get_product" in caplog.text
