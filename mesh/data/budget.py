@@ -18,7 +18,7 @@ from mesh.core.config import database_setting, setting
 __all__ = ["DEFAULT_WORKERS", "CONNECTION_SHARE", "RELAY_POOL", "PRUNER_POOL", "OPERATOR_MARGIN", "workers_of",
            "worker_pool", "processes_on", "share_of", "OverBudget"]
 
-DEFAULT_WORKERS = 10  # nameko's own default
+DEFAULT_WORKERS = 50  # as config.yaml gives each service (nameko's own is 10)
 CONNECTION_SHARE = "MESH_CONNECTION_SHARE"  # container config: this process's share
 RELAY_POOL = {"pool_size": 1, "max_overflow": 1}  # its loop, and the metrics' backlog query
 PRUNER_POOL = {"pool_size": 1, "max_overflow": 0}

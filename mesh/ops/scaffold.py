@@ -16,6 +16,8 @@ import pathlib
 import re
 import string
 
+from mesh.data.budget import DEFAULT_WORKERS
+
 __all__ = ["new_service", "ScaffoldError"]
 
 NAME = re.compile(r"^[a-z][a-z_]{1,30}[a-z]$")
@@ -225,7 +227,7 @@ def _wire_config(root, name, port):
           "  gateway: gateway:GatewayService\n")
     _insert_after_last(config, r"^  [a-z_]+: \$\{REPLICAS_", f"  {name}: ${{REPLICAS_{upper}:1}}\n")
     _insert_after_last(config, r"^  [a-z_]+: \$\{WORKERS_(?!GATEWAY)",
-                       f"  {name}: ${{WORKERS_{upper}:10}}\n")
+                       f"  {name}: ${{WORKERS_{upper}:{DEFAULT_WORKERS}}}\n")
     _insert_after_last(config, r"^  [a-z_]+: \$\{OPS_PORT_", f"  {name}: ${{OPS_PORT_{upper}:{port}}}\n")
     _insert_after_last(config, r"^  [a-z_]+: !raw_env_var \$\{BROKER_PASSWORD_(?!GATEWAY|OPERATOR)",
                        f"  {name}: !raw_env_var ${{BROKER_PASSWORD_{upper}:}}\n")

@@ -106,7 +106,7 @@ def test_a_missing_file_is_one_line():
 
 
 def test_workers_per_service_come_from_the_environment_and_are_checked():
-    assert load()["WORKERS"]["gateway"] == 100 and load()["WORKERS"]["orders"] == 10
+    assert load()["WORKERS"]["gateway"] == 100 and load()["WORKERS"]["orders"] == 50
     assert load(WORKERS_GATEWAY="40")["WORKERS"]["gateway"] == 40
     with pytest.raises(ConfigError, match=r": WORKERS: must be an integer from 1 to 1000"):
         load(WORKERS_ORDERS="0")
