@@ -6,10 +6,10 @@ A server gives out `max_connections`, less those it keeps for superusers and
 every service whose database is on it (`REPLICAS` of each; `mesh up --scale`
 tells its children) takes an equal share: the outbox relay `RELAY_POOL`, the
 pruner `PRUNER_POOL`, and the service's workers the rest, up to a connection per
-worker (`WORKERS`) and `EXTRA` for readiness probes and gauges. A worker that
-finds the pool taken waits for a connection rather than the server refusing
-one. A share below `MIN_SHARE` could not run the service: it refuses to start,
-in one line, rather than fail with `too many clients` under load.
+worker (`WORKERS`) and `EXTRA` for readiness probes and gauges; a process
+whose share is smaller runs fewer workers, a connection each (`workers_of`). A
+share below `MIN_SHARE` could not run the service: it refuses to start, in one
+line, rather than fail with `too many clients` under load.
 """
 from sqlalchemy import make_url, text
 
@@ -33,9 +33,14 @@ class OverBudget(Exception):
     its connections; the message says how many, whose, and what to change."""
 
 
-def workers_of(config, service):
-    """The workers (nameko's max_workers) of one process of `service`."""
-    return (config.get("WORKERS") or {}).get(service, DEFAULT_WORKERS)
+def workers_of(config, service, share=None):
+    """The workers (nameko's max_workers, hence its prefetch) of one process of
+    `service`: its WORKERS, or, with a PostgreSQL `share` too small to give each
+    of them a connection, as many as it can. A worker with no connection would
+    only wait in the process for one, holding a message another replica could
+    be running, and the waiting makes the slowest answers slower."""
+    workers = (config.get("WORKERS") or {}).get(service, DEFAULT_WORKERS)
+    return workers if share is None else max(1, min(workers, share - OWN - EXTRA))
 
 
 def worker_pool(workers, share=None):

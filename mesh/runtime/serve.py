@@ -29,16 +29,17 @@ log = logging.getLogger(__name__)
 STOP_GRACE_SECONDS = 7
 
 
-def container_config(config, name, replica=1):
+def container_config(config, name, replica=1, share=None):
     """`config` for replica `replica` of `name`'s container: its WORKERS become
-    nameko's max_workers (from which nameko also takes its prefetch); a replica
+    nameko's max_workers (from which nameko also takes its prefetch), no more than
+    its PostgreSQL connection `share` gives connections to (mesh.data.budget); a replica
     after the first serves /metrics on a port of its own; with BROKER_IDENTITIES
     it connects as its own broker user and declares no exchange; its workers
     run in `MeshContainer` (mesh.runtime.container)."""
     return {**as_identity(config, name),
             "SERVICE_CONTAINER_CLS": CONTAINER_CLASS,
             "DECLARE_EVENT_EXCHANGES": declares_exchanges(config),
-            "max_workers": budget.workers_of(config, name),
+            "max_workers": budget.workers_of(config, name, share),
             "OPS_PORTS": {**(config.get("OPS_PORTS") or {}),
                           name: ops_port(config, name, replica)}}
 
@@ -75,7 +76,7 @@ def serve(config, name, replica=None):
         log.info("%s database is at the latest schema", name)
     share = connection_share(config, name)
 
-    runner = ServiceRunner({**container_config(config, name, replica or 1),
+    runner = ServiceRunner({**container_config(config, name, replica or 1, share),
                             budget.CONNECTION_SHARE: share})
     runner.add_service(service_cls)
     stopping = []

@@ -1,0 +1,21 @@
+"""How many workers a process runs, against its PostgreSQL share (mesh.data.budget)."""
+from mesh.data import budget
+from mesh.runtime.serve import container_config
+from mesh.testing import load_test_config
+
+
+def test_a_process_runs_no_more_workers_than_its_share_gives_connections_to():
+    config = {"WORKERS": {"orders": 50}}
+    assert budget.workers_of(config, "orders") == 50  # SQLite: no share
+    assert budget.workers_of(config, "inventory") == budget.DEFAULT_WORKERS
+    assert budget.workers_of(config, "orders", share=100) == 50
+    # 13 connections: the relay's 2 and the pruner's 1, 2 for probes and gauges
+    assert budget.workers_of(config, "orders", share=13) == 8
+    assert budget.worker_pool(8, share=13)["pool_size"] == 8 + budget.EXTRA
+    assert budget.workers_of(config, "orders", share=budget.MIN_SHARE) == 1
+
+
+def test_the_container_takes_as_many_messages_ahead_as_it_runs_workers(mesh_config_path):
+    config = load_test_config(mesh_config_path)
+    assert container_config(config, "orders")["max_workers"] == 50
+    assert container_config(config, "orders", share=13)["max_workers"] == 8
