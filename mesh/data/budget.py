@@ -25,7 +25,7 @@ PRUNER_POOL = {"pool_size": 1, "max_overflow": 0}
 EXTRA = 2  # a readiness probe and a gauge's scrape, beside the workers
 OPERATOR_MARGIN = 5
 OWN = sum(pool["pool_size"] + pool["max_overflow"] for pool in (RELAY_POOL, PRUNER_POOL))
-MIN_SHARE = OWN + 2  # at least two connections for the workers
+MIN_SHARE = OWN + 2  # a worker's connection and one for probes and gauges
 
 
 class OverBudget(Exception):
@@ -45,8 +45,9 @@ def workers_of(config, service, share=None):
 
 def worker_pool(workers, share=None):
     """The pool of a service's `Database`: a connection per worker and EXTRA, or
-    what is left of the process's `share` of its server after the relay and the
-    pruner, when that is less."""
+    what is left of the process's PostgreSQL `share` of its server after the relay
+    and the pruner, when that is less (on SQLite, `share` is None: a connection a
+    worker, made when first wanted, and the file lock lets one write at a time)."""
     size = workers + EXTRA if share is None else min(workers + EXTRA, share - OWN)
     return {"pool_size": size, "max_overflow": 0}
 

@@ -134,11 +134,14 @@ def _serialise_connections(engine, path):
 
 def make_engine(url, pool=None, **options):
     """An engine tuned for its backend; `pool` (`pool_size`, `max_overflow`) sizes
-    a PostgreSQL engine's connection pool (mesh.data.budget)."""
+    its connection pool (mesh.data.budget): a connection for each worker, so that
+    none waits in the pool (where it would time out) rather than for SQLite's
+    file lock or PostgreSQL's server."""
     if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
+        path = make_url(url).database
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            options.update(pool or {})  # an in-memory database has a pool of one
         engine = create_engine(url, connect_args={"check_same_thread": False},
                                **options)
         event.listen(engine, "connect", _sqlite_pragmas)

@@ -39,8 +39,10 @@ def test_each_process_takes_an_equal_share_of_its_server(mesh_config_path, postg
             "accounts": 1, "inventory": 2, "orders": 2, "payments": 1, "notifications": 1}
         share = budget.share_of(config, engine)
         assert share == server_allows(engine) // 7
-        pool = budget.worker_pool(10, share)["pool_size"]
+        workers = budget.workers_of(config, "orders", share)
+        pool = budget.worker_pool(workers, share)["pool_size"]
         assert pool <= share - budget.OWN and 7 * (pool + budget.OWN) <= server_allows(engine)
+        assert pool == workers + budget.EXTRA  # a connection for each worker
     finally:
         engine.dispose()
 

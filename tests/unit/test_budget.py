@@ -1,5 +1,6 @@
 """How many workers a process runs, against its PostgreSQL share (mesh.data.budget)."""
 from mesh.data import budget
+from mesh.data.db import make_engine
 from mesh.runtime.serve import container_config
 from mesh.testing import load_test_config
 
@@ -19,3 +20,13 @@ def test_the_container_takes_as_many_messages_ahead_as_it_runs_workers(mesh_conf
     config = load_test_config(mesh_config_path)
     assert container_config(config, "orders")["max_workers"] == 50
     assert container_config(config, "orders", share=13)["max_workers"] == 8
+
+
+def test_a_sqlite_pool_has_a_connection_for_each_worker(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/pool.sqlite", pool=budget.worker_pool(50))
+    try:  # none waits in the pool, where it would time out; the file lock orders them
+        assert engine.pool.size() == 50 + budget.EXTRA
+    finally:
+        engine.dispose()
+    memory = make_engine("sqlite://", pool=budget.worker_pool(50))
+    memory.dispose()  # one connection, shared: a pool size would not apply

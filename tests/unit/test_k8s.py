@@ -7,6 +7,7 @@ Kubernetes does not run on the development machines, so this is all offline:
 `kubectl kustomize` builds, nothing is applied.
 """
 import functools
+import math
 import pathlib
 import re
 import shutil
@@ -17,6 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from mesh.data import budget
 from mesh.testing import load_test_config
 from tests.unit.operator_schemas import SCHEMAS
 
@@ -324,6 +326,30 @@ def test_every_deployment_has_replicas_and_a_disruption_budget(name):
     budget = named("PodDisruptionBudget", name)
     assert budget["spec"]["minAvailable"] == 1
     assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_counts_every_process_that_may_share_its_database(service):
+    """Each process takes an equal share of its PostgreSQL server's connections,
+    counting REPLICAS_<SERVICE> processes (mesh.data.budget): as many as its
+    Deployment runs and a rolling update adds, or they would hold more than the
+    server gives."""
+    deployment = named("Deployment", service)
+    strategy = deployment["spec"].get("strategy", {})
+    assert strategy.get("type", "RollingUpdate") == "RollingUpdate"
+    surge = strategy.get("rollingUpdate", {}).get("maxSurge", "25%")  # Kubernetes' default
+    replicas = deployment["spec"]["replicas"]
+    most = replicas + (math.ceil(replicas * int(surge[:-1]) / 100)
+                       if isinstance(surge, str) else surge)
+    (serve,) = [c for c in containers(pod(service), init=False) if c["args"][0] == "serve"]
+    counted = int(env_of(serve)[f"REPLICAS_{service.upper()}"]["value"])
+    assert counted >= most
+    # on CloudNativePG's default max_connections, 100, less 3 for superusers
+    share = (100 - 3 - budget.OPERATOR_MARGIN) // counted
+    workers = budget.workers_of(CONFIG, service, share)
+    assert share >= budget.MIN_SHARE and workers >= 1
+    pool = budget.worker_pool(workers, share)["pool_size"]
+    assert counted * (pool + budget.OWN) <= 100 - 3 - budget.OPERATOR_MARGIN
 
 
 def test_the_pod_monitor_scrapes_every_mesh_pod_on_its_ops_port():

@@ -24,7 +24,7 @@ def test_every_variable_of_config_yaml_has_its_row_with_default_bounds_and_meani
     assert table["GATEWAY_PORT"][1:3] == ["`8000`", "integer from 1 to 65,535"]
     assert table["QUEUE_TYPE"][2] == "`classic` or `quorum`"
     assert table["INBOX_RETENTION_SECONDS"][1] == "`604800` (7 days)"
-    assert table["WORKERS_<NAME>"][1] == "`50`; gateway `100`"
+    assert table["WORKERS_<NAME>"][1] == "`50`; accounts `10`; gateway `100`"
     assert table["RPC_RETRIES_INVENTORY"][3].startswith("`RPC_TARGETS` → `inventory` → `retries`")
     assert "`ORDERS`" in table["DATABASE_URL_<NAME>"][3]
 
