@@ -398,9 +398,10 @@ class Settings(Schema):
             min=1, max=1000, error="must be an integer from 1 to 1000"),
                               error_messages={"invalid": "must be an integer from 1 to "
                                                          "1000"}))
-    """workers one instance runs at once (nameko's `max_workers`, also its
-    prefetch); all but 5 of the gateway's serve API requests, the rest are kept for
-    probes, scrapes and docs"""
+    """workers one instance runs at once (nameko's `max_workers`, also the
+    prefetch of each of its queues); on PostgreSQL no more than its share of the
+    server's connections gives a connection each; all but 5 of the gateway's serve
+    API requests, the rest are kept for probes, scrapes and docs"""
     OTEL_EXPORTER_OTLP_ENDPOINT = fields.String(load_default=None, allow_none=True,
                                                 validate=_http_url)
     """send OpenTelemetry traces to this OTLP/HTTP collector, e.g.

@@ -18,7 +18,7 @@ from mesh.core.config import database_setting, setting
 __all__ = ["DEFAULT_WORKERS", "CONNECTION_SHARE", "RELAY_POOL", "PRUNER_POOL", "OPERATOR_MARGIN", "workers_of",
            "worker_pool", "processes_on", "share_of", "OverBudget"]
 
-DEFAULT_WORKERS = 50  # as config.yaml gives each service (nameko's own is 10)
+DEFAULT_WORKERS = 50  # as config.yaml gives most services (nameko's own is 10)
 CONNECTION_SHARE = "MESH_CONNECTION_SHARE"  # container config: this process's share
 RELAY_POOL = {"pool_size": 1, "max_overflow": 1}  # its loop, and the metrics' backlog query
 PRUNER_POOL = {"pool_size": 1, "max_overflow": 0}
@@ -34,11 +34,11 @@ class OverBudget(Exception):
 
 
 def workers_of(config, service, share=None):
-    """The workers (nameko's max_workers, hence its prefetch) of one process of
-    `service`: its WORKERS, or, with a PostgreSQL `share` too small to give each
-    of them a connection, as many as it can. A worker with no connection would
-    only wait in the process for one, holding a message another replica could
-    be running, and the waiting makes the slowest answers slower."""
+    """The workers (nameko's max_workers, hence the prefetch of each of its
+    queues' consumers) of one process of `service`: its WORKERS, or, with a
+    PostgreSQL `share` too small to give each of them a connection, as many as
+    it can. A worker with no connection would only wait in the process for one,
+    and the waiting makes the slowest answers slower."""
     workers = (config.get("WORKERS") or {}).get(service, DEFAULT_WORKERS)
     return workers if share is None else max(1, min(workers, share - OWN - EXTRA))
 
@@ -46,8 +46,8 @@ def workers_of(config, service, share=None):
 def worker_pool(workers, share=None):
     """The pool of a service's `Database`: a connection per worker and EXTRA, or
     what is left of the process's PostgreSQL `share` of its server after the relay
-    and the pruner, when that is less (on SQLite, `share` is None: a connection a
-    worker, made when first wanted, and the file lock lets one write at a time)."""
+    and the pruner, when that is less (on SQLite, `share` is None: a connection
+    kept for each worker, made when first wanted; see mesh.data.db.make_engine)."""
     size = workers + EXTRA if share is None else min(workers + EXTRA, share - OWN)
     return {"pool_size": size, "max_overflow": 0}
 

@@ -133,15 +133,17 @@ def _serialise_connections(engine, path):
 
 
 def make_engine(url, pool=None, **options):
-    """An engine tuned for its backend; `pool` (`pool_size`, `max_overflow`) sizes
-    its connection pool (mesh.data.budget): a connection for each worker, so that
-    none waits in the pool (where it would time out) rather than for SQLite's
-    file lock or PostgreSQL's server."""
+    """An engine tuned for its backend. `pool` (`pool_size`, `max_overflow`) sizes
+    a PostgreSQL engine's connection pool (mesh.data.budget). A SQLite file's pool
+    keeps `pool_size` connections and opens more when asked, never making anyone
+    wait in the pool (which gives up after 30 s): a connection there takes no
+    server's slot, and the file's lock lets one at a time work."""
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            options.update(pool or {})  # an in-memory database has a pool of one
+            # (an in-memory database keeps one connection a thread: no pool to size)
+            options.update(pool_size=(pool or {}).get("pool_size", 5), max_overflow=-1)
         engine = create_engine(url, connect_args={"check_same_thread": False},
                                **options)
         event.listen(engine, "connect", _sqlite_pragmas)

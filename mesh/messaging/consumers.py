@@ -284,7 +284,7 @@ class _Acks:
                     self.settled(t)
                 for message in done.values():
                     message._state = "ACK"  # as kombu's Message.ack marks it
-        except (OSError, AMQPError) as exc:
+        except Exception as exc:  # whatever it was, the broker has them until they are
             error = exc
         self.acked(list(done.values()), error)
 

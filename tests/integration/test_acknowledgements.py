@@ -245,3 +245,17 @@ def test_a_service_drops_an_undecodable_request_and_answers_the_next(
         assert wait_until(lambda: queue_state(connection, "rpc-inventory") == (0, 1),
                           what="the bad request taken off the queue")
     assert "cannot decode a message from inventory.get_product" in caplog.text
+
+
+def test_an_unexpected_error_while_acknowledging_leaves_nothing_to_drain(uri, delivered,
+                                                                        monkeypatch):
+    channel, messages = delivered(2)
+
+    def broken(delivery_tag, multiple=False):
+        raise RuntimeError("not a channel's error")
+    monkeypatch.setattr(channel, "basic_ack", broken)
+    consumer = consumer_of(messages)
+    for message in messages:
+        consumer.ack_message(message)
+    settled_soon(consumer)  # a stop would otherwise wait its whole grace
+    assert left_in_queue(uri, channel) == 2  # the broker still has them

@@ -22,11 +22,16 @@ def test_the_container_takes_as_many_messages_ahead_as_it_runs_workers(mesh_conf
     assert container_config(config, "orders", share=13)["max_workers"] == 8
 
 
-def test_a_sqlite_pool_has_a_connection_for_each_worker(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/pool.sqlite", pool=budget.worker_pool(50))
-    try:  # none waits in the pool, where it would time out; the file lock orders them
+def test_a_sqlite_pool_keeps_a_connection_for_each_worker_and_never_makes_one_wait(
+        tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/pool.sqlite", pool=budget.worker_pool(50),
+                         pool_timeout=1)
+    try:
         assert engine.pool.size() == 50 + budget.EXTRA
+        # more than the pool keeps, at once (the file's lock is re-entrant for one
+        # green thread): none waits in the pool, where it would time out
+        held = [engine.connect() for _ in range(60)]
+        for connection in held:
+            connection.close()
     finally:
         engine.dispose()
-    memory = make_engine("sqlite://", pool=budget.worker_pool(50))
-    memory.dispose()  # one connection, shared: a pool size would not apply
