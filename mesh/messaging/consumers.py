@@ -165,8 +165,7 @@ class DrainingQueueConsumer(StopsWhileAway):
         super().handle_message(provider, body, message)
 
     def ack_message(self, message):
-        acks = self._acks(message)
-        acks.add(message)
+        self._acks(message).add(message)
 
     def requeue_message(self, message):
         acks = self._acks(message)

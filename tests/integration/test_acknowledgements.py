@@ -70,13 +70,10 @@ def left_in_queue(uri, channel=None):
         return counts[-1]
 
 
-def settled_soon(consumer):
-    wait_until(lambda: not consumer.unsettled, timeout=5, what="every message settled")
-
-
-def settled_soon_but(consumer, *messages):
-    wait_until(lambda: consumer.unsettled == set(messages), timeout=5,
-               what="every message settled but those")
+def settled_soon(consumer, *but):
+    """Wait until the consumer has settled every message it holds but `but`."""
+    wait_until(lambda: consumer.unsettled == set(but), timeout=5,
+               what=f"every message settled but {len(but)}")
 
 
 def consumer_of(messages):
@@ -106,7 +103,7 @@ def test_a_finished_message_does_not_wait_for_one_still_being_worked_on(uri, del
     consumer = consumer_of(messages)
     for message in messages[:2] + messages[3:5]:  # the third and sixth still working
         consumer.ack_message(message)
-    settled_soon_but(consumer, messages[2], messages[5])
+    settled_soon(consumer, messages[2], messages[5])
     assert sorted(sent) == [(2, True), (4, False), (5, False)]
     assert consumer.unsettled == {messages[2], messages[5]}
     # the third finishes: the run now reaches the sixth, which is the top
@@ -125,7 +122,7 @@ def test_past_its_limit_a_gap_leaves_each_message_acknowledged_on_its_own(
     consumer = consumer_of(messages)
     for message in messages[1:5]:  # the first one hangs
         consumer.ack_message(message)
-    settled_soon_but(consumer, messages[0], messages[5])
+    settled_soon(consumer, messages[0], messages[5])
     for message in (messages[5], messages[0]):
         consumer.ack_message(message)
     settled_soon(consumer)
@@ -155,7 +152,7 @@ def test_a_message_settled_twice_is_refused_as_kombu_refuses_it(delivered):
         consumer.ack_message(messages[0])  # before the first is sent
     with pytest.raises(MessageStateError):
         consumer.requeue_message(messages[0])
-    settled_soon_but(consumer, messages[1])
+    settled_soon(consumer, messages[1])
     with pytest.raises(MessageStateError):
         consumer.ack_message(messages[0])  # after
     assert channel.is_open
@@ -206,7 +203,7 @@ def test_a_late_ack_from_a_lost_channel_leaves_the_new_channels_count_alone(
     consumer = consumer_of(stale + messages)
     for message in messages[:2]:
         consumer.ack_message(message)
-    settled_soon_but(consumer, stale[0], *messages[2:])
+    settled_soon(consumer, stale[0], *messages[2:])
     consumer.ack_message(stale[0])  # nothing to send: the broker took it back
     for message in messages[2:]:
         consumer.ack_message(message)
