@@ -12,7 +12,7 @@ import eventlet
 import nameko_sqlalchemy
 from nameko.exceptions import ConfigurationError
 from sqlalchemy import DateTime, Index, create_engine, event, make_url, text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from mesh.core.config import database_setting
@@ -20,8 +20,9 @@ from mesh.data.budget import CONNECTION_SHARE, worker_pool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Database", "DatabaseWrapper", "UtcDateTime", "advisory_key", "database_url",
-           "existing_engine", "make_engine", "service_database", "utcnow"]
+__all__ = ["Database", "DatabaseWrapper", "UnitOfWork", "UtcDateTime", "advisory_key",
+           "after_commit", "database_url", "existing_engine", "make_engine",
+           "service_database", "utcnow"]
 
 
 def utcnow():
@@ -160,20 +161,127 @@ def make_engine(url, pool=None, **options):
     return create_engine(url, **options)
 
 
-class DatabaseWrapper(nameko_sqlalchemy.database.DatabaseWrapper):
-    """What a worker gets: `.session`, its unit of work (closed after the worker),
-    and `reading()`, a plain connection for reads that change nothing."""
+AFTER_COMMIT = "mesh.data.db.after_commit"  # a session's info key: what to run once committed
+
+
+def after_commit(session, callback):
+    """Run `callback()` once `session` (a worker's `UnitOfWork` or an ORM session)
+    has committed; never if it rolls back. Asked twice, it runs once."""
+    session.info.setdefault(AFTER_COMMIT, {})[callback] = None
+
+
+def _run_after_commit(session):
+    for callback in session.info.pop(AFTER_COMMIT, ()):
+        callback()
+
+
+# one listener for every ORM session (a listener per session costs a dispatcher each)
+event.listen(Session, "after_commit", _run_after_commit)
+
+
+class UnitOfWork:
+    """A worker's one transaction (its `self.db.session`): begun by its first
+    statement on one connection of the engine, and ended by the platform
+    (`Database.end_work`), never by the worker.
+
+    Domain code speaks SQL through `connection()`. What an ORM session does and
+    this does not (`add`, `get`, `flush`, `scalars`, `execute`...) goes to an ORM
+    session made on first use and joined to the same transaction: making, beginning,
+    committing and closing an ORM session for every worker cost about as much as a
+    saga step's statements (measured: 122 against 68 µs for two inserts and a
+    commit on SQLite), and most workers never load an object.
+
+    `rollback()` ends the transaction and gives the connection back (on SQLite,
+    the file's lock with it); the next statement begins another.
+    """
+
+    def __init__(self, engine, Session):
+        self.engine, self._Session = engine, Session
+        self.info = {}
+        self._connection = self._orm = None
+
+    def connection(self):
+        if self._connection is None:
+            connection = self.engine.connect()
+            try:
+                connection.begin()
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    @property
+    def orm(self):
+        """The ORM session in this unit of work's transaction."""
+        if self._orm is None:
+            # rollback_only: its commit() would not end our transaction, and a
+            # failed flush dooms it, as a failed statement would
+            self._orm = self._Session(bind=self.connection(),
+                                      join_transaction_mode="rollback_only")
+        return self._orm
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.orm, name)
+
+    def commit(self):
+        """Flush the ORM's objects, commit, give the connection back, then run
+        what asked to run after the commit (`after_commit`). On failure nothing is
+        given back: the caller rolls back."""
+        if self._connection is not None:
+            if self._orm is not None:
+                self._orm.flush()
+            self._connection.commit()
+            self._release()
+        _run_after_commit(self)
+
+    def rollback(self):
+        self.info.pop(AFTER_COMMIT, None)
+        if self._connection is not None:
+            try:
+                # (the ORM's failed flush may have rolled it back already)
+                self._connection.rollback()
+            finally:
+                self._release()
+
+    close = rollback
+
+    def _release(self):
+        orm, connection = self._orm, self._connection
+        self._orm = self._connection = None
+        try:
+            if orm is not None:
+                orm.close()
+        finally:
+            connection.close()
+
+
+class DatabaseWrapper:
+    """What a worker gets: `.session`, its unit of work (`UnitOfWork`, ended by the
+    platform), and `reading()`, a plain connection for reads that change nothing."""
 
     def __init__(self, Session, engine):
-        super().__init__(Session)
-        self.engine = engine
+        self.Session, self.engine = Session, engine
+        self.work = None
+
+    @property
+    def session(self):
+        if self.work is None:
+            self.work = UnitOfWork(self.engine, self.Session)
+        return self.work
 
     def reading(self):
-        """``with self.db.reading() as conn:`` no ORM session to build and close
-        (a third of a read by id), and nothing to commit. On SQLite it holds the
-        file's lock until it closes (`_FileLock`): close it before calling
-        another service, or every other worker of the file waits for that call."""
+        """``with self.db.reading() as conn:`` no transaction to end, nothing to
+        commit. On SQLite it holds the file's lock until it closes (`_FileLock`):
+        close it before calling another service, or every other worker of the file
+        waits for that call."""
         return self.engine.connect()
+
+    def close(self):
+        if self.work is not None:
+            self.work.close()
 
 
 class Database(nameko_sqlalchemy.Database):
@@ -204,7 +312,7 @@ class Database(nameko_sqlalchemy.Database):
         """Commit the worker's session (roll it back if `failed`); a commit that
         fails is rolled back and re-raised. Ending it twice is harmless."""
         db = self.dbs.get(worker_ctx)
-        session = db and db._worker_session
+        session = db and db.work
         if session is None:
             return
         if failed:

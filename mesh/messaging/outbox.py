@@ -20,14 +20,13 @@ from marshmallow import ValidationError
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider, SharedExtension
 from nameko.standalone.events import get_event_exchange
-from nameko_sqlalchemy.database import Session
-from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from mesh.core import codec
 from mesh.core.metrics import Metrics
 from mesh.core.tracing import TRACEPARENT
 from mesh.data.budget import RELAY_POOL
-from mesh.data.db import database_url, make_engine, utcnow
+from mesh.data.db import after_commit, database_url, make_engine, utcnow
 from mesh.data.retention import Pruner
 from mesh.data.tables import outbox as OUTBOX
 from mesh.messaging.broker import ConfirmedPublisher
@@ -44,7 +43,6 @@ BATCH = 100
 POLL_SECONDS = 2.0
 MAX_BACKOFF = 10.0
 UNROUTABLE_RETRY = 5.0
-WAKE = "mesh.messaging.outbox.wake"  # session.info key: the relay to wake after commit
 
 
 @functools.cache
@@ -97,15 +95,8 @@ class OutboxWriter:
             "traceparent": self.context_data.get(TRACEPARENT),
             "written_by": self.written_by,
             "data": codec.dumps_text(envelope["data"])})
-        session.info[WAKE] = self.wake
+        after_commit(session, self.wake)
         return envelope
-
-
-def _wake_relay(session):
-    """After any commit: wake the relay of a session that recorded events."""
-    wake = session.info.pop(WAKE, None)
-    if wake is not None:
-        wake()
 
 
 class OutboxRelay(SharedExtension):
@@ -323,10 +314,6 @@ class Outbox(DependencyProvider):
 
     def setup(self):
         self.relay.learn(self.contract)
-        # one listener for every session (a listener per session costs a
-        # dispatcher each): it wakes the relay a session asked for
-        if not event.contains(Session, "after_commit", _wake_relay):
-            event.listen(Session, "after_commit", _wake_relay)
 
     def get_dependency(self, worker_ctx):
         # the worker's live context (context_data is a copy), so events carry its span

@@ -230,6 +230,9 @@ def busy_for(exc):
     return Busy(f"{exc}; try again shortly", {"retry_after": retry_after})
 
 
+CLAIM = insert(rpc_requests)  # built once: building a statement costs more than running it
+
+
 def claim_request(session, key):
     """Record `key` as the first write of a transaction.
 
@@ -240,9 +243,9 @@ def claim_request(session, key):
     if key is None:
         return True
     try:
-        session.execute(insert(rpc_requests).values(
-            key=key, applied_at=utcnow(), request_id=getattr(key, "request_id", None),
-            method=getattr(key, "method", None)))
+        session.connection().execute(CLAIM, {
+            "key": key, "applied_at": utcnow(), "request_id": getattr(key, "request_id", None),
+            "method": getattr(key, "method", None)})
     except IntegrityError:
         session.rollback()
         return False

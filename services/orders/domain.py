@@ -89,9 +89,8 @@ def _views(conn, rows):
     return [{**row._asdict(), "items": items.get(row.id, [])} for row in rows]
 
 
-def find_by_key(session, user_id, key, digest):
+def find_by_key(conn, user_id, key, digest):
     """The order an idempotency key already made, or None; raises on a new body."""
-    conn = session.connection()
     row = conn.execute(BY_KEY, {"b_user": user_id, "b_key": key}).first()
     if row is None:
         return None
@@ -119,7 +118,7 @@ def create(session, outbox, user_id, items, card_token, prices, key=None, digest
     except IntegrityError:
         # the same key raced us and won: answer with its order
         session.rollback()
-        return find_by_key(session, user_id, key, digest)
+        return find_by_key(session.connection(), user_id, key, digest)
     conn.execute(ADD_LINES, [{"order_id": order_id, **line} for line in lines])
     outbox.add(session, "order_created", {
         "order_id": order_id, "user_id": user_id, "total_cents": total,

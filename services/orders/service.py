@@ -36,15 +36,15 @@ class OrdersService(MeshService, contract=CONTRACT, models=Base):
 
     @rpc
     def create_order(self, user_id, items, payment, idempotency_key):
-        session = self.db.session
         digest = domain.request_hash(items, payment)
         # without the client's key, the RPC request's own id still stops a request
         # redelivered after a crash from making a second order
         idempotency_key = idempotency_key or f"rpc:{self.request_key}"
-        existing = domain.find_by_key(session, user_id, idempotency_key, digest)
+        # a read closed before the call: no transaction stays open across it
+        with self.db.reading() as conn:
+            existing = domain.find_by_key(conn, user_id, idempotency_key, digest)
         if existing is not None:
             return existing
-        session.rollback()  # end the read: no transaction stays open across the call
         try:
             prices = self.inventory.get_prices(
                 product_ids=[item["product_id"] for item in items])["prices"]
@@ -53,10 +53,9 @@ class OrdersService(MeshService, contract=CONTRACT, models=Base):
             raise UnknownProduct(str(exc), {"items": [
                 f"Product {product_id} does not exist." for product_id in missing]}) \
                 from None
-        order = domain.create(session, self.outbox, user_id, items, payment["card_token"],
-                              {int(k): v for k, v in prices.items()},
-                              idempotency_key, digest)
-        return order
+        return domain.create(self.db.session, self.outbox, user_id, items,
+                             payment["card_token"], {int(k): v for k, v in prices.items()},
+                             idempotency_key, digest)
 
     @rpc
     def get_order(self, order_id, user_id):

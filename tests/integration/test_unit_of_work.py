@@ -4,12 +4,13 @@ import pytest
 from marshmallow import Schema
 from nameko.events import event_handler
 from nameko.exceptions import ConfigurationError
-from sqlalchemy import String, create_engine, event, func, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import String, create_engine, event, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from contracts.base import Int, Method, ServiceContract, Text
 from contracts.errors import Conflict, ContractViolation
-from mesh.data.db import Database
+from mesh.data.db import Database, UnitOfWork, after_commit, make_engine
 from mesh.messaging.rpc import rpc
 from mesh.runtime.lifecycle import timer
 from mesh.testing import wait_until
@@ -131,3 +132,65 @@ def test_an_entrypoint_that_would_answer_before_the_commit_is_refused(mesh_conta
     container = mesh_containers(PlainHandlerService, mesh_config)
     with pytest.raises(ConfigurationError, match="on_user_registered"):
         container.start()
+
+
+@pytest.fixture
+def work(tmp_path):
+    """`(new unit of work, names committed, connections out of the pool, calls
+    of the after-commit callback)` on a SQLite file."""
+    engine = make_engine(f"sqlite:///{tmp_path}/work.sqlite")
+    Base.metadata.create_all(engine)
+    Sessions = sessionmaker(bind=engine)
+    called = []
+
+    def new():
+        unit = UnitOfWork(engine, Sessions)
+        after_commit(unit, lambda: called.append(1))
+        return unit
+
+    def names():
+        with engine.connect() as conn:
+            return set(conn.scalars(select(Entry.name)))
+    yield new, names, engine.pool.checkedout, called
+    engine.dispose()
+
+
+def test_sql_and_orm_writes_commit_together_then_the_connection_goes_back(work):
+    new, names, checked_out, called = work
+    unit = new()
+    unit.connection().execute(insert(Entry.__table__), {"name": "by-sql"})
+    unit.add(Entry(name="by-orm"))  # an ORM session, joined to the same transaction
+    assert unit.scalar(select(func.count()).select_from(Entry)) == 2
+    assert checked_out() == 1
+    unit.commit()
+    assert names() == {"by-sql", "by-orm"}
+    assert checked_out() == 0 and called == [1]
+    unit.commit()  # nothing begun: nothing done
+    assert called == [1]
+
+
+def test_a_rollback_drops_every_write_and_the_next_statement_begins_again(work):
+    new, names, checked_out, called = work
+    unit = new()
+    unit.connection().execute(insert(Entry.__table__), {"name": "dropped"})
+    unit.add(Entry(name="dropped-too"))
+    unit.rollback()
+    assert checked_out() == 0 and names() == set() and called == []
+    unit.connection().execute(insert(Entry.__table__), {"name": "kept"})
+    unit.commit()
+    assert names() == {"kept"} and called == []  # the callback went with the rollback
+
+
+def test_a_commit_that_fails_keeps_nothing_and_is_rolled_back_by_its_caller(work):
+    new, names, checked_out, called = work
+    first = new()
+    first.add(Entry(name="taken"))
+    first.commit()
+    unit = new()
+    unit.connection().execute(insert(Entry.__table__), {"name": "other"})
+    unit.add(Entry(name="taken"))  # flushed by the commit, and refused
+    with pytest.raises(IntegrityError):
+        unit.commit()
+    assert checked_out() == 1  # the caller ends it (Database.end_work does)
+    unit.rollback()
+    assert checked_out() == 0 and names() == {"taken"} and called == [1]

@@ -98,10 +98,10 @@ def test_timeout_rejects_and_late_replies_are_compensated(session, outbox):
 def test_idempotency_keys(session, outbox):
     oid = place(session, outbox, key="k")
     digest = domain.request_hash(ITEMS, {"card_token": "tok_visa"})
-    assert domain.find_by_key(session, 1, "k", digest)["id"] == oid
-    assert domain.find_by_key(session, 2, "k", digest) is None
+    assert domain.find_by_key(session.connection(), 1, "k", digest)["id"] == oid
+    assert domain.find_by_key(session.connection(), 2, "k", digest) is None
     with pytest.raises(IdempotencyKeyReused):
-        domain.find_by_key(session, 1, "k", domain.request_hash(ITEMS, {"card_token": "tok_x"}))
+        domain.find_by_key(session.connection(), 1, "k", domain.request_hash(ITEMS, {"card_token": "tok_x"}))
     # a racing request with the same key gets the winner's order
     assert place(session, outbox, key="k") == oid
 
