@@ -396,14 +396,16 @@ class BrokerProxy:
 
 @pytest.fixture
 def migrated_session(mesh_config_path, tmp_path):
-    """A session on a freshly migrated database of the named service (its SQLite
-    file in this test's data directory, or `DATABASE_URL_<SERVICE>=...` given):
-    ``session = migrated_session("orders")``. No broker is involved. Closed, and
-    its engine disposed, after the test."""
+    """A worker's kind of session (`mesh.data.db.UnitOfWork`) on a freshly
+    migrated database of the named service (its SQLite file in this test's data
+    directory, or `DATABASE_URL_<SERVICE>=...` given):
+    ``session = migrated_session("orders")``. No broker is involved; the test
+    commits where the platform would. Closed, and its engine disposed, after the
+    test."""
     from sqlalchemy.orm import sessionmaker
 
     from mesh.data import migrations
-    from mesh.data.db import database_url, make_engine
+    from mesh.data.db import UnitOfWork, database_url, make_engine
 
     made = []
 
@@ -412,7 +414,7 @@ def migrated_session(mesh_config_path, tmp_path):
                   **overrides}
         migrations.upgrade(config, service)
         engine = make_engine(database_url(config, service))
-        session = sessionmaker(bind=engine)()
+        session = UnitOfWork(engine, sessionmaker(bind=engine))
         made.append((session, engine))
         return session
 

@@ -12,6 +12,7 @@ import eventlet
 import nameko_sqlalchemy
 from nameko.exceptions import ConfigurationError
 from sqlalchemy import DateTime, Index, create_engine, event, make_url, text
+from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -166,17 +167,30 @@ AFTER_COMMIT = "mesh.data.db.after_commit"  # a session's info key: what to run 
 
 def after_commit(session, callback):
     """Run `callback()` once `session` (a worker's `UnitOfWork` or an ORM session)
-    has committed; never if it rolls back. Asked twice, it runs once."""
+    has committed its transaction (not a savepoint); never if it rolls back. Asked
+    twice, it runs once. A callback that fails is logged: the commit stands."""
     session.info.setdefault(AFTER_COMMIT, {})[callback] = None
 
 
 def _run_after_commit(session):
     for callback in session.info.pop(AFTER_COMMIT, ()):
-        callback()
+        try:
+            callback()
+        except Exception:
+            log.exception("%r failed after a commit", callback)
 
 
 # one listener for every ORM session (a listener per session costs a dispatcher each)
-event.listen(Session, "after_commit", _run_after_commit)
+@event.listens_for(Session, "after_commit")
+def _orm_committed(session):
+    if not session.in_nested_transaction():  # a savepoint released is no commit
+        _run_after_commit(session)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _orm_rolled_back(session, previous_transaction):
+    if not previous_transaction.nested:
+        session.info.pop(AFTER_COMMIT, None)
 
 
 class UnitOfWork:
@@ -185,41 +199,59 @@ class UnitOfWork:
     (`Database.end_work`), never by the worker.
 
     Domain code speaks SQL through `connection()`. What an ORM session does and
-    this does not (`add`, `get`, `flush`, `scalars`, `execute`...) goes to an ORM
-    session made on first use and joined to the same transaction: making, beginning,
-    committing and closing an ORM session for every worker cost about as much as a
-    saga step's statements (measured: 122 against 68 µs for two inserts and a
-    commit on SQLite), and most workers never load an object.
+    this does not (`add`, `get`, `flush`, `scalars`, `execute`, even `new` or
+    `is_active`) goes to an ORM session made on first use and joined to the same
+    transaction (so it too begins it): making, beginning, committing and closing
+    an ORM session for every worker cost about as much as a saga step's statements
+    (measured: 122 against 68 µs for two inserts and a commit on SQLite), and most
+    workers never load an object.
 
     `rollback()` ends the transaction and gives the connection back (on SQLite,
-    the file's lock with it); the next statement begins another.
+    the file's lock with it); the next statement begins another. Objects the ORM
+    loaded before it are expired and detached: load them again. After a failed
+    flush, which rolls the transaction back, every statement and the commit raise
+    `PendingRollbackError` until `rollback()`, as an ORM session's would: what
+    came before the failure is gone, and must not be committed without it.
     """
 
     def __init__(self, engine, Session):
         self.engine, self._Session = engine, Session
         self.info = {}
-        self._connection = self._orm = None
+        self._connection = self._transaction = self._orm = None
 
     def connection(self):
         if self._connection is None:
             connection = self.engine.connect()
             try:
-                connection.begin()
+                self._transaction = connection.begin()
             except BaseException:
                 connection.close()
                 raise
             self._connection = connection
+        elif not self._transaction.is_active:
+            raise PendingRollbackError(
+                "this unit of work's transaction was rolled back by a failed flush; "
+                "call session.rollback() before going on")
         return self._connection
 
     @property
     def orm(self):
         """The ORM session in this unit of work's transaction."""
         if self._orm is None:
-            # rollback_only: its commit() would not end our transaction, and a
-            # failed flush dooms it, as a failed statement would
+            # rollback_only: its commit() does not end our transaction; its failed
+            # flush rolls it back (see connection())
             self._orm = self._Session(bind=self.connection(),
                                       join_transaction_mode="rollback_only")
         return self._orm
+
+    @property
+    def bind(self):
+        return self.engine
+
+    def get_bind(self, *args, **kwargs):
+        """The engine, as an ORM session on it says; not the connection, which is
+        this unit of work's alone."""
+        return self.engine
 
     def __getattr__(self, name):
         if name.startswith("_"):
@@ -231,17 +263,20 @@ class UnitOfWork:
         what asked to run after the commit (`after_commit`). On failure nothing is
         given back: the caller rolls back."""
         if self._connection is not None:
+            self.connection()  # raises if a failed flush rolled it back
             if self._orm is not None:
                 self._orm.flush()
-            self._connection.commit()
+            self._transaction.commit()
             self._release()
         _run_after_commit(self)
 
     def rollback(self):
         self.info.pop(AFTER_COMMIT, None)
         if self._connection is not None:
+            if self._orm is not None:
+                self._orm.expire_all()  # stale values read later fail, not mislead
             try:
-                # (the ORM's failed flush may have rolled it back already)
+                # (a failed flush may have rolled it back already)
                 self._connection.rollback()
             finally:
                 self._release()
@@ -250,7 +285,7 @@ class UnitOfWork:
 
     def _release(self):
         orm, connection = self._orm, self._connection
-        self._orm = self._connection = None
+        self._orm = self._connection = self._transaction = None
         try:
             if orm is not None:
                 orm.close()

@@ -5,8 +5,9 @@ from marshmallow import Schema
 from nameko.events import event_handler
 from nameko.exceptions import ConfigurationError
 from sqlalchemy import String, create_engine, event, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, PendingRollbackError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm.exc import DetachedInstanceError
 
 from contracts.base import Int, Method, ServiceContract, Text
 from contracts.errors import Conflict, ContractViolation
@@ -194,3 +195,51 @@ def test_a_commit_that_fails_keeps_nothing_and_is_rolled_back_by_its_caller(work
     assert checked_out() == 1  # the caller ends it (Database.end_work does)
     unit.rollback()
     assert checked_out() == 0 and names() == {"taken"} and called == [1]
+
+
+def test_after_a_failed_flush_nothing_is_committed_until_it_is_rolled_back(work):
+    new, names, checked_out, called = work
+    first = new()
+    first.add(Entry(name="taken"))
+    first.commit()
+    unit = new()
+    unit.connection().execute(insert(Entry.__table__), {"name": "inbox-row"})
+    unit.add(Entry(name="taken"))
+    with pytest.raises(IntegrityError):
+        unit.flush()  # rolls the transaction back, inbox row and all
+    # carrying on as if nothing happened would commit what follows without it
+    with pytest.raises(PendingRollbackError):
+        unit.connection().execute(insert(Entry.__table__), {"name": "outbox-row"})
+    with pytest.raises(PendingRollbackError):
+        unit.commit()
+    unit.rollback()
+    assert names() == {"taken"} and called == [1] and checked_out() == 0
+
+
+def test_objects_loaded_before_a_rollback_must_be_loaded_again(work):
+    new, names, _, _ = work
+    first = new()
+    first.add(Entry(name="loaded"))
+    first.commit()
+    unit = new()
+    entry = unit.get(Entry, "loaded")
+    unit.rollback()
+    with pytest.raises(DetachedInstanceError):
+        entry.name
+
+
+def test_an_orm_session_runs_its_callbacks_after_its_commit_only(work, tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/work.sqlite")
+    called = []
+    with Session(engine) as session:
+        after_commit(session, lambda: called.append("dropped"))
+        session.add(Entry(name="rolled-back"))
+        session.rollback()
+        after_commit(session, lambda: called.append("kept"))
+        session.add(Entry(name="outer"))
+        with session.begin_nested():  # a savepoint released is not the commit
+            session.add(Entry(name="inner"))
+        assert called == []
+        session.commit()
+    assert called == ["kept"]
+    engine.dispose()
