@@ -182,15 +182,22 @@ def test_a_rollback_drops_every_write_and_the_next_statement_begins_again(work):
     assert names() == {"kept"} and called == []  # the callback went with the rollback
 
 
-def test_a_commit_that_fails_keeps_nothing_and_is_rolled_back_by_its_caller(work):
-    new, names, checked_out, called = work
+def clashing(new, written):
+    """A unit of work that wrote `written` by SQL, then added an entry whose name
+    an earlier unit of work committed: its flush will be refused."""
     first = new()
     first.add(Entry(name="taken"))
     first.commit()
     unit = new()
-    unit.connection().execute(insert(Entry.__table__), {"name": "other"})
-    unit.add(Entry(name="taken"))  # flushed by the commit, and refused
-    with pytest.raises(IntegrityError):
+    unit.connection().execute(insert(Entry.__table__), {"name": written})
+    unit.add(Entry(name="taken"))
+    return unit
+
+
+def test_a_commit_that_fails_keeps_nothing_and_is_rolled_back_by_its_caller(work):
+    new, names, checked_out, called = work
+    unit = clashing(new, "other")
+    with pytest.raises(IntegrityError):  # the commit's flush
         unit.commit()
     assert checked_out() == 1  # the caller ends it (Database.end_work does)
     unit.rollback()
@@ -199,12 +206,7 @@ def test_a_commit_that_fails_keeps_nothing_and_is_rolled_back_by_its_caller(work
 
 def test_after_a_failed_flush_nothing_is_committed_until_it_is_rolled_back(work):
     new, names, checked_out, called = work
-    first = new()
-    first.add(Entry(name="taken"))
-    first.commit()
-    unit = new()
-    unit.connection().execute(insert(Entry.__table__), {"name": "inbox-row"})
-    unit.add(Entry(name="taken"))
+    unit = clashing(new, "inbox-row")
     with pytest.raises(IntegrityError):
         unit.flush()  # rolls the transaction back, inbox row and all
     # carrying on as if nothing happened would commit what follows without it
