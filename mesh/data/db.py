@@ -273,9 +273,9 @@ class UnitOfWork:
     def rollback(self):
         self.info.pop(AFTER_COMMIT, None)
         if self._connection is not None:
-            if self._orm is not None:
-                self._orm.expire_all()  # stale values read later fail, not mislead
             try:
+                if self._orm is not None:
+                    self._orm.expire_all()  # stale values read later fail, not mislead
                 # (a failed flush may have rolled it back already)
                 self._connection.rollback()
             finally:
