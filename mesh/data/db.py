@@ -163,12 +163,15 @@ def make_engine(url, pool=None, **options):
 
 
 AFTER_COMMIT = "mesh.data.db.after_commit"  # a session's info key: what to run once committed
+_UNIT = "mesh.data.db.unit_of_work"  # a joined ORM session's info key: its UnitOfWork
 
 
 def after_commit(session, callback):
-    """Run `callback()` once `session` (a worker's `UnitOfWork` or an ORM session)
-    has committed its transaction (not a savepoint); never if it rolls back. Asked
-    twice, it runs once. A callback that fails is logged: the commit stands."""
+    """Run `callback()` once `session` (a worker's `UnitOfWork`, the ORM session
+    joined to one, or any ORM session) has committed its transaction (not a
+    savepoint); never if it rolls back or is closed first. Asked twice, it runs
+    once. A callback that fails is logged: the commit stands."""
+    session = session.info.get(_UNIT, session)
     session.info.setdefault(AFTER_COMMIT, {})[callback] = None
 
 
@@ -180,16 +183,19 @@ def _run_after_commit(session):
             log.exception("%r failed after a commit", callback)
 
 
-# one listener for every ORM session (a listener per session costs a dispatcher each)
+# one listener for every ORM session (a listener per session costs a dispatcher each);
+# a session joined to a UnitOfWork commits nothing itself: the unit of work runs them
 @event.listens_for(Session, "after_commit")
 def _orm_committed(session):
-    if not session.in_nested_transaction():  # a savepoint released is no commit
-        _run_after_commit(session)
+    if not session.in_nested_transaction() and _UNIT not in session.info:
+        _run_after_commit(session)  # (a savepoint released is no commit)
 
 
-@event.listens_for(Session, "after_soft_rollback")
-def _orm_rolled_back(session, previous_transaction):
-    if not previous_transaction.nested:
+@event.listens_for(Session, "after_transaction_end")
+def _orm_ended(session, transaction):
+    # the outer transaction ended (a rollback, a close): what a commit would have
+    # run is forgotten; after a commit, it has run already
+    if transaction.parent is None and _UNIT not in session.info:
         session.info.pop(AFTER_COMMIT, None)
 
 
@@ -230,8 +236,8 @@ class UnitOfWork:
             self._connection = connection
         elif not self._transaction.is_active:
             raise PendingRollbackError(
-                "this unit of work's transaction was rolled back by a failed flush; "
-                "call session.rollback() before going on")
+                "this unit of work's transaction was rolled back (by a failed flush, or "
+                "ended on its connection); call session.rollback() before going on")
         return self._connection
 
     @property
@@ -241,7 +247,8 @@ class UnitOfWork:
             # rollback_only: its commit() does not end our transaction; its failed
             # flush rolls it back (see connection())
             self._orm = self._Session(bind=self.connection(),
-                                      join_transaction_mode="rollback_only")
+                                      join_transaction_mode="rollback_only",
+                                      info={_UNIT: self})
         return self._orm
 
     @property

@@ -6,7 +6,8 @@ from nameko.events import event_handler
 from nameko.exceptions import ConfigurationError
 from sqlalchemy import String, create_engine, event, func, insert, select
 from sqlalchemy.exc import IntegrityError, PendingRollbackError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, object_session, \
+    sessionmaker
 from sqlalchemy.orm.exc import DetachedInstanceError
 
 from contracts.base import Int, Method, ServiceContract, Text
@@ -234,14 +235,37 @@ def test_an_orm_session_runs_its_callbacks_after_its_commit_only(work, tmp_path)
     engine = make_engine(f"sqlite:///{tmp_path}/work.sqlite")
     called = []
     with Session(engine) as session:
-        after_commit(session, lambda: called.append("dropped"))
+        after_commit(session, lambda: called.append("rolled back"))
         session.add(Entry(name="rolled-back"))
         session.rollback()
+        after_commit(session, lambda: called.append("closed"))
+        session.add(Entry(name="closed"))
+        session.flush()
+        session.close()  # abandons the transaction: not a commit
+        session.add(Entry(name="taken"))
+        session.commit()
+        assert called == []
         after_commit(session, lambda: called.append("kept"))
         session.add(Entry(name="outer"))
         with session.begin_nested():  # a savepoint released is not the commit
             session.add(Entry(name="inner"))
+        with pytest.raises(IntegrityError):
+            with session.begin_nested():  # a savepoint that fails leaves the outer be
+                session.add(Entry(name="taken"))
         assert called == []
         session.commit()
     assert called == ["kept"]
     engine.dispose()
+
+
+def test_the_orm_session_joined_to_a_unit_of_work_commits_with_it(work):
+    new, names, _, called = work
+    unit = new()
+    entry = Entry(name="joined")
+    unit.add(entry)
+    joined = object_session(entry)  # what ORM code finds: not the unit of work
+    after_commit(joined, lambda: called.append(2))
+    joined.commit()  # joined to the unit's transaction: commits nothing by itself
+    assert called == [] and names() == set()
+    unit.commit()
+    assert names() == {"joined"} and called == [1, 2]
