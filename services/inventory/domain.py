@@ -10,7 +10,8 @@ commits: the platform ends the worker's unit of work (mesh.data.db.Database).
 """
 import contextlib
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import Conflict, InvalidInput, NotFound
@@ -35,11 +36,24 @@ TAKE = update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id"),
     .values(stock=PRODUCTS.c.stock - bindparam("b_quantity"))
 GIVE_BACK = update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id")) \
     .values(stock=PRODUCTS.c.stock + bindparam("b_quantity"))
-HOLD = insert(RESERVATIONS)
+# An order's reservation is claimed by inserting its header: a concurrent call
+# for the same order waits on it, then inserts nothing and reads what the first
+# one made (a failed insert would roll back the caller's whole transaction,
+# inbox row included).
+HOLD = {module.dialect.name: module.insert(RESERVATIONS).on_conflict_do_nothing()
+        for module in (postgresql, sqlite)}
+UNHOLD = delete(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("b_order"))
 HOLD_LINES = insert(LINES)
-SET_STATUS = update(RESERVATIONS).where(
-    RESERVATIONS.c.order_id == bindparam("b_order"),
-    RESERVATIONS.c.status.in_(bindparam("b_from", expanding=True)))
+# a status change applies only from the statuses named; an equality, not an IN
+# list (expanding one is re-rendered at every execution)
+ORDER_IS = RESERVATIONS.c.order_id == bindparam("b_order")
+REJECT = update(RESERVATIONS).where(ORDER_IS, RESERVATIONS.c.status == "reserved") \
+    .values(status="rejected")
+COMMIT = update(RESERVATIONS).where(ORDER_IS, RESERVATIONS.c.status == "reserved") \
+    .values(status="committed").returning(RESERVATIONS.c.order_id)
+RELEASE = update(RESERVATIONS).where(
+    ORDER_IS, RESERVATIONS.c.status.in_(bindparam("b_from", expanding=True))) \
+    .values(status="released")
 
 
 def create_product(session, sku, name, price_cents, stock):
@@ -122,19 +136,14 @@ def reserve(session, order_id, lines):
     """Reserve every line or none: `(reservation, created)`.
 
     The same order asking again gets the same reservation, with created False.
+    An unknown product raises NotFound and leaves nothing behind.
     """
-    existing = _reservation(session, order_id)
-    if existing is not None:
-        return _existing(existing, lines)
     wanted = {line["product_id"]: line["quantity"] for line in lines}
     conn = session.connection()
-    get_prices(conn, list(wanted))  # NotFound for unknown products
-    try:
-        # the header first: a concurrent call for this order waits on it and fails
-        conn.execute(HOLD, {"order_id": order_id, "status": "reserved"})
-    except IntegrityError:
-        session.rollback()
-        return _existing(_reservation(session, order_id), lines)
+    # the header first: the order's claim (see HOLD)
+    if not conn.execute(HOLD[conn.dialect.name],
+                        {"order_id": order_id, "status": "reserved"}).rowcount:
+        return _existing(_reservation(session, order_id, required=True), lines)
     taken, short = [], []
     # one lock order for every transaction, so two orders cannot deadlock
     for product_id in sorted(wanted):
@@ -143,9 +152,14 @@ def reserve(session, order_id, lines):
     if short:
         for product_id in taken:  # all or nothing
             _add_stock(conn, product_id, wanted[product_id])
-        conn.execute(SET_STATUS, {"b_order": order_id, "b_from": ["reserved"],
-                                  "status": "rejected",
-                                  "short_product_ids": ",".join(map(str, short))})
+        # a product no update found may not exist: only then is it looked up
+        try:
+            get_prices(conn, short)  # NotFound naming every unknown product
+        except NotFound:
+            conn.execute(UNHOLD, {"b_order": order_id})
+            raise
+        conn.execute(REJECT, {"b_order": order_id,
+                              "short_product_ids": ",".join(map(str, short))})
         return {"order_id": order_id, "status": "rejected", "lines": [],
                 "short_product_ids": short}, True
     held = [{"product_id": p, "quantity": wanted[p]} for p in sorted(wanted)]
@@ -160,9 +174,8 @@ def release(session, order_id):
     `released` is True only for the call that gave the units back.
     """
     conn = session.connection()
-    claimed = conn.execute(SET_STATUS, {"b_order": order_id,
-                                        "b_from": ["reserved", "committed"],
-                                        "status": "released"})
+    claimed = conn.execute(RELEASE, {"b_order": order_id,
+                                     "b_from": ["reserved", "committed"]})
     if claimed.rowcount:
         for product_id, quantity in conn.execute(LINES_BY_ORDER, {"order_id": order_id}):
             _add_stock(conn, product_id, quantity)
@@ -170,13 +183,22 @@ def release(session, order_id):
 
 
 def commit(session, order_id):
-    """Make a reservation final; idempotent; Conflict once it was released or rejected."""
-    session.connection().execute(SET_STATUS, {"b_order": order_id, "b_from": ["reserved"],
-                                              "status": "committed"})
-    reservation = _reservation(session, order_id, required=True)
-    if reservation["status"] != "committed":
-        raise Conflict(f"the reservation of order {order_id} is {reservation['status']}")
-    return reservation
+    """Make a reservation final and return it; idempotent; Conflict once it was
+    released or rejected."""
+    on_order_confirmed(session, order_id)
+    return _reservation(session, order_id, required=True)
+
+
+def on_order_confirmed(session, order_id):
+    """`commit`, answering nothing: one statement when the reservation was held."""
+    conn = session.connection()
+    if conn.execute(COMMIT, {"b_order": order_id}).first() is not None:
+        return
+    row = conn.execute(RESERVATION_BY_ORDER, {"order_id": order_id}).first()
+    if row is None:
+        raise NotFound(f"no reservation for order {order_id}")
+    if row.status != "committed":
+        raise Conflict(f"the reservation of order {order_id} is {row.status}")
 
 
 def on_order_created(session, outbox, order_id, lines):

@@ -69,7 +69,7 @@ class InventoryService(MeshService, contract=CONTRACT, models=Base):
     @handle_event(orders.CONTRACT, "order_confirmed")
     def on_order_confirmed(self, event):
         try:
-            domain.commit(self.db.session, event["data"]["order_id"])
+            domain.on_order_confirmed(self.db.session, event["data"]["order_id"])
         except Conflict as exc:  # released by a timeout meanwhile: nothing to sell
             log.warning("order %s confirmed but %s", event["data"]["order_id"], exc)
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mesh.data.db import utcnow
 from mesh.data.tables import inbox
 from mesh.testing import RecordingOutbox, wait_until
+from services.inventory import domain as inventory
 from services.notifications import domain as notifications
 from services.orders import domain as orders
 from services.payments import domain as payments
@@ -243,3 +244,47 @@ def test_hole6_a_refund_the_provider_refused_is_claimed_again_by_its_retry(migra
     payments.refund(session, outbox, provider, 41)  # a later copy: nothing to do
     assert (provider.refunds, outbox.types()[1:]) == (["refund-41"] * 2,
                                                        ["payment_refunded"])
+
+
+# Inventory: one order's stock reserved by two deliveries at once
+
+def reserve_handled(session, event_id, order_id, product_id):
+    handling(session, "inventory.on_order_created", event_id)
+    return inventory.reserve(session, order_id, [{"product_id": product_id, "quantity": 2}])
+
+
+def stock_of(session, product_id):
+    return inventory.get_product(session.connection(), product_id)["stock"]
+
+
+@pytest.mark.parametrize("backend", [ON_POSTGRES])
+def test_an_order_reserved_by_two_deliveries_at_once_holds_its_units_once(migrated, another):
+    session = migrated("inventory")
+    product_id = inventory.create_product(session, "sku-1", "A thing", 250, 5)["id"]
+    session.commit()
+    assert reserve_handled(session, "created-a", 41, product_id)[1]  # not committed yet
+    other = another(session)
+
+    def second():
+        reserved = reserve_handled(other, "created-b", 41, product_id)
+        other.commit()
+        return reserved
+    reservation, created = race(session, second)
+    # the second found the first's reservation, and its own transaction (its
+    # inbox row) was not rolled back for it
+    assert (created, reservation["status"], reservation["lines"]) == (
+        False, "reserved", [{"product_id": product_id, "quantity": 2}])
+    assert (stock_of(other, product_id), handled_events(other)) == (
+        3, ["created-a", "created-b"])
+
+
+def test_an_unknown_product_leaves_no_reservation_but_the_handler_goes_on(migrated):
+    session, outbox = migrated("inventory"), RecordingOutbox("inventory")
+    product_id = inventory.create_product(session, "sku-1", "A thing", 250, 5)["id"]
+    handling(session, "inventory.on_order_created", "created-a")
+    inventory.on_order_created(session, outbox, 41, [
+        {"product_id": product_id, "quantity": 2}, {"product_id": 404, "quantity": 1}])
+    session.commit()
+    assert outbox.events == [("stock_rejected", {"order_id": 41, "short_product_ids": [404]})]
+    assert (stock_of(session, product_id), handled_events(session)) == (5, ["created-a"])
+    assert inventory.reserve(session, 41, [{"product_id": product_id, "quantity": 2}])[1]
