@@ -4,7 +4,7 @@ Functions take the worker's session and speak SQL through its connection; reads
 that change nothing take a connection. Notifications come back as contract dicts.
 Nothing here commits.
 """
-from sqlalchemy import bindparam, delete, func, insert, select
+from sqlalchemy import bindparam, delete, exists, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mesh.data.db import utcnow
@@ -18,8 +18,14 @@ VIEW = (NOTIFICATIONS.c.id, NOTIFICATIONS.c.kind, NOTIFICATIONS.c.subject,
 # An order's news is claimed by its insert (one_per_order_and_kind): a check before
 # it would let two instances handling two announcements at once both find it
 # untold. The loser's insert does nothing rather than fail, so the handler's
-# transaction, with its inbox row, still commits.
-TELL = {module.dialect.name: module.insert(NOTIFICATIONS).on_conflict_do_nothing()
+# transaction, with its inbox row, still commits. News of a forgotten user is
+# not kept: the insert's own condition, not a query before it.
+NEWS = ("user_id", "kind", "subject", "body", "order_id", "event_id")
+UNLESS_FORGOTTEN = select(*(bindparam(name, type_=NOTIFICATIONS.c[name].type)
+                            for name in NEWS)).where(
+    ~exists().where(FORGOTTEN.c.user_id == bindparam("user_id")))
+TELL = {module.dialect.name: module.insert(NOTIFICATIONS)
+        .from_select(NEWS, UNLESS_FORGOTTEN).on_conflict_do_nothing()
         for module in (postgresql, sqlite)}
 
 MESSAGES = {
@@ -42,8 +48,6 @@ def notify(session, event_id, user_id, kind, order_id=None, **facts):
     late reply), to two instances at once; the user hears it once.
     """
     conn = session.connection()
-    if conn.scalar(IS_FORGOTTEN, {"b_user": user_id}):
-        return
     subject, body = MESSAGES[kind]
     values = dict(facts, order_id=order_id)
     conn.execute(TELL[conn.dialect.name], {

@@ -18,10 +18,11 @@ saga runs several steps per order, and the ORM's loading and identity map cost
 several times the statements themselves. Reads that change nothing take a
 connection. Orders come back as contract dicts.
 """
+import functools
 import hashlib
 import json
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import NotFound
@@ -48,9 +49,6 @@ BY_KEY = select(*VIEW, ORDERS.c.request_hash).where(
     ORDERS.c.user_id == bindparam("b_user"), ORDERS.c.idempotency_key == bindparam("b_key"))
 CREATE = insert(ORDERS).returning(ORDERS.c.id)
 ADD_LINES = insert(LINES)
-MOVE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
-                            ORDERS.c.status.in_(bindparam("b_from", expanding=True))) \
-    .returning(*SAGA)
 # A capture that finds the order rejected is news only while the row knows of no
 # payment: once it says captured (the refund was asked for) or refunded (the money
 # is back: the refund can overtake the capture's news), the capture is stale.
@@ -152,12 +150,21 @@ def _saga_row(session, order_id):
     return row
 
 
+@functools.cache
+def _move_from(statuses):
+    """A transition's UPDATE from `statuses`, one for each tuple of them: equalities,
+    not an IN list (an expanding one is re-rendered at every execution)."""
+    return update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
+                                or_(*(ORDERS.c.status == status for status in statuses))) \
+        .returning(*SAGA)
+
+
 def _move(session, order_id, from_status, **values):
-    """Apply a transition if the order is still in `from_status`: the order as it
-    is then, or None when it was not in that status."""
-    statuses = [from_status] if isinstance(from_status, str) else list(from_status)
-    return session.connection().execute(MOVE, {
-        "b_id": order_id, "b_from": statuses, "updated_at": utcnow(), **values}).first()
+    """Apply a transition if the order is still in `from_status` (one or a tuple):
+    the order as it is then, or None when it was not in that status."""
+    statuses = (from_status,) if isinstance(from_status, str) else tuple(from_status)
+    return session.connection().execute(_move_from(statuses), {
+        "b_id": order_id, "updated_at": utcnow(), **values}).first()
 
 
 def _announce(session, outbox, event_type, order):
