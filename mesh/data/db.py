@@ -442,8 +442,22 @@ class UtcDateTime(TypeDecorator):
         if value is not None:
             if value.tzinfo is None:
                 raise ValueError("naive datetime given; use mesh.data.db.utcnow()")
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            if value.tzinfo is not dt.timezone.utc:  # (utcnow()'s is)
+                value = value.astimezone(dt.timezone.utc)
+            value = value.replace(tzinfo=None)
         return value
+
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        # the text SQLite's DATETIME writes ("2026-12-06 16:50:01.000123"; text
+        # compares as time there), made in one call rather than its % of a dict
+        def process(value):
+            if value is None:
+                return None
+            return self.process_bind_param(value, dialect).isoformat(" ", "microseconds")
+        return process
 
     def process_result_value(self, value, dialect):
         if value is not None:
