@@ -523,3 +523,38 @@ def emit_event(mesh_config):
 
     return lambda service, event_type, data: publish_event(
         mesh_config, service, event_type, data)
+
+
+@pytest.fixture
+def deliver_twice(mesh_config):
+    """Send one RPC request twice, with the same correlation id, as the broker
+    redelivers a request whose service died before acknowledging it:
+    ``deliver_twice("inventory.restock", product_id=1, quantity=4)``. Returns
+    both replies' bodies, in the order they came."""
+    import json
+
+    from kombu import Connection, Exchange, Queue
+
+    def deliver(routing_key, **kwargs):
+        rpc_exchange = Exchange("nameko-rpc", type="topic", durable=True)
+        reply_to, correlation_id = f"replies-{uuid.uuid4().hex}", uuid.uuid4().hex
+        with Connection(mesh_config["AMQP_URI"]) as connection:
+            replies = Queue(reply_to, exchange=rpc_exchange, routing_key=reply_to,
+                            auto_delete=True)(connection.channel())
+            replies.declare()
+            producer = connection.Producer()
+            for _ in range(2):
+                producer.publish(json.dumps({"args": [], "kwargs": kwargs}),
+                                 exchange=rpc_exchange, routing_key=routing_key,
+                                 content_type="application/json",
+                                 correlation_id=correlation_id, reply_to=reply_to)
+            answers = []
+            with eventlet.Timeout(10):
+                while len(answers) < 2:
+                    message = replies.get(no_ack=True)
+                    if message is None:
+                        eventlet.sleep(0.05)
+                    else:
+                        answers.append(json.loads(message.body))
+        return answers
+    return deliver

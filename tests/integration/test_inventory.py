@@ -85,34 +85,9 @@ def test_postgres_driver_is_cooperative(postgres_url):
     assert psycopg2.extensions.get_wait_callback() is not None
 
 
-def test_a_restock_delivered_twice_adds_once(inventory, mesh_config):
+def test_a_restock_delivered_twice_adds_once(inventory, deliver_twice):
     """The broker redelivers a request whose service died before acking it."""
-    import json
-
-    from kombu import Connection, Exchange, Queue
-
     product = inventory.create_product(sku=sku(), name="Twice", price_cents=5, stock=1)
-    rpc_exchange = Exchange("nameko-rpc", type="topic", durable=True)
-    with Connection(mesh_config["AMQP_URI"]) as connection:
-        replies = Queue(f"replies-{uuid.uuid4().hex[:8]}", exchange=rpc_exchange,
-                        routing_key="replies-for-test", auto_delete=True)(
-            connection.channel())
-        replies.declare()
-        producer = connection.Producer()
-        for _ in range(2):  # the same request, as a redelivery would bring it
-            producer.publish(
-                json.dumps({"args": [], "kwargs": {"product_id": product["id"],
-                                                   "quantity": 4}}),
-                exchange=rpc_exchange, routing_key="inventory.restock",
-                content_type="application/json", correlation_id="request-1",
-                reply_to="replies-for-test")
-        answers = []
-        with eventlet.Timeout(10):
-            while len(answers) < 2:
-                message = replies.get(no_ack=True)
-                if message is None:
-                    eventlet.sleep(0.05)
-                else:
-                    answers.append(json.loads(message.body)["result"]["stock"])
-    assert answers == [5, 5]
+    answers = deliver_twice("inventory.restock", product_id=product["id"], quantity=4)
+    assert [answer["result"]["stock"] for answer in answers] == [5, 5]
     assert inventory.get_product(product_id=product["id"])["stock"] == 5

@@ -3,7 +3,7 @@ import eventlet
 import pytest
 import requests
 
-from mesh.testing import free_port
+from mesh.testing import free_port, wait_until
 
 FAST = dict(EVENT_RETRY_DELAYS=[0.2, 0.4])
 
@@ -130,6 +130,23 @@ def test_idempotency_key(mesh):
     assert too_long.status_code == 422
 
 
+def test_an_order_request_delivered_twice_makes_one_order(mesh, rpc_client, deliver_twice):
+    """Without the client's Idempotency-Key, the request's own id keys the order:
+    the broker's second delivery (the service died before acknowledging the
+    first) answers with the first's order."""
+    product = mesh.product(stock=5)
+    user_id = 10**9 + 7  # nobody else's orders
+    answers = deliver_twice("orders.create_order", user_id=user_id, idempotency_key=None,
+                            items=[{"product_id": product["id"], "quantity": 1}],
+                            payment={"card_token": "tok_visa"})
+    first, again = (answer["result"] for answer in answers)
+    assert again["id"] == first["id"]
+    assert rpc_client.orders.list_orders(user_id=user_id, limit=10, offset=0)["total"] == 1
+    wait_until(lambda: rpc_client.orders.get_order(order_id=first["id"], user_id=user_id)
+               ["status"] == "confirmed", what="the order confirmed")
+    assert stock(mesh, product["id"]) == 4
+
+
 def test_twelve_orders_race_for_five_units(mesh):
     race_for_five_units(mesh)
 
@@ -221,7 +238,7 @@ def test_on_postgresql_with_two_instances_of_each_saga_service(start_service, me
                                                                postgres_databases):
     """Relays share each outbox with FOR UPDATE SKIP LOCKED; handlers share queues."""
     from mesh.core.services import import_service
-    from mesh.testing import free_port
+    from mesh.testing import free_port, wait_until
     from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Client
 
     port = free_port()
