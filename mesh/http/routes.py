@@ -175,6 +175,8 @@ class Route:
                             exc.normalized_messages()) from None
 
     def _query(self, request):
+        if not request.environ.get("QUERY_STRING"):
+            return {}  # most reads: werkzeug's parsing of nothing is not free
         query = request.args.to_dict(flat=True)
         for name, value in query.items():
             if isinstance(self.loader.fields.get(name), Int) and INTEGER.match(value):
