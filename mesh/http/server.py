@@ -90,7 +90,9 @@ HttpMetrics = collections.namedtuple("HttpMetrics", "requests latency rate_limit
 
 class MeshWsgiApp:
     def __init__(self, server):
-        self.url_map = server.make_url_map()
+        # bound once: its rules never redirect (no strict slashes) nor match on the
+        # host, so binding to each request's environ made the same adapter anew
+        self.urls = server.make_url_map().bind("gateway")
         self.cors = Cors(server.container.config.get("CORS_ORIGINS"))
         self.metrics, self.service = server.http_metrics, server.metrics.service
 
@@ -100,7 +102,7 @@ class MeshWsgiApp:
         request.max_content_length = MAX_BODY_BYTES
         request_id = request_id_from(request.headers.get("X-Request-ID"))
         try:
-            response = self.cors.preflight(request, self.url_map) or \
+            response = self.cors.preflight(request, self.urls) or \
                 self.dispatch(request, request_id)
         except HttpError as exc:
             response = exc.response(request_id)
@@ -128,9 +130,8 @@ class MeshWsgiApp:
                    "status": response.status_code, "duration_ms": round(seconds * 1000, 3)})
 
     def dispatch(self, request, request_id):
-        adapter = self.url_map.bind_to_environ(request.environ)
         try:
-            rule, values = adapter.match(return_rule=True)
+            rule, values = self.urls.match(request.path, request.method, return_rule=True)
         except NotFound:
             raise HttpError(404, "not_found", f"no route for {request.path}") from None
         except MethodNotAllowed as exc:
@@ -164,13 +165,13 @@ class Cors:
         origin = request.headers.get("Origin")
         return origin if origin in self.origins else None
 
-    def preflight(self, request, url_map):
+    def preflight(self, request, urls):
         """A 204 answering a browser's preflight, or None for any other request."""
         if request.method != "OPTIONS" or not self._allowed(request) or \
                 "Access-Control-Request-Method" not in request.headers:
             return None
         try:
-            url_map.bind_to_environ(request.environ).match(method="__none__")
+            urls.match(request.path, method="__none__")
         except MethodNotAllowed as exc:
             methods = ", ".join(sorted(set(exc.valid_methods or ()) - {"OPTIONS"}))
         except HTTPException:
