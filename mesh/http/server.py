@@ -85,6 +85,14 @@ def request_id_from(header):
     return uuid.uuid4().hex
 
 
+def asks_for_websocket(environ):
+    """A WebSocket handshake, as werkzeug's `bind_to_environ` tells one: no route
+    takes it (werkzeug's WebsocketMismatch, a 400)."""
+    upgrade = any(value.strip(" \t") == "upgrade"
+                  for value in environ.get("HTTP_CONNECTION", "").lower().split(","))
+    return upgrade and environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+
+
 HttpMetrics = collections.namedtuple("HttpMetrics", "requests latency rate_limited")
 
 
@@ -92,6 +100,7 @@ class MeshWsgiApp:
     def __init__(self, server):
         # bound once: its rules never redirect (no strict slashes) nor match on the
         # host, so binding to each request's environ made the same adapter anew
+        # (but for a WebSocket handshake: `asks_for_websocket`)
         self.urls = server.make_url_map().bind("gateway")
         self.cors = Cors(server.container.config.get("CORS_ORIGINS"))
         self.metrics, self.service = server.http_metrics, server.metrics.service
@@ -131,7 +140,8 @@ class MeshWsgiApp:
 
     def dispatch(self, request, request_id):
         try:
-            rule, values = self.urls.match(request.path, request.method, return_rule=True)
+            rule, values = self.urls.match(request.path, request.method, return_rule=True,
+                                           websocket=asks_for_websocket(request.environ))
         except NotFound:
             raise HttpError(404, "not_found", f"no route for {request.path}") from None
         except MethodNotAllowed as exc:

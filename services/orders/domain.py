@@ -22,7 +22,7 @@ import functools
 import hashlib
 import json
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import NotFound
@@ -114,9 +114,13 @@ def create(session, outbox, user_id, items, card_token, prices, key=None, digest
             "total_cents": total, "idempotency_key": key, "request_hash": digest,
             "created_at": now, "updated_at": now}).scalar_one()
     except IntegrityError:
-        # the same key raced us and won: answer with its order
+        # the same key raced us and won (or a redelivered request meets its first
+        # delivery's order): answer with its order
         session.rollback()
-        return find_by_key(session.connection(), user_id, key, digest)
+        order = find_by_key(session.connection(), user_id, key, digest)
+        if order is None:
+            raise  # not the key's constraint
+        return order
     conn.execute(ADD_LINES, [{"order_id": order_id, **line} for line in lines])
     outbox.add(session, "order_created", {
         "order_id": order_id, "user_id": user_id, "total_cents": total,
@@ -154,9 +158,10 @@ def _saga_row(session, order_id):
 def _move_from(statuses):
     """A transition's UPDATE from `statuses`, one for each tuple of them: equalities,
     not an IN list (an expanding one is re-rendered at every execution)."""
-    return update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
-                                or_(*(ORDERS.c.status == status for status in statuses))) \
-        .returning(*SAGA)
+    # (false() first: no statuses moves nothing, where an empty or_() is no condition)
+    return update(ORDERS).where(
+        ORDERS.c.id == bindparam("b_id"),
+        or_(false(), *(ORDERS.c.status == status for status in statuses))).returning(*SAGA)
 
 
 def _move(session, order_id, from_status, **values):

@@ -120,6 +120,8 @@ def test_every_error_status(mesh):
     response = mesh("DELETE", "/api/v1/products/1")
     assert_error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["Allow"]
+    assert_error(mesh("GET", "/api/v1/products/1", headers={
+        "Connection": "keep-alive, Upgrade", "Upgrade": "websocket"}), 400, "bad_request")
     assert_error(mesh("POST", "/api/v1/products", admin,
                       data=json.dumps({**body, "name": "x" * (1024 * 1024)}),
                       headers={"Content-Type": "application/json"}),
