@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # nameko waits for in-flight workers on stop; past this the process exits
 # anyway, so `mesh up` (which allows 10 s in all) is never left waiting on us.
 STOP_GRACE_SECONDS = 7
+YOUNG_COLLECTION_EVERY = 10_000  # container objects (Python's default: 700); see serve()
 
 
 def container_config(config, name, replica=1, share=None):
@@ -111,6 +112,15 @@ def serve(config, name, replica=None):
     # (the gateway's p99 at 1,200 req/s). Frozen, a full collection scans only
     # what came after.
     gc.freeze()
+    # Each request or event leaves a few reference cycles and many short-lived
+    # objects. At Python's default (a young collection for every 700 container
+    # objects made and not yet freed) a busy service collected 10–20 times a
+    # second, each pass scanning the in-flight work again; at
+    # YOUNG_COLLECTION_EVERY it does so a fourteenth as often, and the garbage
+    # waiting for a pass stays a few MB. Side by side: 3–6% more orders a second,
+    # 2–6% less CPU an order (docs/reference/performance.md, "Fewer statements
+    # an order").
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
     log.info("%s started", name)
     runnlet = eventlet.spawn(runner.wait)
     try:
