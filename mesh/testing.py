@@ -548,13 +548,6 @@ def deliver_twice(mesh_config):
                                  exchange=rpc_exchange, routing_key=routing_key,
                                  content_type="application/json",
                                  correlation_id=correlation_id, reply_to=reply_to)
-            answers = []
-            with eventlet.Timeout(10):
-                while len(answers) < 2:
-                    message = replies.get(no_ack=True)
-                    if message is None:
-                        eventlet.sleep(0.05)
-                    else:
-                        answers.append(json.loads(message.body))
-        return answers
+            return [json.loads(wait_until(lambda: replies.get(no_ack=True), 10,
+                                          "a reply").body) for _ in range(2)]
     return deliver

@@ -205,14 +205,9 @@ def test_events_committed_while_the_broker_is_away_are_published_after(
         eventlet.sleep(3)  # the relay polls, fails and backs off meanwhile
         assert spy.get() is None
         proxy.unblock()
-        got = []
-        with eventlet.Timeout(30):
-            while len(got) < 3:
-                message = spy.get(no_ack=True)
-                if message is None:
-                    eventlet.sleep(0.1)
-                else:
-                    got.append(json.loads(message.body)["event_id"])
+        got = [json.loads(wait_until(lambda: spy.get(no_ack=True), 30,
+                                     "the relay to publish").body)["event_id"]
+               for _ in range(3)]
         assert got == ids
 
     def unsent():
