@@ -33,6 +33,7 @@ from contracts.base import EventEnvelope
 from mesh.core.config import setting
 from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, service_database, utcnow
+from mesh.data.precompiled import precompiled
 from mesh.data.retention import Pruner
 from mesh.data.tables import inbox as INBOX
 from mesh.messaging.broker import CONFIRM_TIMEOUT, pooled_producer
@@ -199,7 +200,7 @@ class MeshEventHandler(EventHandler):
             self.handler_name += self.queue.name[len(self.lasting):]
         # its session records the inbox row and commits it with the handler's writes
         self.database = service_database(self.container, f"@handle_event {self.handler_name}")
-        self.record = insert(INBOX)  # built once: building costs more than running
+        self.record = precompiled(insert(INBOX))  # built once: building costs more than running
         self.envelope_schema = EventEnvelope()
         self.dlq_refused()  # at 0 from the start, so an alert sees its first increase
         self.causes = set()  # the fingerprints counted in mesh_dead_letters_total

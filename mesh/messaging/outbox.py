@@ -27,6 +27,7 @@ from mesh.core.metrics import Metrics
 from mesh.core.tracing import TRACEPARENT
 from mesh.data.budget import RELAY_POOL
 from mesh.data.db import after_commit, database_url, make_engine, utcnow
+from mesh.data.precompiled import precompiled
 from mesh.data.retention import Pruner
 from mesh.data.tables import outbox as OUTBOX
 from mesh.messaging.broker import ConfirmedPublisher
@@ -77,7 +78,7 @@ class OutboxWriter:
     """What a worker gets: `add(session, type, data)`; the relay wakes on commit."""
 
     # built once: building a statement costs more than running it
-    record = insert(OUTBOX)
+    record = precompiled(insert(OUTBOX))
 
     def __init__(self, contract, context_data, wake, written_by=None):
         # context_data is read when an event is added: the worker's trace span
@@ -105,13 +106,15 @@ class OutboxRelay(SharedExtension):
     metrics = Metrics()
 
     # built once: building a statement costs more than running it
-    unsent = (select(OUTBOX).where(
+    _unsent = (select(OUTBOX).where(
         OUTBOX.c.published_at.is_(None),
         OUTBOX.c.id.notin_(bindparam("b_skip", expanding=True)))
         .order_by(OUTBOX.c.id).limit(BATCH))
-    unsent_skip_locked = unsent.with_for_update(skip_locked=True)
-    mark_sent = update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)))
-    rewrite = update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id"))
+    unsent = precompiled(_unsent)
+    unsent_skip_locked = precompiled(_unsent.with_for_update(skip_locked=True))
+    mark_sent = precompiled(
+        update(OUTBOX).where(OUTBOX.c.id.in_(bindparam("b_ids", expanding=True))))
+    rewrite = precompiled(update(OUTBOX).where(OUTBOX.c.id == bindparam("b_id")))
 
     def __init__(self):
         super().__init__()

@@ -47,6 +47,7 @@ from contracts.base import ContractError
 from contracts.errors import Busy, ContractViolation, InvalidInput
 from mesh.core.metrics import Metrics
 from mesh.data.db import end_work_of, utcnow
+from mesh.data.precompiled import precompiled
 from mesh.data.retention import Pruner
 from mesh.data.tables import rpc_requests
 from mesh.messaging.broker import publish
@@ -230,7 +231,7 @@ def busy_for(exc):
     return Busy(f"{exc}; try again shortly", {"retry_after": retry_after})
 
 
-CLAIM = insert(rpc_requests)  # built once: building a statement costs more than running it
+CLAIM = precompiled(insert(rpc_requests))  # built once: building costs more than running it
 
 
 def claim_request(session, key):

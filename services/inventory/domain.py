@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import Conflict, InvalidInput, NotFound
+from mesh.data.precompiled import precompiled
 from services.inventory.models import Product, Reservation, ReservationLine
 
 MAX_STOCK = 2**31 - 1
@@ -22,38 +23,40 @@ PRODUCTS, RESERVATIONS = Product.__table__, Reservation.__table__
 LINES = ReservationLine.__table__
 PRODUCT = (PRODUCTS.c.id, PRODUCTS.c.sku, PRODUCTS.c.name, PRODUCTS.c.price_cents,
            PRODUCTS.c.stock, PRODUCTS.c.created_at)
-PRODUCT_BY_ID = select(*PRODUCT).where(PRODUCTS.c.id == bindparam("product_id"))
-RESERVATION_BY_ORDER = select(RESERVATIONS.c.order_id, RESERVATIONS.c.status,
-                              RESERVATIONS.c.short_product_ids) \
-    .where(RESERVATIONS.c.order_id == bindparam("order_id"))
-LINES_BY_ORDER = select(LINES.c.product_id, LINES.c.quantity) \
-    .where(LINES.c.order_id == bindparam("order_id")).order_by(LINES.c.product_id)
-# built once, as building a statement costs more than running it
-PRICES = select(PRODUCTS.c.id, PRODUCTS.c.price_cents) \
-    .where(PRODUCTS.c.id.in_(bindparam("b_ids", expanding=True)))
-TAKE = update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id"),
-                              PRODUCTS.c.stock >= bindparam("b_quantity")) \
-    .values(stock=PRODUCTS.c.stock - bindparam("b_quantity"))
-GIVE_BACK = update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id")) \
-    .values(stock=PRODUCTS.c.stock + bindparam("b_quantity"))
+# what each order and product page runs: built and compiled once (mesh.data.precompiled)
+PRODUCT_BY_ID = precompiled(select(*PRODUCT).where(PRODUCTS.c.id == bindparam("product_id")))
+RESERVATION_BY_ORDER = precompiled(
+    select(RESERVATIONS.c.order_id, RESERVATIONS.c.status, RESERVATIONS.c.short_product_ids)
+    .where(RESERVATIONS.c.order_id == bindparam("order_id")))
+LINES_BY_ORDER = precompiled(
+    select(LINES.c.product_id, LINES.c.quantity)
+    .where(LINES.c.order_id == bindparam("order_id")).order_by(LINES.c.product_id))
+PRICES = precompiled(select(PRODUCTS.c.id, PRODUCTS.c.price_cents)
+                     .where(PRODUCTS.c.id.in_(bindparam("b_ids", expanding=True))))
+TAKE = precompiled(
+    update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id"),
+                           PRODUCTS.c.stock >= bindparam("b_quantity"))
+    .values(stock=PRODUCTS.c.stock - bindparam("b_quantity")))
+GIVE_BACK = precompiled(
+    update(PRODUCTS).where(PRODUCTS.c.id == bindparam("b_id"))
+    .values(stock=PRODUCTS.c.stock + bindparam("b_quantity")))
 # An order's reservation is claimed by inserting its header: a concurrent call
 # for the same order waits on it, then inserts nothing and reads what the first
 # one made (a failed insert would roll back the caller's whole transaction,
 # inbox row included).
-HOLD = {module.dialect.name: module.insert(RESERVATIONS).on_conflict_do_nothing()
+HOLD = {module.dialect.name: precompiled(module.insert(RESERVATIONS).on_conflict_do_nothing())
         for module in (postgresql, sqlite)}
-UNHOLD = delete(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("b_order"))
-HOLD_LINES = insert(LINES)
-# a status change applies only from the statuses named; an equality, not an IN
-# list (expanding one is re-rendered at every execution)
+UNHOLD = precompiled(delete(RESERVATIONS).where(RESERVATIONS.c.order_id == bindparam("b_order")))
+HOLD_LINES = precompiled(insert(LINES))
+# a status change applies only from the statuses named
 ORDER_IS = RESERVATIONS.c.order_id == bindparam("b_order")
-REJECT = update(RESERVATIONS).where(ORDER_IS, RESERVATIONS.c.status == "reserved") \
-    .values(status="rejected")
-COMMIT = update(RESERVATIONS).where(ORDER_IS, RESERVATIONS.c.status == "reserved") \
-    .values(status="committed").returning(RESERVATIONS.c.order_id)
-RELEASE = update(RESERVATIONS).where(
-    ORDER_IS, RESERVATIONS.c.status.in_(bindparam("b_from", expanding=True))) \
-    .values(status="released")
+REJECT = precompiled(update(RESERVATIONS).where(ORDER_IS, RESERVATIONS.c.status == "reserved")
+                     .values(status="rejected"))
+COMMIT = precompiled(update(RESERVATIONS).where(ORDER_IS, RESERVATIONS.c.status == "reserved")
+                     .values(status="committed").returning(RESERVATIONS.c.order_id))
+RELEASE = precompiled(update(RESERVATIONS).where(
+    ORDER_IS, RESERVATIONS.c.status.in_(bindparam("b_from", expanding=True)))
+    .values(status="released"))
 
 
 def create_product(session, sku, name, price_cents, stock):

@@ -8,6 +8,7 @@ from sqlalchemy import bindparam, delete, exists, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mesh.data.db import utcnow
+from mesh.data.precompiled import precompiled
 from services.notifications.models import ForgottenUser, Notification
 
 NOTIFICATIONS = Notification.__table__
@@ -24,8 +25,9 @@ NEWS = ("user_id", "kind", "subject", "body", "order_id", "event_id")
 UNLESS_FORGOTTEN = select(*(bindparam(name, type_=NOTIFICATIONS.c[name].type)
                             for name in NEWS)).where(
     ~exists().where(FORGOTTEN.c.user_id == bindparam("user_id")))
-TELL = {module.dialect.name: module.insert(NOTIFICATIONS)
-        .from_select(NEWS, UNLESS_FORGOTTEN).on_conflict_do_nothing()
+TELL = {module.dialect.name: precompiled(module.insert(NOTIFICATIONS)
+                                         .from_select(NEWS, UNLESS_FORGOTTEN)
+                                         .on_conflict_do_nothing())
         for module in (postgresql, sqlite)}
 
 MESSAGES = {

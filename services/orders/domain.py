@@ -18,16 +18,16 @@ saga runs several steps per order, and the ORM's loading and identity map cost
 several times the statements themselves. Reads that change nothing take a
 connection. Orders come back as contract dicts.
 """
-import functools
 import hashlib
 import json
 
-from sqlalchemy import bindparam, false, func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from contracts.errors import NotFound
 from contracts.orders import IdempotencyKeyReused, NotCancellable
 from mesh.data.db import utcnow
+from mesh.data.precompiled import precompiled
 from mesh.data.retention import Rule
 from services.orders.models import Order, OrderLine
 
@@ -43,19 +43,23 @@ ITEMS = select(LINES.c.order_id, LINES.c.product_id, LINES.c.quantity,
                LINES.c.unit_price_cents).order_by(LINES.c.order_id, LINES.c.product_id)
 # Statements are built once: building one costs more than running it. An UPDATE
 # without .values() sets the columns named by the parameters it is run with.
-BY_ID = select(*VIEW).where(ORDERS.c.id == bindparam("order_id"))
-SAGA_BY_ID = select(*SAGA).where(ORDERS.c.id == bindparam("order_id"))
-BY_KEY = select(*VIEW, ORDERS.c.request_hash).where(
-    ORDERS.c.user_id == bindparam("b_user"), ORDERS.c.idempotency_key == bindparam("b_key"))
-CREATE = insert(ORDERS).returning(ORDERS.c.id)
-ADD_LINES = insert(LINES)
+BY_ID = precompiled(select(*VIEW).where(ORDERS.c.id == bindparam("order_id")))
+SAGA_BY_ID = precompiled(select(*SAGA).where(ORDERS.c.id == bindparam("order_id")))
+BY_KEY = precompiled(select(*VIEW, ORDERS.c.request_hash).where(
+    ORDERS.c.user_id == bindparam("b_user"), ORDERS.c.idempotency_key == bindparam("b_key")))
+CREATE = precompiled(insert(ORDERS).returning(ORDERS.c.id))
+# a transition: from the statuses in b_from to the columns named by its parameters
+MOVE = precompiled(update(ORDERS).where(
+    ORDERS.c.id == bindparam("b_id"), ORDERS.c.status.in_(bindparam("b_from", expanding=True)))
+    .returning(*SAGA))
+ADD_LINES = precompiled(insert(LINES))
 # A capture that finds the order rejected is news only while the row knows of no
 # payment: once it says captured (the refund was asked for) or refunded (the money
 # is back: the refund can overtake the capture's news), the capture is stale.
-LATE_CAPTURE = update(ORDERS).where(ORDERS.c.id == bindparam("b_id"),
-                                    ORDERS.c.status == "rejected",
-                                    ORDERS.c.payment_state == "none") \
-    .values(payment_state="captured", updated_at=bindparam("b_now")).returning(*SAGA)
+LATE_CAPTURE = precompiled(
+    update(ORDERS).where(ORDERS.c.id == bindparam("b_id"), ORDERS.c.status == "rejected",
+                         ORDERS.c.payment_state == "none")
+    .values(payment_state="captured", updated_at=bindparam("b_now")).returning(*SAGA))
 # A client may retry with its Idempotency-Key for IDEMPOTENCY_KEY_RETENTION_SECONDS;
 # after that the key and its body's hash are forgotten (the order stays).
 # updated_at is never earlier than created_at, and is indexed where a key is kept
@@ -154,22 +158,12 @@ def _saga_row(session, order_id):
     return row
 
 
-@functools.cache
-def _move_from(statuses):
-    """A transition's UPDATE from `statuses`, one for each tuple of them: equalities,
-    not an IN list (an expanding one is re-rendered at every execution)."""
-    # (false() first: no statuses moves nothing, where an empty or_() is no condition)
-    return update(ORDERS).where(
-        ORDERS.c.id == bindparam("b_id"),
-        or_(false(), *(ORDERS.c.status == status for status in statuses))).returning(*SAGA)
-
-
 def _move(session, order_id, from_status, **values):
     """Apply a transition if the order is still in `from_status` (one or a tuple):
     the order as it is then, or None when it was not in that status."""
-    statuses = (from_status,) if isinstance(from_status, str) else tuple(from_status)
-    return session.connection().execute(_move_from(statuses), {
-        "b_id": order_id, "updated_at": utcnow(), **values}).first()
+    statuses = [from_status] if isinstance(from_status, str) else list(from_status)
+    return session.connection().execute(MOVE, {
+        "b_id": order_id, "b_from": statuses, "updated_at": utcnow(), **values}).first()
 
 
 def _announce(session, outbox, event_type, order):

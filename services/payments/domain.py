@@ -7,21 +7,22 @@ as contract dicts. Nothing here commits.
 from sqlalchemy import bindparam, insert, select, update
 
 from contracts.errors import NotFound
+from mesh.data.precompiled import precompiled
 from services.payments.models import Payment
 
 PAYMENTS = Payment.__table__
 PAYMENT = (PAYMENTS.c.id, PAYMENTS.c.order_id, PAYMENTS.c.amount_cents, PAYMENTS.c.status,
            PAYMENTS.c.provider_ref, PAYMENTS.c.created_at, PAYMENTS.c.updated_at)
-BY_ORDER = select(*PAYMENT).where(PAYMENTS.c.order_id == bindparam("order_id"))
-RECORD = insert(PAYMENTS).returning(PAYMENTS.c.id)
+BY_ORDER = precompiled(select(*PAYMENT).where(PAYMENTS.c.order_id == bindparam("order_id")))
+RECORD = precompiled(insert(PAYMENTS).returning(PAYMENTS.c.id))
 # A refund is claimed before the provider is asked: the row goes from captured to
 # refunded in the handler's transaction, so a second refund of the same payment
 # (another instance, at once) waits on the row and then finds nothing to claim.
 # If the provider fails, the transaction rolls back and the payment is captured
 # again for the retry; the provider's key covers a crash after it paid back.
-CLAIM_REFUND = update(PAYMENTS).where(PAYMENTS.c.id == bindparam("b_id"),
-                                      PAYMENTS.c.status == "captured") \
-    .values(status="refunded")
+CLAIM_REFUND = precompiled(update(PAYMENTS).where(PAYMENTS.c.id == bindparam("b_id"),
+                                                  PAYMENTS.c.status == "captured")
+                           .values(status="refunded"))
 
 
 def _find(conn, order_id):
