@@ -20,13 +20,16 @@ Whatever this cannot do exactly as SQLAlchemy would goes to SQLAlchemy itself,
 unchanged: a connection with no transaction begun (SQLAlchemy's autobegin
 begins it; `UnitOfWork` and `DatabaseWrapper.reading` begin theirs first),
 several rows of parameters at once (psycopg2 would send each
-alone), an expanding `IN`, a missing required value (its error), a Python column
-default that wants the execution context, execution options, a connection with
-event listeners (they would not see the statement) or echo, a transaction that
-failed, a driver's paramstyle other than `qmark` (SQLite) and `pyformat`
-(psycopg2).
+alone), a value written into the SQL (`literal_execute`), a missing required
+value (its error), a Python column default that wants the execution context,
+execution options (the call's, the connection's or the engine's), a connection
+with event listeners (they would not see the statement) or echo, a transaction
+that failed or a connection lost, a driver other than sqlite3 and psycopg2. An
+expanding `IN` runs here: a form for each length of its list, as SQLAlchemy
+itself writes it.
 """
 import collections
+import inspect
 import keyword
 
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound, ResourceClosedError
@@ -34,6 +37,8 @@ from sqlalchemy.exc import MultipleResultsFound, NoResultFound, ResourceClosedEr
 __all__ = ["precompiled", "Precompiled", "Rows"]
 
 _UNSUPPORTED = object()  # a form SQLAlchemy runs itself
+# the drivers whose parameters and cursors this was checked against
+DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg2")}
 
 
 def precompiled(statement):
@@ -45,23 +50,31 @@ class Precompiled:
 
     def __init__(self, statement):
         self.statement = statement
-        self._forms = {}  # (dialect name, parameter names) -> _Form, or _UNSUPPORTED
+        # (dialect, driver, server version, parameter names) -> _Form, _Expanding
+        # or _UNSUPPORTED
+        self._forms = {}
 
     def __repr__(self):
         return f"precompiled({self.statement!r})"
 
     def _execute_on_connection(self, connection, distilled_params, execution_options):
-        # in a transaction begun already: SQLAlchemy's autobegin is its own affair
+        # in a transaction begun already (SQLAlchemy's autobegin is its own
+        # affair), on a connection that is not invalidated, with no options or
+        # listeners that would change or watch what runs
         if len(distilled_params) == 1 and not execution_options and connection.in_transaction() \
-                and not (connection._has_events or connection.engine._has_events
+                and not (connection.invalidated or connection._execution_options
+                         or connection._has_events or connection.engine._has_events
                          or connection.dialect._has_events or connection._echo):
-            params = distilled_params[0]
-            key = (connection.dialect.name, frozenset(params))
+            params, dialect = distilled_params[0], connection.dialect
+            key = (dialect.name, dialect.driver, dialect.server_version_info, frozenset(params))
             form = self._forms.get(key)
             if form is None:
-                form = self._forms[key] = _Form.of(self.statement, connection.dialect, params)
+                form = self._forms[key] = _Form.of(self.statement, dialect, params)
             if form is not _UNSUPPORTED:
-                prepared = form.prepare(params)
+                try:
+                    prepared = form.prepare(params)
+                except Exception as exc:  # a value its type refuses: SQLAlchemy's StatementError
+                    connection._handle_dbapi_exception(exc, form.sql, params, None, None)
                 if prepared is not None:
                     return prepared[0].run(connection, prepared[1])
         return connection.execute(self.statement, distilled_params or None,
@@ -76,13 +89,13 @@ class _Form:
     def of(cls, statement, dialect, params):
         """The form for `params`' names, an `_Expanding` that makes one for each
         length of its lists, or _UNSUPPORTED."""
-        if dialect.paramstyle not in ("qmark", "pyformat"):
+        if (dialect.name, dialect.driver) not in DRIVERS:
             return _UNSUPPORTED
         compiled = statement.compile(dialect=dialect, column_keys=sorted(params))
         binds = list(compiled.bind_names)
         if compiled.escaped_bind_names or any(
-                bind.isoutparam or bind.callable is not None
-                or (bind.literal_execute and not bind.expanding) for bind in binds):
+                bind.isoutparam or bind.callable is not None or bind.literal_execute
+                for bind in binds):
             return _UNSUPPORTED
         defaults = {}
         for column, default in [(c, c.default) for c in compiled.insert_prefetch] + \
@@ -170,6 +183,7 @@ class _Expanding:
     def __init__(self, compiled, dialect, defaults, columns, keys):
         self.compiled, self.dialect, self.defaults, self.columns = \
             compiled, dialect, defaults, columns
+        self.sql = compiled.string
         self.keys = keys
         self._forms = {}
 
@@ -207,7 +221,14 @@ def _made_without_context(default):
         return lambda value=default.arg: value
     if default.is_callable:
         made = getattr(default.arg, "__wrapped__", None)  # SQLAlchemy's wrap of a 0-arg fn
-        return made if callable(made) else None
+        try:
+            takes_nothing = callable(made) and all(
+                parameter.default is not parameter.empty
+                or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+                for parameter in inspect.signature(made).parameters.values())
+        except (TypeError, ValueError):  # no signature to read
+            takes_nothing = False
+        return made if takes_nothing else None
     return None
 
 

@@ -8,7 +8,8 @@ from sqlalchemy import (Boolean, Column, Integer, MetaData, String, Table, bindp
                         insert, select, text, update)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import (IntegrityError, MultipleResultsFound, NoResultFound,
-                            OperationalError, ResourceClosedError, StatementError)
+                            OperationalError, PendingRollbackError, ResourceClosedError,
+                            StatementError)
 
 from mesh.data import precompiled as module
 from mesh.data.db import UtcDateTime, make_engine
@@ -207,8 +208,50 @@ def test_a_lost_postgresql_connection_is_invalidated(postgres_databases):
                 conn.execute(by_id, {"b_id": 1})
             assert raised.value.connection_invalidated
             assert conn.invalidated
+            with pytest.raises(PendingRollbackError):  # as SQLAlchemy says it
+                conn.execute(by_id, {"b_id": 1})
         with engine.connect() as conn:  # the pool gives a working connection again
             conn.begin()
             assert conn.execute(by_id, {"b_id": 1}).first() is None
     finally:
         engine.dispose()
+
+
+def test_a_value_its_type_refuses_raises_sqlalchemys_statement_error(engine):
+    move = precompiled(STATEMENTS["move"])
+    with engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(StatementError, match="naive datetime"):
+            conn.execute(move, {"b_id": 1, "updated_at": dt.datetime(2026, 1, 1)})
+        conn.rollback()
+
+
+def test_what_would_change_the_sql_or_a_default_goes_to_sqlalchemy(engine):
+    """Values written into the SQL, options on the connection, a default that
+    reads the execution context: each as SQLAlchemy runs it."""
+    literal = precompiled(select(ITEMS.c.name).where(ITEMS.c.id.in_(
+        bindparam("ids", expanding=True, literal_execute=True))).order_by(ITEMS.c.id))
+    contextual = Table("contextual", MetaData(), Column("id", Integer, primary_key=True),
+                       Column("label", String(20), default=lambda ctx: "ctx:%s" % (
+                           ctx.get_current_parameters()["id"])))
+    contextual.create(engine)
+    add_plain = precompiled(insert(contextual))
+    with engine.connect() as conn:
+        conn.begin()
+        conn.execute(insert(ITEMS), [{"name": n} for n in "abcde"])
+        assert conn.execute(literal, {"ids": [1, 2]}).all() == [("a",), ("b",)]
+        assert conn.execute(literal, {"ids": [4, 5]}).all() == [("d",), ("e",)]
+        conn.execute(add_plain, {"id": 1})
+        assert conn.execute(select(contextual.c.label)).scalar() == "ctx:1"
+        conn.rollback()
+    seen = []
+    with engine.connect().execution_options(logging_token="mine") as conn:
+        conn.begin()
+        original = module._Form.run
+        module._Form.run = lambda *args: seen.append(args) or original(*args)
+        try:
+            conn.execute(precompiled(STATEMENTS["by_id"]), {"b_id": 1})
+        finally:
+            module._Form.run = original
+        conn.rollback()
+    assert seen == []
