@@ -324,19 +324,11 @@ class DatabaseWrapper:
         return self.work
 
     def reading(self):
-        """``with self.db.reading() as conn:`` a transaction that closing the
-        connection ends, nothing to commit. On SQLite it holds the file's lock until it closes (`_FileLock`):
+        """``with self.db.reading() as conn:`` no transaction to end, nothing to
+        commit. On SQLite it holds the file's lock until it closes (`_FileLock`):
         close it before calling another service, or every other worker of the file
         waits for that call."""
-        connection = self.engine.connect()
-        try:
-            # begun here, not by its first statement: a precompiled statement runs
-            # on the driver only inside a transaction (mesh.data.precompiled)
-            connection.begin()
-        except BaseException:
-            connection.close()
-            raise
-        return connection
+        return self.engine.connect()
 
     def close(self):
         if self.work is not None:

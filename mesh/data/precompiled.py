@@ -10,16 +10,15 @@ dialect instead of once per execution.
 
 Domain code does not change: `conn.execute(PRECOMPILED, params)` is what it was
 (`Connection.execute` calls the statement's `_execute_on_connection`, as for any
-of SQLAlchemy's own), in the connection's transaction, and a driver's error is
-raised as SQLAlchemy's (an `IntegrityError` stays one; a lost connection is
-invalidated). It returns `Rows`: the methods of
-a `CursorResult` the code uses (`first`, `one`, `scalar_one`, `all`, iterating,
-`rowcount`), rows as named tuples (`row.id`, `row._asdict()`).
+of SQLAlchemy's own), in the connection's transaction (begun first if none is,
+as SQLAlchemy's autobegin would), and a driver's error is raised as
+SQLAlchemy's (an `IntegrityError` stays one; a lost connection is invalidated).
+It returns `Rows`: the methods of a `CursorResult` the code uses (`first`,
+`one`, `scalar_one`, `all`, iterating, `rowcount`), rows as named tuples
+(`row.id`, `row._asdict()`).
 
 Whatever this cannot do exactly as SQLAlchemy would goes to SQLAlchemy itself,
-unchanged: a connection with no transaction begun (SQLAlchemy's autobegin
-begins it; `UnitOfWork` and `DatabaseWrapper.reading` begin theirs first),
-several rows of parameters at once (psycopg2 would send each
+unchanged: several rows of parameters at once (psycopg2 would send each
 alone), a value written into the SQL (`literal_execute`), a missing required
 value (its error), a Python column default that wants the execution context,
 execution options (the call's, the connection's or the engine's), a connection
@@ -58,9 +57,11 @@ class Precompiled:
         return f"precompiled({self.statement!r})"
 
     def _execute_on_connection(self, connection, distilled_params, execution_options):
-        # in a transaction begun already (SQLAlchemy's autobegin is its own
-        # affair), on a connection that is not invalidated, with no options or
-        # listeners that would change or watch what runs
+        if connection.get_transaction() is None and connection._allow_autobegin \
+                and not (connection.closed or connection.invalidated):
+            connection.begin()  # as SQLAlchemy's autobegin does before a statement
+        # in a transaction, on a connection that is not invalidated, with no
+        # options or listeners that would change or watch what runs
         if len(distilled_params) == 1 and not execution_options and connection.in_transaction() \
                 and not (connection.invalidated or connection._execution_options
                          or connection._has_events or connection.engine._has_events

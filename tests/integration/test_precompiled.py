@@ -129,6 +129,24 @@ def test_it_runs_on_the_driver_not_through_sqlalchemys_execution(engine, monkeyp
                for statement in statements.values() for form in statement._forms.values())
 
 
+def test_a_connection_with_no_transaction_begins_one_as_sqlalchemy_would(engine, monkeypatch):
+    add = precompiled(STATEMENTS["add"])
+
+    def refused(*args, **kwargs):
+        raise AssertionError("ran through SQLAlchemy's execution")
+
+    monkeypatch.setattr(Connection, "_execute_clauseelement", refused)
+    with engine.connect() as conn:
+        conn.execute(add, {"name": "x"})
+        assert conn.in_transaction()
+        conn.commit()
+    with engine.connect() as conn:
+        conn.execute(add, {"name": "y"})  # closed without a commit: rolled back
+    monkeypatch.undo()
+    with engine.connect() as conn:
+        assert conn.execute(select(ITEMS.c.name)).scalars().all() == ["x"]
+
+
 def test_a_duplicate_raises_sqlalchemys_integrity_error_and_rolls_back_cleanly(engine):
     add = precompiled(STATEMENTS["add"])
     with engine.connect() as conn:
@@ -147,7 +165,8 @@ def test_a_duplicate_raises_sqlalchemys_integrity_error_and_rolls_back_cleanly(e
 def test_what_it_does_not_do_goes_to_sqlalchemy(engine):
     add_plain, by_id = precompiled(STATEMENTS["add_plain"]), precompiled(STATEMENTS["by_id"])
     seen = []
-    # no transaction begun: SQLAlchemy's autobegin, and its commit keeps the row
+    # no transaction begun: begun as SQLAlchemy's autobegin would, and its commit
+    # keeps the row
     with engine.connect() as conn:
         conn.execute(add_plain, {"id": 1, "name": "a"})
         conn.commit()
