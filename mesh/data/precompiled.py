@@ -10,22 +10,24 @@ dialect instead of once per execution.
 
 Domain code does not change: `conn.execute(PRECOMPILED, params)` is what it was
 (`Connection.execute` calls the statement's `_execute_on_connection`, as for any
-of SQLAlchemy's own), in the connection's transaction (begun first if none is,
-as SQLAlchemy's autobegin would), and a driver's error is raised as
-SQLAlchemy's (an `IntegrityError` stays one; a lost connection is invalidated).
-It returns `Rows`: the methods of a `CursorResult` the code uses (`first`,
-`one`, `scalar_one`, `all`, iterating, `rowcount`), rows as named tuples
-(`row.id`, `row._asdict()`).
+of SQLAlchemy's own), in the connection's transaction (where none is begun,
+SQLAlchemy's own autobegin begins it once the statement is ready to run), and a
+driver's error is raised as SQLAlchemy's (an `IntegrityError` stays one; a lost
+connection is invalidated). It returns `Rows`: the methods of a `CursorResult`
+the code uses (`first`, `one`, `scalar_one`, `all`, iterating, `rowcount`),
+rows as named tuples (`row.id`, `row._asdict()`).
 
 Whatever this cannot do exactly as SQLAlchemy would goes to SQLAlchemy itself,
 unchanged: several rows of parameters at once (psycopg2 would send each
 alone), a value written into the SQL (`literal_execute`), a missing required
 value (its error), a Python column default that wants the execution context,
 execution options (the call's, the connection's or the engine's), a connection
-with event listeners (they would not see the statement) or echo, a transaction
-that failed or a connection lost, a driver other than sqlite3 and psycopg2. An
-expanding `IN` runs here: a form for each length of its list, as SQLAlchemy
-itself writes it.
+with event listeners (they would not see the statement) or echo, a transaction,
+savepoint or `with begin()` block that failed or ended (SQLAlchemy raises), a
+connection closed or lost, a driver other than sqlite3 and psycopg2. An
+expanding `IN` runs here, a form kept for each length of its lists up to
+LONGEST_LISTS values in all, as SQLAlchemy itself expands it; longer lists go
+to SQLAlchemy.
 """
 import collections
 import inspect
@@ -38,6 +40,9 @@ __all__ = ["precompiled", "Precompiled", "Rows"]
 _UNSUPPORTED = object()  # a form SQLAlchemy runs itself
 # the drivers whose parameters and cursors this was checked against
 DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg2")}
+# an expanding IN's lists, all told, beyond which its forms are not kept: one is
+# kept for each length (the outbox relay marks up to 100 rows at once)
+LONGEST_LISTS = 100
 
 
 def precompiled(statement):
@@ -49,25 +54,19 @@ class Precompiled:
 
     def __init__(self, statement):
         self.statement = statement
-        # (dialect, driver, server version, parameter names) -> _Form, _Expanding
-        # or _UNSUPPORTED
+        # (dialect, driver, paramstyle, server version, parameter names) -> _Form,
+        # _Expanding or _UNSUPPORTED. Engines of one driver and server are taken to
+        # share their dialect's options (mesh.data.db.make_engine sets none).
         self._forms = {}
 
     def __repr__(self):
         return f"precompiled({self.statement!r})"
 
     def _execute_on_connection(self, connection, distilled_params, execution_options):
-        if connection.get_transaction() is None and connection._allow_autobegin \
-                and not (connection.closed or connection.invalidated):
-            connection.begin()  # as SQLAlchemy's autobegin does before a statement
-        # in a transaction, on a connection that is not invalidated, with no
-        # options or listeners that would change or watch what runs
-        if len(distilled_params) == 1 and not execution_options and connection.in_transaction() \
-                and not (connection.invalidated or connection._execution_options
-                         or connection._has_events or connection.engine._has_events
-                         or connection.dialect._has_events or connection._echo):
+        if len(distilled_params) == 1 and not execution_options and _runs_as_is(connection):
             params, dialect = distilled_params[0], connection.dialect
-            key = (dialect.name, dialect.driver, dialect.server_version_info, frozenset(params))
+            key = (dialect.name, dialect.driver, dialect.paramstyle, dialect.server_version_info,
+                   frozenset(params))
             form = self._forms.get(key)
             if form is None:
                 form = self._forms[key] = _Form.of(self.statement, dialect, params)
@@ -77,9 +76,28 @@ class Precompiled:
                 except Exception as exc:  # a value its type refuses: SQLAlchemy's StatementError
                     connection._handle_dbapi_exception(exc, form.sql, params, None, None)
                 if prepared is not None:
-                    return prepared[0].run(connection, prepared[1])
+                    if connection._transaction is None:
+                        connection._autobegin()  # SQLAlchemy's own, where it would begin
+                    if connection.in_transaction():
+                        return prepared[0].run(connection, prepared[1])
         return connection.execute(self.statement, distilled_params or None,
                                   execution_options=execution_options)
+
+
+def _runs_as_is(connection):
+    """Whether SQLAlchemy would run a statement on `connection` as it is: open and
+    not invalidated; its transaction, its savepoint and the `with begin()` block
+    around it, where there are any, still active (else SQLAlchemy raises: it
+    does so itself); no options or listeners that would change or watch what runs."""
+    transaction, savepoint = connection._transaction, connection._nested_transaction
+    block = connection._trans_context_manager
+    return connection._dbapi_connection is not None \
+        and (transaction is None or transaction.is_active) \
+        and (savepoint is None or savepoint.is_active) \
+        and (block is None or block._transaction_is_active()) \
+        and not (connection._execution_options or connection._has_events
+                 or connection.engine._has_events or connection.dialect._has_events
+                 or connection._echo)
 
 
 class _Form:
@@ -195,6 +213,8 @@ class _Expanding:
             return None  # SQLAlchemy's error for a missing or scalar list
         form = self._forms.get(lengths)
         if form is None:
+            if sum(lengths) > LONGEST_LISTS:
+                return None  # SQLAlchemy's, expanded anew: a form kept for each would grow
             if any(isinstance(value, (tuple, list)) for key in self.keys
                    for value in params[key]):
                 return None  # a tuple IN: SQLAlchemy's alone

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import (Boolean, Column, Integer, MetaData, String, Table, bindparam, event,
                         insert, select, text, update)
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import (IntegrityError, MultipleResultsFound, NoResultFound,
-                            OperationalError, PendingRollbackError, ResourceClosedError,
-                            StatementError)
+from sqlalchemy.exc import (IntegrityError, InvalidRequestError, MultipleResultsFound,
+                            NoResultFound, OperationalError, PendingRollbackError,
+                            ResourceClosedError, StatementError)
 
 from mesh.data import precompiled as module
 from mesh.data.db import UtcDateTime, make_engine
@@ -274,3 +274,42 @@ def test_what_would_change_the_sql_or_a_default_goes_to_sqlalchemy(engine):
             module._Form.run = original
         conn.rollback()
     assert seen == []
+
+
+def test_a_savepoint_ended_refuses_the_statement_as_sqlalchemy_does(engine):
+    for side, statement in enumerate((STATEMENTS["add"], precompiled(STATEMENTS["add"]))):
+        with engine.connect() as conn:
+            with conn.begin():
+                with conn.begin_nested() as savepoint:
+                    savepoint.rollback()
+                    with pytest.raises(InvalidRequestError, match="closed transaction"):
+                        conn.execute(statement, {"name": f"refused-{side}"})
+                conn.execute(statement, {"name": f"kept-{side}"})
+    with engine.connect() as conn:  # each outer block committed its one row, no more
+        assert conn.execute(select(ITEMS.c.name).order_by(ITEMS.c.name)).scalars().all() == [
+            "kept-0", "kept-1"]
+
+
+def test_a_statement_refused_before_it_ran_leaves_no_transaction_begun(engine):
+    by_id = precompiled(STATEMENTS["by_id"])
+    with engine.connect() as conn:
+        with pytest.raises(StatementError):
+            conn.execute(by_id, {})  # a required value missing
+        with pytest.raises(StatementError):
+            conn.execute(precompiled(STATEMENTS["move"]), {"b_id": 1, "updated_at": "soon"})
+        assert not conn.in_transaction()
+        with conn.begin():  # as after SQLAlchemy's own refusal
+            conn.execute(precompiled(STATEMENTS["add"]), {"name": "x"})
+
+
+def test_a_long_list_is_expanded_by_sqlalchemy_and_no_form_is_kept_for_it(engine):
+    named = precompiled(STATEMENTS["named"])
+    names = [f"n{i}" for i in range(module.LONGEST_LISTS + 1)]
+    with engine.connect() as conn:
+        conn.begin()
+        conn.execute(insert(ITEMS), [{"name": name} for name in names[:3]])
+        assert [row.name for row in conn.execute(named, {"b_names": names})] == names[:3]
+        assert [row.name for row in conn.execute(named, {"b_names": names[:2]})] == names[:2]
+        conn.rollback()
+    (expanding,) = named._forms.values()
+    assert list(expanding._forms) == [(2,)]
