@@ -277,24 +277,22 @@ class Rows:
     def __init__(self, rows, rowcount):
         self._rows, self.rowcount = rows, rowcount
 
-    def _all(self):
+    def all(self):
+        """The rows not yet taken; the result is then empty, as a consumed one."""
         if self._rows is None:
             raise ResourceClosedError("This result object does not return rows.")
         rows, self._rows = self._rows, []
         return rows
 
-    def all(self):
-        return self._all()
-
     def __iter__(self):
-        return iter(self._all())
+        return iter(self.all())
 
     def first(self):
-        rows = self._all()
+        rows = self.all()
         return rows[0] if rows else None
 
     def one_or_none(self):
-        rows = self._all()
+        rows = self.all()
         if len(rows) > 1:
             raise MultipleResultsFound("Multiple rows were found when one or none was required")
         return rows[0] if rows else None
