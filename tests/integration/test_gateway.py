@@ -1,5 +1,6 @@
 """The gateway in a real container, with accounts and inventory, over real HTTP."""
 import json
+import logging
 import socket
 import time
 import uuid
@@ -142,6 +143,14 @@ def test_request_ids(mesh):
     assert replaced.headers["X-Request-ID"] != "x" * 65
     assert len(replaced.headers["X-Request-ID"]) <= 64
     assert mesh("GET", "/health").headers["X-Request-ID"]
+
+
+def test_a_request_has_one_access_line_the_gateways(mesh, caplog):
+    caplog.set_level(logging.DEBUG)  # even where eventlet's logger would show its own
+    mesh("GET", "/api/v1/products", headers={"X-Request-ID": "one-line"})
+    lines = [r for r in caplog.records if "/api/v1/products" in r.getMessage()
+             and not r.name.startswith("urllib3")]  # the client's own line
+    assert [(r.name, getattr(r, "request_id", None)) for r in lines] == [("mesh.http.access", "one-line")]
 
 
 def test_headers_are_safe(mesh):
