@@ -264,8 +264,8 @@ class MeshWebServer(WebServer):
         server.socket_timeout = setting(config, "HTTP_READ_TIMEOUT")
         server.keepalive = setting(config, "HTTP_IDLE_TIMEOUT")
         # eventlet's own access line: `record` writes the gateway's; eventlet's was
-        # formatted for every request, then dropped by its logger's level (2% of
-        # the gateway's CPU). Its errors still reach `server.log`.
+        # formatted for every request, then dropped by its logger's level (1.5-2%
+        # of the gateway's profile samples). Its errors still reach `server.log`.
         server.log_output = False
         return server
 

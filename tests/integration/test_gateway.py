@@ -150,7 +150,8 @@ def test_a_request_has_one_access_line_the_gateways(mesh, caplog):
     mesh("GET", "/api/v1/products", headers={"X-Request-ID": "one-line"})
     lines = [r for r in caplog.records if "/api/v1/products" in r.getMessage()
              and not r.name.startswith("urllib3")]  # the client's own line
-    assert [(r.name, getattr(r, "request_id", None)) for r in lines] == [("mesh.http.access", "one-line")]
+    assert [(r.name, getattr(r, "request_id", None)) for r in lines] == \
+        [("mesh.http.access", "one-line")]
 
 
 def test_headers_are_safe(mesh):
